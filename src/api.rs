@@ -1,0 +1,539 @@
+//! The public cross-entropy entry points: option validation, then the fused row path or
+//! the blocked path for long rows, across rayon threads.
+
+use crate::arch::{
+    BLOCK_CLASSES, Beta, BlockStats, FUSED_MAX_CLASSES, Io, RowOut, RowPlan, RowsJob, Smooth,
+};
+use crate::kernel::{Backend, backend, with_backend};
+use crate::parallel::{for_row_chunks, go_parallel, map_ordered};
+use crate::stats::Merged;
+use crate::{Error, Kernel, Loss, Target};
+use std::sync::Arc;
+
+/// How per-row losses are combined.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reduction {
+    /// Weighted mean: the sum of row losses divided by the sum of the counted rows' target
+    /// weights (the row count without class weights), as PyTorch's `reduction='mean'`.
+    /// The gradient is scaled by the same divisor.
+    #[default]
+    Mean,
+    /// Plain sum of row losses; the gradient is unscaled.
+    Sum,
+}
+
+/// Softmax cross-entropy with PyTorch `F.cross_entropy` semantics, configured by builder
+/// methods that never fail; invalid options are reported by the call that uses them.
+///
+/// Cloning is cheap (the class weights are shared). The struct is `Send + Sync`: one
+/// configuration can serve many threads at once, each with its own buffers.
+///
+/// ```
+/// let ce = xent::CrossEntropy::new(3).label_smoothing(0.1);
+/// let mut logits = vec![2.0, 0.5, -1.0, /* row 2 */ 0.1, 0.2, 3.0];
+/// let loss = ce.forward_backward(&mut logits, &[0u32, 2])?;
+/// assert_eq!((loss.rows, loss.correct), (2, 2));
+/// // The gradient (softmax - smoothed one-hot, divided by 2 rows) replaced the logits;
+/// // each row of it sums to zero.
+/// assert!(logits[..3].iter().sum::<f32>().abs() < 1e-6);
+/// # Ok::<(), xent::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct CrossEntropy {
+    classes: usize,
+    reduction: Reduction,
+    ignore_index: Option<i64>,
+    label_smoothing: f32,
+    weights: Option<Arc<[f32]>>,
+    kernel: Kernel,
+}
+
+impl CrossEntropy {
+    /// Cross-entropy over rows of `classes` logits: mean reduction, no ignore index, no
+    /// label smoothing, no class weights, [`Kernel::Auto`].
+    pub fn new(classes: usize) -> Self {
+        CrossEntropy {
+            classes,
+            reduction: Reduction::Mean,
+            ignore_index: None,
+            label_smoothing: 0.0,
+            weights: None,
+            kernel: Kernel::Auto,
+        }
+    }
+
+    /// Sets the reduction (default [`Reduction::Mean`]).
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+
+    /// Rows whose target equals `index` contribute no loss, get a zero gradient, and are
+    /// not counted (PyTorch's default is -100; here there is none unless set).
+    pub fn ignore_index(mut self, index: i64) -> Self {
+        self.ignore_index = Some(index);
+        self
+    }
+
+    /// Label smoothing `eps` in `[0, 1]`: the target distribution becomes
+    /// `(1 - eps) onehot + eps / C`. Checked when used ([`Error::LabelSmoothing`]).
+    pub fn label_smoothing(mut self, eps: f32) -> Self {
+        self.label_smoothing = eps;
+        self
+    }
+
+    /// Per-class weights (one finite value per class). Checked when used
+    /// ([`Error::WeightsLength`], [`Error::NonFiniteWeight`]).
+    pub fn class_weights(mut self, weights: impl Into<Arc<[f32]>>) -> Self {
+        self.weights = Some(weights.into());
+        self
+    }
+
+    /// Forces a kernel variant (default [`Kernel::Auto`]). Checked when used
+    /// ([`Error::KernelUnavailable`]).
+    pub fn kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Classes per row.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The reduction in use.
+    pub fn get_reduction(&self) -> Reduction {
+        self.reduction
+    }
+
+    /// The ignore index, if any.
+    pub fn get_ignore_index(&self) -> Option<i64> {
+        self.ignore_index
+    }
+
+    /// The label smoothing (as set; validated when used).
+    pub fn get_label_smoothing(&self) -> f32 {
+        self.label_smoothing
+    }
+
+    /// The class weights, if any (as set; validated when used).
+    pub fn get_class_weights(&self) -> Option<&[f32]> {
+        self.weights.as_deref()
+    }
+
+    /// The requested kernel ([`Kernel::resolve`] tells which variant runs).
+    pub fn get_kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// The loss without a gradient; the logits are only read.
+    ///
+    /// # Errors
+    /// Any option error, and [`Error::LogitsShape`], [`Error::TargetsLength`],
+    /// [`Error::TargetOutOfRange`] for inconsistent inputs.
+    ///
+    /// ```
+    /// let ce = xent::CrossEntropy::new(2);
+    /// let loss = ce.forward(&[0.0, 0.0], &[1u8])?;
+    /// assert!((loss.value - std::f32::consts::LN_2).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn forward<T: Target>(&self, logits: &[f32], targets: &[T]) -> Result<Loss, Error> {
+        let ck = self.check(logits.len(), targets, None)?;
+        Ok(self.run(&ck, Io::Read(logits), targets))
+    }
+
+    /// The loss, with the gradient `dLoss/dlogits` written over the logits.
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward). On error the logits are unchanged.
+    ///
+    /// ```
+    /// let ce = xent::CrossEntropy::new(2).reduction(xent::Reduction::Sum);
+    /// let mut z = [0.0f32, 0.0];
+    /// ce.forward_backward(&mut z, &[1u8])?;
+    /// assert_eq!(z, [0.5, -0.5]); // softmax - onehot
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn forward_backward<T: Target>(
+        &self,
+        logits: &mut [f32],
+        targets: &[T],
+    ) -> Result<Loss, Error> {
+        let ck = self.check(logits.len(), targets, None)?;
+        Ok(self.run(&ck, Io::InPlace(logits), targets))
+    }
+
+    /// The loss, with the gradient written into `grad` (same length as `logits`).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), plus [`Error::OutputLength`] for a wrong `grad`
+    /// length. On error `grad` is unchanged.
+    ///
+    /// ```
+    /// let ce = xent::CrossEntropy::new(2);
+    /// let mut g = [0.0f32; 2];
+    /// ce.forward_backward_into(&[0.0, 0.0], &[0i64], &mut g)?;
+    /// assert_eq!(g, [-0.5, 0.5]);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn forward_backward_into<T: Target>(
+        &self,
+        logits: &[f32],
+        targets: &[T],
+        grad: &mut [f32],
+    ) -> Result<Loss, Error> {
+        let ck = self.check(logits.len(), targets, Some(grad.len()))?;
+        Ok(self.run(&ck, Io::Into(logits, grad), targets))
+    }
+
+    /// Validates the options that do not depend on the data and resolves the kernel.
+    pub(crate) fn check_options(&self) -> Result<Backend, Error> {
+        if self.classes == 0 {
+            return Err(Error::ZeroClasses);
+        }
+        let eps = self.label_smoothing;
+        if !(0.0..=1.0).contains(&eps) {
+            return Err(Error::LabelSmoothing(eps));
+        }
+        if let Some(w) = &self.weights {
+            if w.len() != self.classes {
+                return Err(Error::WeightsLength {
+                    len: w.len(),
+                    classes: self.classes,
+                });
+            }
+            if let Some(class) = w.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFiniteWeight {
+                    class,
+                    weight: w[class],
+                });
+            }
+        }
+        backend(self.kernel)
+    }
+
+    /// Every check of a call, before anything is written.
+    pub(crate) fn check<T: Target>(
+        &self,
+        len: usize,
+        targets: &[T],
+        out_len: Option<usize>,
+    ) -> Result<Checked<'_>, Error> {
+        let backend = self.check_options()?;
+        let classes = self.classes;
+        if len % classes != 0 {
+            return Err(Error::LogitsShape { len, classes });
+        }
+        let rows = len / classes;
+        if targets.len() != rows {
+            return Err(Error::TargetsLength {
+                targets: targets.len(),
+                rows,
+            });
+        }
+        if let Some(out) = out_len {
+            if out != len {
+                return Err(Error::OutputLength {
+                    len: out,
+                    expected: len,
+                });
+            }
+        }
+        let weights = self.weights.as_deref();
+        let ignore = self.ignore_index.map(i128::from);
+        let (mut counted, mut weight) = (0usize, 0f64);
+        for (row, &t) in targets.iter().enumerate() {
+            let t = t.class();
+            if Some(t) == ignore {
+                continue;
+            }
+            if t < 0 || t >= classes as i128 {
+                return Err(Error::TargetOutOfRange {
+                    row,
+                    target: t,
+                    classes,
+                });
+            }
+            counted += 1;
+            weight += weights.map_or(1.0, |w| f64::from(w[t as usize]));
+        }
+        let eps = f64::from(self.label_smoothing);
+        let sum_w = weights.map_or(classes as f64, |w| w.iter().map(|&v| f64::from(v)).sum());
+        let (scale, zero_grad) = match self.reduction {
+            Reduction::Sum => (1.0, false),
+            Reduction::Mean if weight == 0.0 => (0.0, true),
+            Reduction::Mean => (1.0 / weight, false),
+        };
+        Ok(Checked {
+            classes,
+            counted,
+            weight,
+            backend,
+            weights,
+            ignore,
+            eps,
+            k: eps / classes as f64,
+            sum_w,
+            scale,
+            zero_grad,
+        })
+    }
+
+    /// Runs a validated call on the fused or blocked path and reduces the loss.
+    fn run<T: Target>(&self, ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> Loss {
+        let (total, correct) = if ck.classes <= FUSED_MAX_CLASSES {
+            fused(ck, io, targets)
+        } else {
+            blocked(ck, io, targets)
+        };
+        let value = match self.reduction {
+            Reduction::Sum => total,
+            Reduction::Mean if ck.zero_grad => 0.0,
+            Reduction::Mean => total * ck.scale,
+        };
+        Loss {
+            value: value as f32,
+            rows: ck.counted,
+            correct,
+            weight: ck.weight,
+        }
+    }
+}
+
+/// A validated call: everything the row loops need.
+pub(crate) struct Checked<'a> {
+    classes: usize,
+    counted: usize,
+    weight: f64,
+    pub(crate) backend: Backend,
+    weights: Option<&'a [f32]>,
+    ignore: Option<i128>,
+    eps: f64,
+    /// `eps / C`: the smoothing weight of each class.
+    k: f64,
+    /// Sum of class weights (`C` without weights).
+    sum_w: f64,
+    /// Gradient scale: `1 / weight` for mean, 1 for sum, 0 for a mean over zero weight.
+    scale: f64,
+    zero_grad: bool,
+}
+
+impl Checked<'_> {
+    /// Target of a row, `None` if ignored (range already checked).
+    #[inline]
+    fn target<T: Target>(&self, t: T) -> Option<usize> {
+        let t = t.class();
+        if Some(t) == self.ignore {
+            None
+        } else {
+            Some(t as usize)
+        }
+    }
+
+    /// `c = (1 - eps) w_t`, the weight of the target's log-probability in the row loss.
+    #[inline]
+    fn nll_weight(&self, t: usize) -> f64 {
+        (1.0 - self.eps) * self.weights.map_or(1.0, |w| f64::from(w[t]))
+    }
+
+    /// The row's gradient plan. With `a = c + k S_w`, the gradient of the row loss
+    /// `c (lse - z_t) + k (S_w lse - sum_j w_j z_j)` is `a p_j - k w_j - c [j = t]`.
+    #[inline]
+    fn plan<T: Target>(&self, t: T) -> RowPlan {
+        match self.target(t) {
+            None => RowPlan {
+                target: None,
+                grad_a: 0.0,
+                tfix: 0.0,
+                zero_grad: self.zero_grad,
+            },
+            Some(t) => {
+                let c = self.nll_weight(t);
+                RowPlan {
+                    target: Some(t),
+                    grad_a: self.scale * (c + self.k * self.sum_w),
+                    tfix: (self.scale * c) as f32,
+                    zero_grad: self.zero_grad,
+                }
+            }
+        }
+    }
+
+    /// The row loss and whether the prediction is correct, from the row's statistics:
+    /// `c (ln S - (z_t - m)) + k (S_w ln S - sum_j w_j (z_j - m))`.
+    #[inline]
+    fn row_loss(&self, t: usize, m: &Merged, target_logit: f32) -> (f64, bool) {
+        let ln_s = m.ln_sum();
+        // In f64: `z_t - max` can overflow f32 when the logits span +-3.4e38.
+        let target_rel = f64::from(target_logit) - f64::from(m.max);
+        let mut loss = self.nll_weight(t) * (ln_s - target_rel);
+        if self.k != 0.0 {
+            loss += self.k * (self.sum_w * ln_s - m.wsum);
+        }
+        (loss, !ln_s.is_nan() && m.argmax == t)
+    }
+
+    fn smooth(&self) -> Smooth<'_> {
+        match (self.k != 0.0, self.weights) {
+            (false, _) => Smooth::Off,
+            (true, None) => Smooth::Uniform,
+            (true, Some(w)) => Smooth::Weighted(w),
+        }
+    }
+
+    fn beta(&self) -> Beta<'_> {
+        let b = (self.scale * self.k) as f32;
+        match (self.k != 0.0, self.weights) {
+            (false, _) => Beta::Zero,
+            (true, None) => Beta::Uniform(b),
+            (true, Some(w)) => Beta::Weighted(b, w),
+        }
+    }
+}
+
+/// Rows that fit in L2: three passes per row inside the kernel, chunks of rows across
+/// threads, chunk losses summed in chunk order.
+fn fused<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize) {
+    let job = RowsJob {
+        classes: ck.classes,
+        smooth: ck.smooth(),
+        beta: ck.beta(),
+    };
+    let (mut total, mut correct) = (0f64, 0usize);
+    for_row_chunks(
+        io,
+        ck.classes,
+        |row0, chunk| {
+            let (mut loss, mut ok) = (0f64, 0usize);
+            let targets = &targets[row0..];
+            let plan = |r: usize| ck.plan(targets[r]);
+            let out = |r: usize, o: RowOut| {
+                if let Some(t) = ck.target(targets[r]) {
+                    let m = Merged::from_block(o.stats, 0, 0.0);
+                    let (l, c) = ck.row_loss(t, &m, o.target_logit);
+                    loss += l;
+                    ok += usize::from(c);
+                }
+            };
+            with_backend!(ck.backend, k => k.ce_rows(chunk, &job, plan, out));
+            (loss, ok)
+        },
+        |(l, c)| {
+            total += l;
+            correct += c;
+        },
+    );
+    (total, correct)
+}
+
+/// Per-row results of the blocked path's merge phase.
+struct RowGrad {
+    max: f32,
+    alpha: f32,
+    target: Option<usize>,
+    tfix: f32,
+    zero: bool,
+}
+
+/// Rows longer than `FUSED_MAX_CLASSES`: statistics per block (in parallel), merged per
+/// row in block order, then the gradient per block from the merged statistics.
+fn blocked<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize) {
+    let c = ck.classes;
+    let nb = c.div_ceil(BLOCK_CLASSES);
+    let par = go_parallel(io.len());
+    let smooth = ck.smooth();
+    let src = io.src();
+    // Phase 1: block statistics of counted rows.
+    let tasks: Vec<(usize, usize)> = (0..targets.len())
+        .filter(|&r| ck.target(targets[r]).is_some())
+        .flat_map(|r| (0..nb).map(move |b| (r, b)))
+        .collect();
+    let stats: Vec<BlockStats> = map_ordered(tasks, par, |_, (r, b)| {
+        let (lo, hi) = (b * BLOCK_CLASSES, ((b + 1) * BLOCK_CLASSES).min(c));
+        let z = &src[r * c + lo..r * c + hi];
+        let s = match smooth {
+            Smooth::Weighted(w) => Smooth::Weighted(&w[lo..hi]),
+            other => other,
+        };
+        with_backend!(ck.backend, k => k.stats(z, s))
+    });
+    // Phase 2: merge per row in block order; row loss; gradient coefficients.
+    let block_weight = |b: usize| {
+        let (lo, hi) = (b * BLOCK_CLASSES, ((b + 1) * BLOCK_CLASSES).min(c));
+        match smooth {
+            Smooth::Off => 0.0,
+            Smooth::Uniform => (hi - lo) as f64,
+            Smooth::Weighted(w) => w[lo..hi].iter().map(|&v| f64::from(v)).sum(),
+        }
+    };
+    let (mut total, mut correct) = (0f64, 0usize);
+    let mut grads = Vec::with_capacity(targets.len());
+    let mut blocks = stats.chunks_exact(nb);
+    for (r, &t) in targets.iter().enumerate() {
+        let plan = ck.plan(t);
+        let Some(t) = plan.target else {
+            grads.push(RowGrad {
+                max: 0.0,
+                alpha: 0.0,
+                target: None,
+                tfix: 0.0,
+                zero: true,
+            });
+            continue;
+        };
+        let row_stats = blocks.next().unwrap_or(&[]);
+        let mut m = Merged::from_block(row_stats[0], 0, block_weight(0));
+        for (b, s) in row_stats.iter().enumerate().skip(1) {
+            m = m.merge(Merged::from_block(*s, b * BLOCK_CLASSES, block_weight(b)));
+        }
+        let (l, ok) = ck.row_loss(t, &m, src[r * c + t]);
+        total += l;
+        correct += usize::from(ok);
+        let sum = if m.max == f32::NEG_INFINITY {
+            f64::NAN
+        } else {
+            m.sum
+        };
+        grads.push(RowGrad {
+            max: m.max,
+            alpha: (plan.grad_a / sum) as f32,
+            target: Some(t),
+            tfix: plan.tfix,
+            zero: plan.zero_grad,
+        });
+    }
+    // Phase 3: gradient blocks.
+    if !matches!(io, Io::Read(_)) {
+        let beta = ck.beta();
+        let mut pieces = Vec::with_capacity(targets.len() * nb);
+        let mut rest = io;
+        for r in 0..targets.len() {
+            for b in 0..nb {
+                let w = (c - b * BLOCK_CLASSES).min(BLOCK_CLASSES);
+                let (head, tail) = rest.split_at(w);
+                pieces.push((r, b, head));
+                rest = tail;
+            }
+        }
+        map_ordered(pieces, par, |_, (r, b, mut piece)| {
+            let g = &grads[r];
+            let lo = b * BLOCK_CLASSES;
+            if g.zero {
+                piece.dst_mut().fill(0.0);
+                return;
+            }
+            let beta = match beta {
+                Beta::Weighted(k, w) => Beta::Weighted(k, &w[lo..lo + piece.len()]),
+                other => other,
+            };
+            let n = piece.len();
+            with_backend!(ck.backend, k => k.grad_from_stats(piece.reborrow(), g.max, g.alpha, beta));
+            if let Some(t) = g.target.filter(|&t| t >= lo && t < lo + n) {
+                piece.dst_mut()[t - lo] -= g.tfix;
+            }
+        });
+    }
+    (total, correct)
+}

@@ -1,0 +1,676 @@
+//! The row algorithms, written once over [`Simd`] and instantiated per kernel variant.
+//!
+//! Every function here is `#[inline(always)]` so that it is compiled inside the variant's
+//! `#[target_feature]` boundary (see `instantiate_kernel!`). Pointer preconditions are
+//! stated per function; the callers in this crate derive every pointer and length from
+//! live slices.
+
+use super::{Beta, BlockStats, Simd, Smooth};
+use crate::exp::{
+    EXP_C, EXP_CLAMP_HI, EXP_CLAMP_LO, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC,
+};
+
+/// Per-call constants of the fused cross-entropy rows.
+pub(crate) struct RowsJob<'a> {
+    /// Classes per row.
+    pub classes: usize,
+    /// What the exp pass accumulates besides the sum (label smoothing).
+    pub smooth: Smooth<'a>,
+    /// The per-class constant of the gradient (label smoothing); weights span a whole row.
+    pub beta: Beta<'a>,
+}
+
+/// One row's target and gradient coefficients, from the driver.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowPlan {
+    /// The target class, or `None` for an ignored row (no loss, gradient zero).
+    pub target: Option<usize>,
+    /// The gradient is `g_j = (grad_a / S) e_j - beta_j`, then `g_t -= tfix`.
+    pub grad_a: f64,
+    pub tfix: f32,
+    /// Write a zero gradient for this row (mean over a zero total weight).
+    pub zero_grad: bool,
+}
+
+/// One counted row's statistics, for the driver to form the loss.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowOut {
+    pub stats: BlockStats,
+    /// `z_t`, read in pass 1 before anything is overwritten.
+    pub target_logit: f32,
+}
+
+/// The smoothing sum `sum_j w_j (z_j - max)` is accumulated at this scale (an exact power
+/// of two) so that it cannot overflow f32 even when the logits span +-3.4e38; it is
+/// scaled back in f64.
+const WSUM_SCALE: f32 = 1.0 / 18_446_744_073_709_551_616.0; // 2^-64
+const WSUM_UNSCALE: f64 = 18_446_744_073_709_551_616.0; // 2^64
+
+/// The fast exp (see `crate::exp` for the derivation and error bound): Cody-Waite range
+/// reduction `x = n ln2 + r`, a degree-7 polynomial for `e^r`, and `2^n` applied exactly.
+#[inline(always)]
+pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
+    // Clamp so that n stays in [-127, 129]; comparisons are false for NaN, so NaN passes
+    // through and propagates. Inputs below the underflow threshold are zeroed at the end.
+    let lo = s.splat(EXP_CLAMP_LO);
+    let hi = s.splat(EXP_CLAMP_HI);
+    let xc = s.select(s.lt(x, lo), lo, x);
+    let xc = s.select(s.gt(xc, hi), hi, xc);
+    // n = round-to-nearest(x / ln2): adding 1.5 * 2^23 rounds to an integer.
+    let magic = s.splat(ROUND_MAGIC);
+    let n = s.sub(s.mul_add(xc, s.splat(LOG2E), magic), magic);
+    let r = s.mul_add(n, s.splat(-LN2_HI), xc);
+    let r = s.mul_add(n, s.splat(-LN2_LO), r);
+    let mut p = s.splat(EXP_C[7]);
+    let mut k = 7;
+    while k > 0 {
+        k -= 1;
+        p = s.mul_add(p, r, s.splat(EXP_C[k]));
+    }
+    let y = s.scale_pow2(p, n);
+    s.select(s.lt(x, s.splat(EXP_UNDERFLOW)), s.splat(0.0), y)
+}
+
+/// Sum of the lanes in a fixed pairwise order (depends only on `LANES`).
+#[inline(always)]
+fn reduce_add<S: Simd>(s: S, v: S::F) -> f32 {
+    let mut a = s.to_array(v);
+    let mut w = S::LANES;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            a[i] += a[i + w];
+        }
+    }
+    a[0]
+}
+
+/// Rows longer than this are scanned for the max in sub-runs, so that lane indices held
+/// as f32 stay exact integers.
+const MAX_RUN: usize = 1 << 24;
+
+/// Max over the non-NaN entries of `p[..n]` and the first index holding it (0 if every
+/// entry is -inf or NaN).
+///
+/// # Safety
+/// `p..p + n` must be readable.
+#[inline(always)]
+unsafe fn max_argmax<S: Simd>(s: S, p: *const f32, n: usize) -> (f32, usize) {
+    let mut best = f32::NEG_INFINITY;
+    let mut arg = 0;
+    let mut start = 0;
+    while start < n {
+        let len = (n - start).min(MAX_RUN);
+        // SAFETY: bounds: `start + len <= n`, so the run lies inside `p[..n]`.
+        let (m, a) = unsafe { max_argmax_run(s, p.add(start), len) };
+        if m > best {
+            best = m;
+            arg = start + a;
+        }
+        start += len;
+    }
+    (best, arg)
+}
+
+/// # Safety
+/// `p..p + n` must be readable and `n <= MAX_RUN`.
+#[inline(always)]
+unsafe fn max_argmax_run<S: Simd>(s: S, p: *const f32, n: usize) -> (f32, usize) {
+    let l = S::LANES;
+    let neg_inf = s.splat(f32::NEG_INFINITY);
+    // Two (best, index) accumulators; lane k of accumulator j holds the largest value seen
+    // at positions `base + k` and the first such `base` (a strict `>` keeps the first).
+    let (mut b0, mut b1) = (neg_inf, neg_inf);
+    let (mut i0, mut i1) = (s.splat(0.0), s.splat(0.0));
+    let step = s.splat(l as f32);
+    let mut base = s.splat(0.0);
+    let mut i = 0;
+    while i + 2 * l <= n {
+        // SAFETY: bounds: `i + 2 * LANES <= n` by the loop condition.
+        let (v0, v1) = unsafe { (s.load(p.add(i)), s.load(p.add(i + l))) };
+        let g0 = s.gt(v0, b0);
+        b0 = s.select(g0, v0, b0);
+        i0 = s.select(g0, base, i0);
+        let base1 = s.add(base, step);
+        let g1 = s.gt(v1, b1);
+        b1 = s.select(g1, v1, b1);
+        i1 = s.select(g1, base1, i1);
+        base = s.add(base1, step);
+        i += 2 * l;
+    }
+    if i + l <= n {
+        // SAFETY: bounds: `i + LANES <= n` by the condition.
+        let v = unsafe { s.load(p.add(i)) };
+        let g = s.gt(v, b0);
+        b0 = s.select(g, v, b0);
+        i0 = s.select(g, base, i0);
+        base = s.add(base, step);
+        i += l;
+    }
+    if i < n {
+        // SAFETY: bounds: the tail load reads exactly `p[i..n]`; -inf pads never win.
+        let v = unsafe { s.load_tail(p.add(i), n - i, f32::NEG_INFINITY) };
+        let g = s.gt(v, b0);
+        b0 = s.select(g, v, b0);
+        i0 = s.select(g, base, i0);
+    }
+    let (b0, b1, i0, i1) = (
+        s.to_array(b0),
+        s.to_array(b1),
+        s.to_array(i0),
+        s.to_array(i1),
+    );
+    let mut best = f32::NEG_INFINITY;
+    let mut arg = usize::MAX;
+    for k in 0..l {
+        for (v, at) in [(b0[k], i0[k]), (b1[k], i1[k])] {
+            let idx = at as usize + k;
+            if v > best || (v == best && idx < arg) {
+                best = v;
+                arg = idx;
+            }
+        }
+    }
+    if best == f32::NEG_INFINITY {
+        arg = 0;
+    }
+    (best, arg)
+}
+
+/// Pass 2: `e_j = exp(z_j - m)`, returns `(sum e_j, smoothing sum)`, storing `e` to `dst`
+/// when `STORE`. `next` is prefetched alongside (the next row; any address).
+///
+/// # Safety
+/// `src..src + n` readable; if `STORE`, `dst..dst + n` writable (it may equal `src`);
+/// weighted smoothing slices hold `n` values.
+#[inline(always)]
+unsafe fn exp_pass<S: Simd, const STORE: bool>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    m: f32,
+    smooth: Smooth<'_>,
+    next: *const f32,
+) -> (f32, f64) {
+    // The smoothing variants are separate loops so the common case carries no extra work.
+    // SAFETY: the caller's obligations are forwarded unchanged.
+    unsafe {
+        match smooth {
+            Smooth::Off => exp_pass_mode::<S, STORE, 0>(s, src, dst, n, m, core::ptr::null(), next),
+            Smooth::Uniform => {
+                exp_pass_mode::<S, STORE, 1>(s, src, dst, n, m, core::ptr::null(), next)
+            }
+            Smooth::Weighted(w) => {
+                exp_pass_mode::<S, STORE, 2>(s, src, dst, n, m, w.as_ptr(), next)
+            }
+        }
+    }
+}
+
+/// # Safety
+/// As [`exp_pass`]; `w..w + n` readable when `SM == 2`.
+#[inline(always)]
+unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    m: f32,
+    w: *const f32,
+    next: *const f32,
+) -> (f32, f64) {
+    let l = S::LANES;
+    let mv = s.splat(m);
+    let sc = s.splat(WSUM_SCALE);
+    let msc = s.splat(m * WSUM_SCALE);
+    let zero = s.splat(0.0);
+    let (mut s0, mut s1) = (zero, zero);
+    let (mut d0, mut d1) = (zero, zero);
+    // Prefetch only when rows are long enough for it to matter (>= 4 KiB): short rows are
+    // covered by the hardware stream prefetcher.
+    let prefetch = !next.is_null() && n >= 1024;
+    let mut i = 0;
+    while i + 2 * l <= n {
+        if prefetch {
+            s.prefetch(next.wrapping_add(i));
+            s.prefetch(next.wrapping_add(i + l));
+        }
+        // SAFETY: bounds: `i + 2 * LANES <= n` by the loop condition.
+        let (z0, z1) = unsafe { (s.load(src.add(i)), s.load(src.add(i + l))) };
+        let (x0, x1) = (s.sub(z0, mv), s.sub(z1, mv));
+        let (e0, e1) = (exp(s, x0), exp(s, x1));
+        if STORE {
+            // SAFETY: bounds: as the loads; `dst` holds `n` (caller's obligation).
+            unsafe {
+                s.store(dst.add(i), e0);
+                s.store(dst.add(i + l), e1);
+            }
+        }
+        s0 = s.add(s0, e0);
+        s1 = s.add(s1, e1);
+        if SM != 0 {
+            // (z - m) at scale 2^-64, which cannot overflow (see WSUM_SCALE).
+            let x0 = s.sub(s.mul(z0, sc), msc);
+            let x1 = s.sub(s.mul(z1, sc), msc);
+            if SM == 1 {
+                d0 = s.add(d0, x0);
+                d1 = s.add(d1, x1);
+            } else {
+                // SAFETY: bounds: `w` holds `n` (caller's obligation), `i + 2 * LANES <= n`.
+                let (w0, w1) = unsafe { (s.load(w.add(i)), s.load(w.add(i + l))) };
+                d0 = s.mul_add(w0, x0, d0);
+                d1 = s.mul_add(w1, x1, d1);
+            }
+        }
+        i += 2 * l;
+    }
+    while i < n {
+        let r = (n - i).min(l);
+        // Both loads happen before the store: in place, `dst == src`.
+        // SAFETY: bounds: a full load when `r == LANES` (`i + LANES <= n`), otherwise a
+        // tail load of exactly `src[i..n]`; -inf pads give e = 0, pads of `m` give
+        // `z - m = 0` for the smoothing sum.
+        let (z, zd) = unsafe {
+            if r == l {
+                let z = s.load(src.add(i));
+                (z, z)
+            } else {
+                (
+                    s.load_tail(src.add(i), r, f32::NEG_INFINITY),
+                    s.load_tail(src.add(i), r, m),
+                )
+            }
+        };
+        let e = exp(s, s.sub(z, mv));
+        if STORE {
+            // SAFETY: bounds: as the load.
+            unsafe {
+                if r == l {
+                    s.store(dst.add(i), e)
+                } else {
+                    s.store_tail(dst.add(i), r, e)
+                }
+            }
+        }
+        s0 = s.add(s0, e);
+        if SM != 0 {
+            let x = s.sub(s.mul(zd, sc), msc);
+            if SM == 1 {
+                d0 = s.add(d0, x);
+            } else {
+                // Pads of weight 0 give w x = 0.
+                // SAFETY: bounds: `w` holds `n` (caller's obligation), same range as the load.
+                let wv = unsafe {
+                    if r == l {
+                        s.load(w.add(i))
+                    } else {
+                        s.load_tail(w.add(i), r, 0.0)
+                    }
+                };
+                d0 = s.mul_add(wv, x, d0);
+            }
+        }
+        i += r;
+    }
+    let sum = reduce_add(s, s.add(s0, s1));
+    let dsum = if SM == 0 {
+        0.0
+    } else {
+        f64::from(reduce_add(s, s.add(d0, d1))) * WSUM_UNSCALE
+    };
+    (sum, dsum)
+}
+
+/// Pass 3: `dst_j = alpha * dst_j - beta_j` in place.
+///
+/// # Safety
+/// `dst..dst + n` readable and writable; `Beta::Weighted` slices hold `n` values.
+#[inline(always)]
+unsafe fn scale_pass<S: Simd>(s: S, dst: *mut f32, n: usize, alpha: f32, beta: Beta<'_>) {
+    // SAFETY: `dst` is both source and destination; obligations forwarded.
+    unsafe { affine_pass::<S, false>(s, dst, dst, n, 0.0, alpha, beta) }
+}
+
+/// `dst_j = alpha * f(src_j) - beta_j`, with `f(z) = exp(z - m)` when `EXP`, else the
+/// identity.
+///
+/// # Safety
+/// `src..src + n` readable, `dst..dst + n` writable (may equal `src`); `Beta::Weighted`
+/// slices hold `n` values.
+#[inline(always)]
+unsafe fn affine_pass<S: Simd, const EXP: bool>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    m: f32,
+    alpha: f32,
+    beta: Beta<'_>,
+) {
+    let l = S::LANES;
+    let av = s.splat(alpha);
+    let mv = s.splat(m);
+    let (bconst, wptr) = match beta {
+        Beta::Zero => (0.0, core::ptr::null()),
+        Beta::Uniform(b) => (b, core::ptr::null()),
+        Beta::Weighted(b, w) => (b, w.as_ptr()),
+    };
+    let bv = s.splat(-bconst);
+    let mut i = 0;
+    while i < n {
+        let r = (n - i).min(l);
+        // SAFETY: bounds: full vector when `i + LANES <= n`, else exactly `src[i..n]`.
+        let z = unsafe {
+            if r == l {
+                s.load(src.add(i))
+            } else {
+                s.load_tail(src.add(i), r, 0.0)
+            }
+        };
+        let e = if EXP { exp(s, s.sub(z, mv)) } else { z };
+        let nb = if wptr.is_null() {
+            bv
+        } else {
+            // SAFETY: bounds: `w` holds `n` values (caller's obligation), same range.
+            let w = unsafe {
+                if r == l {
+                    s.load(wptr.add(i))
+                } else {
+                    s.load_tail(wptr.add(i), r, 0.0)
+                }
+            };
+            s.mul(w, bv)
+        };
+        let g = s.mul_add(e, av, nb);
+        // SAFETY: bounds: as the load, into `dst` which holds `n`.
+        unsafe {
+            if r == l {
+                s.store(dst.add(i), g)
+            } else {
+                s.store_tail(dst.add(i), r, g)
+            }
+        }
+        i += r;
+    }
+}
+
+/// Writes `n` zeros.
+///
+/// # Safety
+/// `dst..dst + n` writable.
+#[inline(always)]
+unsafe fn fill_zero<S: Simd>(s: S, dst: *mut f32, n: usize) {
+    let l = S::LANES;
+    let z = s.splat(0.0);
+    let mut i = 0;
+    while i < n {
+        let r = (n - i).min(l);
+        // SAFETY: bounds: full vector when `i + LANES <= n`, else exactly `dst[i..n]`.
+        unsafe {
+            if r == l {
+                s.store(dst.add(i), z)
+            } else {
+                s.store_tail(dst.add(i), r, z)
+            }
+        }
+        i += r;
+    }
+}
+
+/// Fused cross-entropy over `len / job.classes` whole rows.
+///
+/// # Safety
+/// `src..src + len` readable; `dst` null (forward only) or `dst..dst + len` writable (it
+/// may equal `src`); `len` a multiple of `job.classes`; every planned target
+/// `< job.classes`; weights in `job` hold `job.classes` values.
+#[inline(always)]
+pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    len: usize,
+    job: &RowsJob<'_>,
+    mut plan: P,
+    mut out: O,
+) where
+    P: FnMut(usize) -> RowPlan,
+    O: FnMut(usize, RowOut),
+{
+    let c = job.classes;
+    let rows = len / c;
+    for r in 0..rows {
+        let off = r * c;
+        // SAFETY: bounds: `off + c <= len` since `r < rows = len / c`.
+        let row = unsafe { src.add(off) };
+        let row_dst = if dst.is_null() {
+            dst
+        } else {
+            dst.wrapping_add(off)
+        };
+        let p = plan(r);
+        let Some(t) = p.target else {
+            if !dst.is_null() {
+                // SAFETY: bounds: `row_dst` is row `r` of `dst`, `c` elements.
+                unsafe { fill_zero(s, row_dst, c) };
+            }
+            continue;
+        };
+        debug_assert!(t < c);
+        // SAFETY: bounds: row `r` is `c` readable elements; `t < c` by the plan's contract.
+        let (m, am) = unsafe { max_argmax(s, row, c) };
+        let zt = unsafe { *row.add(t) };
+        let next = row.wrapping_add(c);
+        // SAFETY: bounds: row `r` of `src` and `dst`, `c` elements each.
+        let (sum, wsum) = unsafe {
+            if dst.is_null() || p.zero_grad {
+                exp_pass::<S, false>(s, row, row_dst, c, m, job.smooth, next)
+            } else {
+                exp_pass::<S, true>(s, row, row_dst, c, m, job.smooth, next)
+            }
+        };
+        out(
+            r,
+            RowOut {
+                stats: BlockStats {
+                    max: m,
+                    argmax: am,
+                    sum,
+                    wsum,
+                },
+                target_logit: zt,
+            },
+        );
+        if dst.is_null() {
+            continue;
+        }
+        if p.zero_grad {
+            // SAFETY: bounds: row `r` of `dst`.
+            unsafe { fill_zero(s, row_dst, c) };
+            continue;
+        }
+        let alpha = (p.grad_a / f64::from(sum)) as f32;
+        // SAFETY: bounds: row `r` of `dst`; weighted beta spans a whole row of `c`.
+        unsafe {
+            scale_pass(s, row_dst, c, alpha, job.beta);
+            // The target correction goes last, onto the stored probability term.
+            *row_dst.add(t) -= p.tfix;
+        }
+    }
+}
+
+/// Softmax (`log == false`) or log-softmax of whole rows, `dst` written.
+///
+/// # Safety
+/// `src..src + len` readable, `dst..dst + len` writable (may equal `src`), `len` a
+/// multiple of `c`.
+#[inline(always)]
+pub(crate) unsafe fn softmax_rows<S: Simd>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    len: usize,
+    c: usize,
+    log: bool,
+) {
+    for r in 0..len / c {
+        let off = r * c;
+        // SAFETY: bounds: row `r` is `src[off..off + c]` / `dst[off..off + c]`, in range.
+        unsafe {
+            let (row, out) = (src.add(off), dst.add(off));
+            let (m, _) = max_argmax(s, row, c);
+            let next = row.wrapping_add(c);
+            if log {
+                let (sum, _) = exp_pass::<S, false>(s, row, out, c, m, Smooth::Off, next);
+                let lse = f64::from(sum).ln() as f32;
+                // `(z - m) - lse` rather than `z - (m + lse)`: `z - m` is exact for nearby
+                // values, so large logits keep their small log-probabilities.
+                shift_run(s, row, out, c, m, lse);
+            } else {
+                let (sum, _) = exp_pass::<S, true>(s, row, out, c, m, Smooth::Off, next);
+                scale_pass(s, out, c, (1.0 / f64::from(sum)) as f32, Beta::Zero);
+            }
+        }
+    }
+}
+
+/// `dst_j = (src_j - m) - sh`.
+///
+/// # Safety
+/// `src..src + n` readable, `dst..dst + n` writable (may equal `src`).
+#[inline(always)]
+unsafe fn shift_run<S: Simd>(s: S, src: *const f32, dst: *mut f32, n: usize, m: f32, sh: f32) {
+    let l = S::LANES;
+    let (mv, shv) = (s.splat(m), s.splat(sh));
+    let mut i = 0;
+    while i < n {
+        let r = (n - i).min(l);
+        // SAFETY: bounds: full vector when `i + LANES <= n`, else exactly `[i..n]`.
+        unsafe {
+            let z = if r == l {
+                s.load(src.add(i))
+            } else {
+                s.load_tail(src.add(i), r, 0.0)
+            };
+            let y = s.sub(s.sub(z, mv), shv);
+            if r == l {
+                s.store(dst.add(i), y)
+            } else {
+                s.store_tail(dst.add(i), r, y)
+            }
+        }
+        i += r;
+    }
+}
+
+/// Public face of [`shift_run`] for the blocked path.
+///
+/// # Safety
+/// As [`shift_run`].
+#[inline(always)]
+pub(crate) unsafe fn shift<S: Simd>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    m: f32,
+    sh: f32,
+) {
+    // SAFETY: forwarded.
+    unsafe { shift_run(s, src, dst, n, m, sh) }
+}
+
+/// Statistics of one run (no stores). A run whose max is -inf (every entry -inf or NaN)
+/// gets `sum = 0` when all are -inf and NaN when any is NaN, so that merging it with other
+/// runs contributes nothing (or poisons the row); its `wsum` is the plain `sum w_j z_j`.
+///
+/// # Safety
+/// `z..z + n` readable; weighted smoothing slices hold `n`.
+#[inline(always)]
+pub(crate) unsafe fn stats<S: Simd>(
+    s: S,
+    z: *const f32,
+    n: usize,
+    smooth: Smooth<'_>,
+) -> BlockStats {
+    // SAFETY: obligations forwarded.
+    let (m, am) = unsafe { max_argmax(s, z, n) };
+    if m == f32::NEG_INFINITY && n > 0 {
+        // Rare: no finite value. Scalar scan (exp would see -inf - -inf = NaN).
+        // SAFETY: bounds: `z[..n]` readable (caller's obligation).
+        let zs = unsafe { core::slice::from_raw_parts(z, n) };
+        let nan = zs.iter().any(|v| v.is_nan());
+        let wsum = match smooth {
+            Smooth::Off => 0.0,
+            Smooth::Uniform => zs.iter().map(|&a| f64::from(a)).sum(),
+            Smooth::Weighted(w) => zs
+                .iter()
+                .zip(w)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum(),
+        };
+        return BlockStats {
+            max: m,
+            argmax: am,
+            sum: if nan { f32::NAN } else { 0.0 },
+            wsum,
+        };
+    }
+    // SAFETY: obligations forwarded; `dst` is unused without STORE.
+    let (sum, wsum) = unsafe {
+        exp_pass::<S, false>(s, z, core::ptr::null_mut(), n, m, smooth, core::ptr::null())
+    };
+    BlockStats {
+        max: m,
+        argmax: am,
+        sum,
+        wsum,
+    }
+}
+
+/// `dst_j = alpha * exp(src_j - m) - beta_j`.
+///
+/// # Safety
+/// `src..src + n` readable, `dst..dst + n` writable (may equal `src`); weighted slices
+/// hold `n`.
+#[inline(always)]
+pub(crate) unsafe fn grad_from_stats<S: Simd>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    m: f32,
+    alpha: f32,
+    beta: Beta<'_>,
+) {
+    // SAFETY: forwarded.
+    unsafe { affine_pass::<S, true>(s, src, dst, n, m, alpha, beta) }
+}
+
+/// The kernel's exp in place.
+///
+/// # Safety
+/// `p..p + n` readable and writable.
+#[inline(always)]
+pub(crate) unsafe fn exp_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
+    let l = S::LANES;
+    let mut i = 0;
+    while i < n {
+        let r = (n - i).min(l);
+        // SAFETY: bounds: full vector when `i + LANES <= n`, else exactly `p[i..n]`.
+        unsafe {
+            let x = if r == l {
+                s.load(p.add(i))
+            } else {
+                s.load_tail(p.add(i), r, 0.0)
+            };
+            let y = exp(s, x);
+            if r == l {
+                s.store(p.add(i), y)
+            } else {
+                s.store_tail(p.add(i), r, y)
+            }
+        }
+        i += r;
+    }
+}

@@ -1,0 +1,324 @@
+//! The SIMD kernels: the only place in the crate with `unsafe`.
+//!
+//! # The kernel contract
+//!
+//! Every kernel variant implements the small [`Simd`] trait of vector primitives (load,
+//! masked tail load, store, fused multiply-add, compare/select, power-of-two scaling). The
+//! row algorithms are written once, in [`generic`], over that trait, and each variant
+//! instantiates them behind one `#[target_feature]` boundary per batch of rows (the
+//! [`instantiate_kernel!`] macro), so the helpers inline into code compiled for that ISA.
+//!
+//! A row of `C` logits is processed in three passes:
+//!
+//! 1. **max pass**: read the row once for the maximum and the first index of it (argmax).
+//!    NaN never wins a comparison, so the max is over the non-NaN entries; a NaN still
+//!    poisons the row through pass 2.
+//! 2. **exp pass**: `e = exp(z - max)`, summed into `S`, and stored (in place, or into the
+//!    output buffer) when a gradient or softmax is wanted. With label smoothing the same pass
+//!    also accumulates `sum_j w_j (z_j - max)`.
+//! 3. **scale pass**: `g = alpha * e - beta_j` over the stored `e` (the row is in cache from
+//!    pass 2 when it fits in L2), then the target entry is corrected last.
+//!
+//! Rows longer than [`FUSED_MAX_CLASSES`] are cut into blocks of [`BLOCK_CLASSES`]: each block
+//! yields mergeable statistics ([`BlockStats`]: max, sum of exps relative to it, argmax), the
+//! row's statistics are merged in block order, and a second sweep writes the gradient from
+//! `exp(z - max)` recomputed per block. Blocks are also the unit of parallel work for rows
+//! too few to keep every thread busy.
+//!
+//! # Tails
+//!
+//! A row's length is arbitrary. Full vectors are loaded while `i + LANES <= len`; the last
+//! `len - i < LANES` elements go through [`Simd::load_tail`] / [`Simd::store_tail`], which
+//! never touch memory past the row (AVX-512 uses masked loads and stores; the others copy
+//! through a stack buffer padded with the pass's identity element).
+//!
+//! # Determinism
+//!
+//! Which lane and which accumulator an element lands in depends only on its index in the
+//! row, never on the row's address or on which thread runs it, so every result is a
+//! function of the input values alone.
+
+pub(crate) mod generic;
+pub(crate) mod portable;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_64;
+
+/// Rows of at most this many classes take the fused three-pass path: the row (up to 256 KiB
+/// of f32) stays in the 1-2 MiB L2 between passes, so DRAM sees one read and one write.
+pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 16;
+
+/// Block width of the blocked path for long rows: 64 KiB, so a block's second read
+/// (the exp pass) hits L2 and the first block of the next task can be in flight.
+pub(crate) const BLOCK_CLASSES: usize = 1 << 14;
+
+/// The vector primitives a kernel variant provides. All methods are `#[inline(always)]` in
+/// implementations so they inherit the caller's `#[target_feature]` set.
+///
+/// # Safety
+///
+/// Implementors guarantee that the methods are sound to call whenever a value of `Self`
+/// exists (the value is a capability token: it can only be built after the CPU features the
+/// implementation uses were detected), given the pointer preconditions of each method.
+pub(crate) unsafe trait Simd: Copy {
+    /// A vector of `LANES` f32.
+    type F: Copy;
+    /// A lane mask produced by comparisons.
+    type M: Copy;
+    /// Number of f32 lanes (at most 16).
+    const LANES: usize;
+
+    fn splat(self, x: f32) -> Self::F;
+    /// # Safety
+    /// `p..p + LANES` must be readable f32s.
+    unsafe fn load(self, p: *const f32) -> Self::F;
+    /// Loads `n < LANES` elements; the other lanes hold `fill`.
+    /// # Safety
+    /// `p..p + n` must be readable f32s. Nothing past `p + n` is read.
+    unsafe fn load_tail(self, p: *const f32, n: usize, fill: f32) -> Self::F;
+    /// # Safety
+    /// `p..p + LANES` must be writable f32s.
+    unsafe fn store(self, p: *mut f32, v: Self::F);
+    /// Stores the first `n < LANES` lanes.
+    /// # Safety
+    /// `p..p + n` must be writable f32s. Nothing past `p + n` is written.
+    unsafe fn store_tail(self, p: *mut f32, n: usize, v: Self::F);
+    /// A hint to start loading the cache line holding `p` into L2. Any address is allowed:
+    /// a prefetch never faults.
+    fn prefetch(self, p: *const f32);
+
+    fn add(self, a: Self::F, b: Self::F) -> Self::F;
+    fn sub(self, a: Self::F, b: Self::F) -> Self::F;
+    fn mul(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a * b + c`, fused (one rounding) where the variant has FMA.
+    fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    /// `p * 2^n` for `n` an integer-valued float in `[-128, 130]`, exact when the result is
+    /// a normal float; overflow gives +inf.
+    fn scale_pow2(self, p: Self::F, n: Self::F) -> Self::F;
+    fn lt(self, a: Self::F, b: Self::F) -> Self::M;
+    fn gt(self, a: Self::F, b: Self::F) -> Self::M;
+    /// `m ? a : b` per lane.
+    fn select(self, m: Self::M, a: Self::F, b: Self::F) -> Self::F;
+    /// The lanes, in order, in the first `LANES` entries.
+    fn to_array(self, a: Self::F) -> [f32; 16];
+}
+
+/// The buffers one call works on: read only, gradient in place, or gradient into a
+/// separate output of the same shape.
+pub(crate) enum Io<'a> {
+    Read(&'a [f32]),
+    InPlace(&'a mut [f32]),
+    Into(&'a [f32], &'a mut [f32]),
+}
+
+impl Io<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Io::Read(s) => s.len(),
+            Io::InPlace(s) => s.len(),
+            Io::Into(s, _) => s.len(),
+        }
+    }
+
+    /// The source and (if any) destination pointers. `dst` is null for `Read` and equals
+    /// `src` for `InPlace`; the kernels read every element before they write it.
+    fn raw(&mut self) -> (*const f32, *mut f32) {
+        match self {
+            Io::Read(s) => (s.as_ptr(), core::ptr::null_mut()),
+            Io::InPlace(s) => (s.as_ptr(), s.as_mut_ptr()),
+            Io::Into(s, d) => {
+                debug_assert_eq!(s.len(), d.len());
+                (s.as_ptr(), d.as_mut_ptr())
+            }
+        }
+    }
+
+    /// Splits off the first `n` elements.
+    pub(crate) fn split_at(self, n: usize) -> (Self, Self) {
+        match self {
+            Io::Read(s) => {
+                let (a, b) = s.split_at(n);
+                (Io::Read(a), Io::Read(b))
+            }
+            Io::InPlace(s) => {
+                let (a, b) = s.split_at_mut(n);
+                (Io::InPlace(a), Io::InPlace(b))
+            }
+            Io::Into(s, d) => {
+                let (sa, sb) = s.split_at(n);
+                let (da, db) = d.split_at_mut(n);
+                (Io::Into(sa, da), Io::Into(sb, db))
+            }
+        }
+    }
+
+    /// The destination (empty for `Read`).
+    pub(crate) fn dst_mut(&mut self) -> &mut [f32] {
+        match self {
+            Io::Read(_) => &mut [],
+            Io::InPlace(s) => s,
+            Io::Into(_, d) => d,
+        }
+    }
+
+    /// A shorter-lived copy of the same borrows.
+    pub(crate) fn reborrow(&mut self) -> Io<'_> {
+        match self {
+            Io::Read(s) => Io::Read(s),
+            Io::InPlace(s) => Io::InPlace(s),
+            Io::Into(s, d) => Io::Into(s, d),
+        }
+    }
+
+    pub(crate) fn src(&self) -> &[f32] {
+        match self {
+            Io::Read(s) => s,
+            Io::InPlace(s) => s,
+            Io::Into(s, _) => s,
+        }
+    }
+}
+
+/// Mergeable statistics of a run of classes (a block of a row, a whole row, or a
+/// vocabulary shard): `sum = sum_j exp(z_j - max)`, `wsum = sum_j w_j (z_j - max)` (only
+/// when asked for), and the first index of the maximum relative to the run's start.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct BlockStats {
+    pub max: f32,
+    pub argmax: usize,
+    pub sum: f32,
+    pub wsum: f64,
+}
+
+/// How the per-class constant of the gradient is formed: `g_j = alpha e_j - beta_j`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Beta<'a> {
+    /// `beta_j = 0`.
+    Zero,
+    /// `beta_j = b` for every class (label smoothing without class weights).
+    Uniform(f32),
+    /// `beta_j = b * w_j` (label smoothing with class weights; the slice is the run's
+    /// weights, same length as the run).
+    Weighted(f32, &'a [f32]),
+}
+
+/// What the exp pass also accumulates besides the sum of exps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Smooth<'a> {
+    /// Nothing.
+    Off,
+    /// `sum_j (z_j - max)`.
+    Uniform,
+    /// `sum_j w_j (z_j - max)`.
+    Weighted(&'a [f32]),
+}
+
+pub(crate) use generic::{RowOut, RowPlan, RowsJob};
+
+/// Generates, inside a variant's module, the `#[target_feature]` entry points that
+/// instantiate the generic algorithms for that variant's token type.
+macro_rules! instantiate_kernel {
+    ($tok:ty $(, #[$attr:meta])*) => {
+        use crate::arch::generic;
+        use crate::arch::{Beta, BlockStats, Io, RowOut, RowPlan, RowsJob, Smooth};
+
+        impl $tok {
+            /// Cross-entropy over a chunk of rows on the fused path. `plan(r)` gives row
+            /// `r`'s target and coefficients; `out(r, row)` receives its statistics.
+            pub(crate) fn ce_rows<P, O>(self, io: Io<'_>, job: &RowsJob<'_>, plan: P, out: O)
+            where
+                P: FnMut(usize) -> RowPlan,
+                O: FnMut(usize, RowOut),
+            {
+                $(#[$attr])*
+                unsafe fn inner<P, O>(t: $tok, mut io: Io<'_>, j: &RowsJob<'_>, p: P, o: O)
+                where
+                    P: FnMut(usize) -> RowPlan,
+                    O: FnMut(usize, RowOut),
+                {
+                    let len = io.len();
+                    let (src, dst) = io.raw();
+                    // SAFETY: bounds: `src` (and `dst` when non-null) hold `len` f32s,
+                    // as `io` borrows them; `generic::ce_rows` stays within `len`.
+                    unsafe { generic::ce_rows(t, src, dst, len, j, p, o) }
+                }
+                assert_eq!(io.len() % job.classes, 0);
+                // SAFETY: feature: `self` is a token only built after detecting the
+                // features its `try_new` checks. bounds: see `inner`.
+                unsafe { inner(self, io, job, plan, out) }
+            }
+
+            /// Softmax (`log == false`) or log-softmax over a chunk of whole rows.
+            pub(crate) fn softmax_rows(self, io: Io<'_>, classes: usize, log: bool) {
+                $(#[$attr])*
+                unsafe fn inner(t: $tok, mut io: Io<'_>, c: usize, log: bool) {
+                    let len = io.len();
+                    let (src, dst) = io.raw();
+                    // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`).
+                    unsafe { generic::softmax_rows(t, src, dst, len, c, log) }
+                }
+                // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
+                unsafe { inner(self, io, classes, log) }
+            }
+
+            /// Statistics of one run of classes (a block, a row, a shard).
+            pub(crate) fn stats(self, z: &[f32], smooth: Smooth<'_>) -> BlockStats {
+                $(#[$attr])*
+                unsafe fn inner(t: $tok, z: &[f32], s: Smooth<'_>) -> BlockStats {
+                    // SAFETY: bounds: `z` is a live slice of `z.len()` f32s and
+                    // `Smooth::Weighted` slices are as long as `z` (caller's contract).
+                    unsafe { generic::stats(t, z.as_ptr(), z.len(), s) }
+                }
+                if let Smooth::Weighted(w) = smooth {
+                    assert_eq!(w.len(), z.len());
+                }
+                // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
+                unsafe { inner(self, z, smooth) }
+            }
+
+            /// Gradient of one run from merged statistics:
+            /// `g_j = alpha * exp(z_j - max) - beta_j`.
+            pub(crate) fn grad_from_stats(self, io: Io<'_>, max: f32, alpha: f32, beta: Beta<'_>) {
+                $(#[$attr])*
+                unsafe fn inner(t: $tok, mut io: Io<'_>, m: f32, a: f32, b: Beta<'_>) {
+                    let len = io.len();
+                    let (src, dst) = io.raw();
+                    // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`),
+                    // and `Beta::Weighted` slices hold `len` (checked below).
+                    unsafe { generic::grad_from_stats(t, src, dst, len, m, a, b) }
+                }
+                assert!(!matches!(io, Io::Read(_)));
+                if let Beta::Weighted(_, w) = beta {
+                    assert_eq!(w.len(), io.len());
+                }
+                // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
+                unsafe { inner(self, io, max, alpha, beta) }
+            }
+
+            /// `out_j = (z_j - max) - shift` (log-softmax of a run from merged statistics).
+            pub(crate) fn shift(self, io: Io<'_>, max: f32, shift: f32) {
+                $(#[$attr])*
+                unsafe fn inner(t: $tok, mut io: Io<'_>, m: f32, s: f32) {
+                    let len = io.len();
+                    let (src, dst) = io.raw();
+                    // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`).
+                    unsafe { generic::shift(t, src, dst, len, m, s) }
+                }
+                assert!(!matches!(io, Io::Read(_)));
+                // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
+                unsafe { inner(self, io, max, shift) }
+            }
+
+            /// The kernel's exp, in place over a slice.
+            pub(crate) fn exp(self, xs: &mut [f32]) {
+                $(#[$attr])*
+                unsafe fn inner(t: $tok, xs: &mut [f32]) {
+                    // SAFETY: bounds: `xs` is a live mutable slice of `xs.len()` f32s.
+                    unsafe { generic::exp_slice(t, xs.as_mut_ptr(), xs.len()) }
+                }
+                // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
+                unsafe { inner(self, xs) }
+            }
+        }
+    };
+}
+pub(crate) use instantiate_kernel;

@@ -1,0 +1,105 @@
+//! The portable kernel: `wide::f32x8`, whose instructions are fixed when the crate is
+//! compiled (SSE2 on a default x86-64 build, NEON on aarch64, scalar elsewhere). It is the
+//! fallback on x86 CPUs without AVX2+FMA and the only kernel on other architectures.
+
+use super::Simd;
+use bytemuck::cast;
+use wide::{CmpGt, CmpLt, f32x8, i32x8};
+
+/// Token of the portable kernel; it runs on every CPU, so anyone may build it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Portable(());
+
+impl Portable {
+    pub(crate) const fn new() -> Self {
+        Portable(())
+    }
+}
+
+// SAFETY: the implementation uses only `wide`'s safe operations and unaligned loads/stores
+// whose bounds are the caller's documented obligations; it needs no CPU feature.
+unsafe impl Simd for Portable {
+    type F = f32x8;
+    type M = f32x8;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> f32x8 {
+        f32x8::splat(x)
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> f32x8 {
+        // SAFETY: feature: none needed. bounds: `p..p + 8` readable (caller's obligation);
+        // `read_unaligned` has no alignment requirement.
+        f32x8::from(unsafe { p.cast::<[f32; 8]>().read_unaligned() })
+    }
+    #[inline(always)]
+    unsafe fn load_tail(self, p: *const f32, n: usize, fill: f32) -> f32x8 {
+        let mut buf = [fill; 8];
+        debug_assert!(n < 8);
+        // SAFETY: feature: none needed. bounds: reads `p[..n]` (caller's obligation) into
+        // the first `n < 8` slots of a local buffer.
+        unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n.min(8)) };
+        f32x8::from(buf)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: f32x8) {
+        // SAFETY: feature: none needed. bounds: `p..p + 8` writable (caller's obligation).
+        unsafe { p.cast::<[f32; 8]>().write_unaligned(v.to_array()) }
+    }
+    #[inline(always)]
+    unsafe fn store_tail(self, p: *mut f32, n: usize, v: f32x8) {
+        let buf = v.to_array();
+        // SAFETY: feature: none needed. bounds: writes `p[..n]`, `n < 8` (caller's
+        // obligation) from a local buffer of 8.
+        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n.min(8)) }
+    }
+    #[inline(always)]
+    fn prefetch(self, _p: *const f32) {}
+    #[inline(always)]
+    fn add(self, a: f32x8, b: f32x8) -> f32x8 {
+        a + b
+    }
+    #[inline(always)]
+    fn sub(self, a: f32x8, b: f32x8) -> f32x8 {
+        a - b
+    }
+    #[inline(always)]
+    fn mul(self, a: f32x8, b: f32x8) -> f32x8 {
+        a * b
+    }
+    #[inline(always)]
+    fn mul_add(self, a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    fn scale_pow2(self, p: f32x8, n: f32x8) -> f32x8 {
+        // Two exponent-field factors, so n = 128 (or -127) does not leave the biased range.
+        let n: i32x8 = n.round_int();
+        let n1 = n >> 1;
+        let n2 = n - n1;
+        let f1: f32x8 = cast((n1 + 127) << 23);
+        let f2: f32x8 = cast((n2 + 127) << 23);
+        p * f1 * f2
+    }
+    #[inline(always)]
+    fn lt(self, a: f32x8, b: f32x8) -> f32x8 {
+        a.cmp_lt(b)
+    }
+    #[inline(always)]
+    fn gt(self, a: f32x8, b: f32x8) -> f32x8 {
+        a.cmp_gt(b)
+    }
+    #[inline(always)]
+    fn select(self, m: f32x8, a: f32x8, b: f32x8) -> f32x8 {
+        m.blend(a, b)
+    }
+    #[inline(always)]
+    fn to_array(self, a: f32x8) -> [f32; 16] {
+        let mut out = [0.0; 16];
+        out[..8].copy_from_slice(&a.to_array());
+        out
+    }
+}
+
+super::instantiate_kernel!(Portable);

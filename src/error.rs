@@ -1,0 +1,106 @@
+//! The crate's single error type.
+
+use crate::Kernel;
+use core::fmt;
+
+/// Why a call was rejected. Every check runs before the first store, so after an `Err`
+/// the caller's buffers hold exactly what they held before the call.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Error {
+    /// `classes` was zero.
+    ZeroClasses,
+    /// The logits length is not a multiple of the number of classes.
+    LogitsShape {
+        /// Length of the logits slice.
+        len: usize,
+        /// Classes per row.
+        classes: usize,
+    },
+    /// The number of targets differs from the number of rows.
+    TargetsLength {
+        /// Length of the targets slice.
+        targets: usize,
+        /// Rows in the logits (`len / classes`).
+        rows: usize,
+    },
+    /// A target is negative or not below `classes` (and is not the ignore index).
+    TargetOutOfRange {
+        /// Row of the offending target.
+        row: usize,
+        /// The target value, widened losslessly.
+        target: i128,
+        /// Classes per row.
+        classes: usize,
+    },
+    /// An output buffer (gradient, probabilities, per-row values) has the wrong length.
+    OutputLength {
+        /// Length given.
+        len: usize,
+        /// Length required.
+        expected: usize,
+    },
+    /// The class weights do not have one entry per class.
+    WeightsLength {
+        /// Length of the weights.
+        len: usize,
+        /// Classes per row.
+        classes: usize,
+    },
+    /// A class weight is NaN or infinite.
+    NonFiniteWeight {
+        /// The class whose weight is not finite.
+        class: usize,
+        /// The weight.
+        weight: f32,
+    },
+    /// Label smoothing outside `[0, 1]`, or NaN.
+    LabelSmoothing(f32),
+    /// The requested kernel cannot run on this CPU (see [`Kernel::available`]).
+    KernelUnavailable(Kernel),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::ZeroClasses => write!(f, "the number of classes must be at least 1, got 0"),
+            Error::LogitsShape { len, classes } => write!(
+                f,
+                "logits length {len} is not a multiple of the {classes} classes per row"
+            ),
+            Error::TargetsLength { targets, rows } => {
+                write!(f, "got {targets} targets for {rows} rows of logits")
+            }
+            Error::TargetOutOfRange {
+                row,
+                target,
+                classes,
+            } => write!(
+                f,
+                "target {target} in row {row} is outside 0..{classes} and is not the ignore index"
+            ),
+            Error::OutputLength { len, expected } => {
+                write!(f, "output buffer has length {len}, expected {expected}")
+            }
+            Error::WeightsLength { len, classes } => {
+                write!(f, "got {len} class weights for {classes} classes")
+            }
+            Error::NonFiniteWeight { class, weight } => {
+                write!(
+                    f,
+                    "weight of class {class} is {weight}, weights must be finite"
+                )
+            }
+            Error::LabelSmoothing(eps) => {
+                write!(f, "label smoothing {eps} is outside [0, 1]")
+            }
+            Error::KernelUnavailable(k) => write!(
+                f,
+                "kernel {k:?} cannot run on this CPU; available: {:?}",
+                Kernel::available()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

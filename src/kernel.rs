@@ -1,0 +1,140 @@
+//! Kernel variants, CPU detection and dispatch.
+//!
+//! Detection runs once per process and is cached in an atomic; a call resolves its
+//! [`Kernel`] once, before any row is touched, never per row.
+
+use crate::Error;
+use crate::arch::portable::Portable;
+#[cfg(target_arch = "x86_64")]
+use crate::arch::x86_64::{Avx2, Avx512};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// A kernel variant. [`Kernel::Auto`] (the default) picks the fastest one this CPU
+/// supports; the others force a variant, which is an error (never an illegal instruction)
+/// where the CPU lacks it.
+///
+/// ```
+/// use xent::Kernel;
+/// let all = Kernel::available();
+/// assert!(all.contains(&Kernel::Portable));
+/// assert_eq!(Kernel::Auto.resolve().unwrap(), all[0]);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kernel {
+    /// The fastest available variant, detected once per process.
+    #[default]
+    Auto,
+    /// `wide`-based portable SIMD (SSE2 on x86-64, NEON on aarch64): runs everywhere.
+    Portable,
+    /// x86-64 AVX2 + FMA, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512F, 16 lanes with masked tails.
+    Avx512,
+}
+
+impl Kernel {
+    /// Every concrete variant, fastest first.
+    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
+
+    /// The concrete variants this CPU can run, fastest first (always ends with
+    /// [`Kernel::Portable`]).
+    pub fn available() -> Vec<Kernel> {
+        Self::ALL.into_iter().filter(|k| k.is_available()).collect()
+    }
+
+    /// Whether this variant can run here (`Auto` always can).
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernel::Auto | Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => Avx2::try_new().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => Avx512::try_new().is_some(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2 | Kernel::Avx512 => false,
+        }
+    }
+
+    /// The concrete variant a call with this setting runs: `Auto` becomes the detected
+    /// best; a forced variant is returned if available.
+    ///
+    /// # Errors
+    /// [`Error::KernelUnavailable`] if a forced variant cannot run on this CPU.
+    pub fn resolve(self) -> Result<Kernel, Error> {
+        Ok(match backend(self)? {
+            Backend::Portable(_) => Kernel::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2(_) => Kernel::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512(_) => Kernel::Avx512,
+        })
+    }
+}
+
+/// A resolved kernel holding its capability token.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Backend {
+    Portable(Portable),
+    #[cfg(target_arch = "x86_64")]
+    Avx2(Avx2),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(Avx512),
+}
+
+/// Cached index into `Kernel::ALL` of the best available variant; `u8::MAX` = not yet
+/// detected. Relaxed ordering suffices: every thread computes the same value.
+static BEST: AtomicU8 = AtomicU8::new(u8::MAX);
+
+#[inline(never)]
+fn detect_best() -> Kernel {
+    let best = Kernel::available()[0];
+    let idx = Kernel::ALL
+        .iter()
+        .position(|&k| k == best)
+        .unwrap_or(Kernel::ALL.len() - 1);
+    BEST.store(idx as u8, Ordering::Relaxed);
+    best
+}
+
+fn best() -> Kernel {
+    match BEST.load(Ordering::Relaxed) {
+        u8::MAX => detect_best(),
+        i => Kernel::ALL[usize::from(i)],
+    }
+}
+
+/// The token for `kernel`, or the error if it cannot run here.
+pub(crate) fn backend(kernel: Kernel) -> Result<Backend, Error> {
+    let k = if kernel == Kernel::Auto {
+        best()
+    } else {
+        kernel
+    };
+    let unavailable = Err(Error::KernelUnavailable(kernel));
+    match k {
+        Kernel::Portable | Kernel::Auto => Ok(Backend::Portable(Portable::new())),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => Avx2::try_new().map(Backend::Avx2).map_or(unavailable, Ok),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => Avx512::try_new()
+            .map(Backend::Avx512)
+            .map_or(unavailable, Ok),
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Avx2 | Kernel::Avx512 => unavailable,
+    }
+}
+
+/// Runs `$body` with `$t` bound to the token of whichever variant `$b` holds.
+macro_rules! with_backend {
+    ($b:expr, $t:ident => $body:expr) => {
+        match $b {
+            $crate::kernel::Backend::Portable($t) => $body,
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernel::Backend::Avx2($t) => $body,
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernel::Backend::Avx512($t) => $body,
+        }
+    };
+}
+pub(crate) use with_backend;

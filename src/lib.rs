@@ -1,0 +1,145 @@
+//! # xent: fused softmax cross-entropy on SIMD CPUs
+//!
+//! For rows of `C` logits `z` with integer targets `t`, xent computes in one fused sweep
+//! the loss, the gradient `dLoss/dz` (written over the logits or into a buffer), and the
+//! number of rows whose argmax equals the target.
+//!
+//! ## The maths
+//!
+//! With `p = softmax(z)` and `m = max_j z_j`:
+//!
+//! ```text
+//! lse(z)     = m + ln sum_j exp(z_j - m)            (stable for any finite input)
+//! loss(z, t) = lse(z) - z_t
+//! dloss/dz_j = p_j - [j = t]
+//! ```
+//!
+//! Options follow PyTorch's `F.cross_entropy`: [`Reduction::Mean`] (divided by the sum of
+//! the counted rows' target weights) or [`Reduction::Sum`]; an ignore index; label
+//! smoothing `eps`, which makes the row loss `(1-eps) w_t (lse - z_t) + eps/C sum_j w_j
+//! (lse - z_j)`; and per-class weights `w`. [`reference`] spells every formula out in f64.
+//!
+//! ## Memory passes per row
+//!
+//! 1. read the row: max, argmax, target logit;
+//! 2. `e = exp(z - max)`, summed, and stored in place (or into the gradient buffer);
+//! 3. the stored `e` (still in L2) becomes `alpha e - beta`, the target entry last.
+//!
+//! A large batch thus moves each logit through DRAM once in and once out. Rows longer than
+//! 65 536 classes are processed in 16 384-class blocks whose statistics are merged
+//! (online softmax), and the blocks are spread across threads.
+//!
+//! ## Non-finite input (as PyTorch)
+//!
+//! * A NaN or +inf logit makes its row's loss and gradient NaN (and so the reduced loss).
+//! * `-inf` logits are masks: exactly zero probability. A `-inf` target logit gives a
+//!   +inf loss. A row of only `-inf` gives NaN.
+//! * A row whose loss is NaN never counts as correct.
+//! * Ignored rows get a zero gradient whatever they hold.
+//! * **Deliberate difference**: a mean over zero weight (every row ignored, an empty batch,
+//!   or target weights summing to 0) gives `value == 0.0` and a zero gradient, where
+//!   PyTorch gives NaN, which would silently poison a training run.
+//!
+//! ## Errors
+//!
+//! Every bad input is an [`Error`], never a panic, and every check runs before the first
+//! store: a rejected in-place call leaves the logits exactly as they were.
+//!
+//! ## Kernels and dispatch
+//!
+//! [`Kernel::Auto`] picks, once per process, the fastest variant this CPU runs: AVX-512F,
+//! then AVX2+FMA, then the portable `wide` kernel (SSE2 / NEON). All are compiled into
+//! every build, so no `-C target-cpu` flag is needed. Any variant can be forced with
+//! [`CrossEntropy::kernel`], which is how the tests cover each one. The exp is a
+//! polynomial with at most 2 ulp of error ([`exp`] module).
+//!
+//! ## Threads and determinism
+//!
+//! Large batches are split across the current rayon pool (`pool.install(|| ..)` chooses
+//! the thread count) in chunks that depend only on the shape; partial sums are added in
+//! chunk order. Results are bit-identical for any thread count, and do not depend on the
+//! buffers' alignment. Different kernel variants may differ in the last bits.
+//!
+//! ```
+//! use xent::{CrossEntropy, Reduction};
+//! let ce = CrossEntropy::new(4).reduction(Reduction::Mean).ignore_index(-100);
+//! let mut logits = vec![
+//!     1.0, 2.0, 0.5, -1.0, // row 0, target 1
+//!     0.0, 0.0, 0.0, 9.0,  // row 1, ignored
+//! ];
+//! let loss = ce.forward_backward(&mut logits, &[1i64, -100])?;
+//! assert_eq!((loss.rows, loss.correct), (1, 1));
+//! assert!(loss.value > 0.0 && loss.value < 1.0);
+//! assert_eq!(&logits[4..], &[0.0; 4]); // ignored row: zero gradient
+//! # Ok::<(), xent::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+mod api;
+#[allow(unsafe_code)]
+mod arch;
+mod error;
+pub mod exp;
+mod kernel;
+mod loss;
+mod parallel;
+pub mod reference;
+mod softmax;
+mod stats;
+mod target;
+
+pub use api::{CrossEntropy, Reduction};
+pub use error::Error;
+pub use kernel::Kernel;
+pub use loss::Loss;
+pub use target::Target;
+
+/// Row-wise softmax of `x` (rows of `classes`) in place, with [`Kernel::Auto`]; see
+/// [`CrossEntropy::softmax`].
+///
+/// # Errors
+/// [`Error::ZeroClasses`], [`Error::LogitsShape`].
+///
+/// ```
+/// let mut x = [1.0f32, 1.0];
+/// xent::softmax(&mut x, 2)?;
+/// assert_eq!(x, [0.5, 0.5]);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn softmax(x: &mut [f32], classes: usize) -> Result<(), Error> {
+    CrossEntropy::new(classes).softmax(x)
+}
+
+/// Row-wise log-softmax of `x` in place; see [`CrossEntropy::log_softmax`].
+///
+/// # Errors
+/// [`Error::ZeroClasses`], [`Error::LogitsShape`].
+///
+/// ```
+/// let mut x = [0.0f32, 0.0];
+/// xent::log_softmax(&mut x, 2)?;
+/// assert!((x[0] + std::f32::consts::LN_2).abs() < 1e-6);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn log_softmax(x: &mut [f32], classes: usize) -> Result<(), Error> {
+    CrossEntropy::new(classes).log_softmax(x)
+}
+
+/// Row-wise log-sum-exp of `x` into `out` (one per row); see [`CrossEntropy::logsumexp`].
+///
+/// # Errors
+/// [`Error::ZeroClasses`], [`Error::LogitsShape`], [`Error::OutputLength`].
+///
+/// ```
+/// let mut out = [0.0f32];
+/// xent::logsumexp(&[0.0, 0.0], 2, &mut out)?;
+/// assert!((out[0] - std::f32::consts::LN_2).abs() < 1e-6);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn logsumexp(x: &[f32], classes: usize, out: &mut [f32]) -> Result<(), Error> {
+    CrossEntropy::new(classes).logsumexp(x, out)
+}

@@ -1,0 +1,90 @@
+//! Splitting work across rayon threads without changing any result.
+//!
+//! Work is cut into chunks whose boundaries depend only on the shape (rows, classes),
+//! never on the thread count. Each chunk produces a value, and the values are folded in
+//! chunk order, so the floating-point sums are associated the same way whether the chunks
+//! ran on one thread or eight. Small problems run on the calling thread with no
+//! allocation; large ones run in the caller's current rayon pool (`pool.install(..)` sets
+//! the thread count).
+
+use crate::arch::Io;
+use rayon::prelude::*;
+
+/// Below this many logits a call stays on the calling thread: rayon's fork/join cost
+/// (a few microseconds) would exceed the work.
+pub(crate) const PAR_MIN_LOGITS: usize = 1 << 15;
+
+/// Target chunk size in logits (256 KiB of f32): large enough to amortise a rayon task,
+/// small enough to balance two to eight threads on mid-sized batches.
+pub(crate) const CHUNK_LOGITS: usize = 1 << 16;
+
+/// Whole rows per chunk for rows of `classes` (at least one).
+pub(crate) fn rows_per_chunk(classes: usize) -> usize {
+    (CHUNK_LOGITS / classes.max(1)).max(1)
+}
+
+/// Whether a problem of `logits` elements is worth spreading across threads.
+pub(crate) fn go_parallel(logits: usize) -> bool {
+    logits >= PAR_MIN_LOGITS && rayon::current_num_threads() > 1
+}
+
+/// Calls `f(first_row, chunk)` for consecutive chunks of `rows_per_chunk` whole rows of
+/// `io` and feeds the results to `fold` in chunk order.
+pub(crate) fn for_row_chunks<R, F, G>(io: Io<'_>, classes: usize, f: F, mut fold: G)
+where
+    R: Send,
+    F: Fn(usize, Io<'_>) -> R + Sync,
+    G: FnMut(R),
+{
+    let per = rows_per_chunk(classes);
+    let chunk = per * classes;
+    if !go_parallel(io.len()) {
+        let mut rest = io;
+        let mut row = 0;
+        while rest.len() > 0 {
+            let n = chunk.min(rest.len());
+            let (head, tail) = rest.split_at(n);
+            fold(f(row, head));
+            rest = tail;
+            row += per;
+        }
+        return;
+    }
+    let mut chunks = Vec::with_capacity(io.len().div_ceil(chunk));
+    let mut rest = io;
+    while rest.len() > 0 {
+        let n = chunk.min(rest.len());
+        let (head, tail) = rest.split_at(n);
+        chunks.push(head);
+        rest = tail;
+    }
+    let results: Vec<R> = chunks
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, io)| f(i * per, io))
+        .collect();
+    results.into_iter().for_each(fold);
+}
+
+/// Runs `f(index, item)` on every item, in parallel when `parallel`, and returns the
+/// results in item order.
+pub(crate) fn map_ordered<T, R, F>(items: Vec<T>, parallel: bool, f: F) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(usize, T) -> R + Sync + Send,
+{
+    if parallel {
+        items
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, t)| f(i, t))
+            .collect()
+    } else {
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| f(i, t))
+            .collect()
+    }
+}

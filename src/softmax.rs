@@ -1,0 +1,199 @@
+//! Row-wise softmax, log-softmax and log-sum-exp, on the same kernels as the loss.
+//!
+//! Non-finite values follow PyTorch: a row with a NaN or +inf gives a NaN row from
+//! `softmax`/`log_softmax`; a row of all -inf gives NaN there too; `-inf` entries of an
+//! otherwise finite row get probability exactly 0 (log-probability -inf). `logsumexp`
+//! follows `torch.logsumexp`: NaN if the row has a NaN, else +inf if it has a +inf, else
+//! -inf if every entry is -inf.
+
+use crate::arch::{BLOCK_CLASSES, BlockStats, FUSED_MAX_CLASSES, Io, Smooth};
+use crate::kernel::{Backend, with_backend};
+use crate::parallel::{for_row_chunks, go_parallel, rows_per_chunk};
+use crate::stats::{Merged, logsumexp_of};
+use crate::{CrossEntropy, Error};
+use rayon::prelude::*;
+
+impl CrossEntropy {
+    /// Softmax of each row of `x` (rows of [`classes`](Self::classes)), in place.
+    ///
+    /// # Errors
+    /// [`Error::ZeroClasses`], [`Error::LogitsShape`], [`Error::KernelUnavailable`];
+    /// the data is unchanged on error.
+    ///
+    /// ```
+    /// let mut x = [0.0f32, 0.0, f32::NEG_INFINITY];
+    /// xent::CrossEntropy::new(3).softmax(&mut x)?;
+    /// assert_eq!(x, [0.5, 0.5, 0.0]);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn softmax(&self, x: &mut [f32]) -> Result<(), Error> {
+        let b = self.check_rows(x.len(), None)?;
+        rows_apply(b, self.classes(), Io::InPlace(x), false);
+        Ok(())
+    }
+
+    /// Softmax of each row of `x` into `out` (same length).
+    ///
+    /// # Errors
+    /// As [`softmax`](Self::softmax), plus [`Error::OutputLength`].
+    pub fn softmax_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
+        let b = self.check_rows(x.len(), Some(out.len()))?;
+        rows_apply(b, self.classes(), Io::Into(x, out), false);
+        Ok(())
+    }
+
+    /// Log-softmax of each row, in place: `(z_j - max) - ln sum_k exp(z_k - max)`.
+    ///
+    /// # Errors
+    /// As [`softmax`](Self::softmax).
+    ///
+    /// ```
+    /// let mut x = [1.0f32, 1.0];
+    /// xent::CrossEntropy::new(2).log_softmax(&mut x)?;
+    /// assert!((x[0] + std::f32::consts::LN_2).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn log_softmax(&self, x: &mut [f32]) -> Result<(), Error> {
+        let b = self.check_rows(x.len(), None)?;
+        rows_apply(b, self.classes(), Io::InPlace(x), true);
+        Ok(())
+    }
+
+    /// Log-softmax of each row of `x` into `out` (same length).
+    ///
+    /// # Errors
+    /// As [`softmax_into`](Self::softmax_into).
+    pub fn log_softmax_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
+        let b = self.check_rows(x.len(), Some(out.len()))?;
+        rows_apply(b, self.classes(), Io::Into(x, out), true);
+        Ok(())
+    }
+
+    /// `ln sum_j exp(z_j)` of each row into `out` (one value per row).
+    ///
+    /// # Errors
+    /// [`Error::ZeroClasses`], [`Error::LogitsShape`], [`Error::KernelUnavailable`], and
+    /// [`Error::OutputLength`] if `out.len()` is not the number of rows.
+    ///
+    /// ```
+    /// let mut lse = [0.0f32; 2];
+    /// xent::CrossEntropy::new(2).logsumexp(&[0.0, 0.0, f32::NEG_INFINITY, f32::NEG_INFINITY], &mut lse)?;
+    /// assert_eq!(lse, [std::f32::consts::LN_2, f32::NEG_INFINITY]);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn logsumexp(&self, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
+        let b = self.check_options()?;
+        let c = self.classes();
+        if x.len() % c != 0 {
+            return Err(Error::LogitsShape {
+                len: x.len(),
+                classes: c,
+            });
+        }
+        if out.len() != x.len() / c {
+            return Err(Error::OutputLength {
+                len: out.len(),
+                expected: x.len() / c,
+            });
+        }
+        let per = rows_per_chunk(c);
+        let chunk = |(xs, os): (&[f32], &mut [f32])| {
+            for (row, o) in xs.chunks_exact(c).zip(os.iter_mut()) {
+                *o = logsumexp_of(&row_stats(b, row, Smooth::Off, 0.0), row);
+            }
+        };
+        // Rows are independent and nothing is summed across them: any split is exact.
+        if go_parallel(x.len()) {
+            x.par_chunks(per * c)
+                .zip(out.par_chunks_mut(per))
+                .for_each(chunk);
+        } else {
+            x.chunks(per * c).zip(out.chunks_mut(per)).for_each(chunk);
+        }
+        Ok(())
+    }
+
+    /// Options and shape checks for the row-wise functions (targets are not involved).
+    fn check_rows(&self, len: usize, out: Option<usize>) -> Result<Backend, Error> {
+        let b = self.check_options()?;
+        let c = self.classes();
+        if len % c != 0 {
+            return Err(Error::LogitsShape { len, classes: c });
+        }
+        if let Some(out) = out.filter(|&o| o != len) {
+            return Err(Error::OutputLength {
+                len: out,
+                expected: len,
+            });
+        }
+        Ok(b)
+    }
+}
+
+/// Statistics of one whole row: one kernel call when it fits the fused path, else merged
+/// blocks. `weight` is the sum of the smoothing weights (unused without smoothing).
+pub(crate) fn row_stats(b: Backend, row: &[f32], smooth: Smooth<'_>, weight: f64) -> Merged {
+    if row.len() <= FUSED_MAX_CLASSES {
+        let s: BlockStats = with_backend!(b, k => k.stats(row, smooth));
+        return Merged::from_block(s, 0, weight);
+    }
+    let mut merged: Option<Merged> = None;
+    for (i, z) in row.chunks(BLOCK_CLASSES).enumerate() {
+        let s: BlockStats = with_backend!(b, k => k.stats(z, Smooth::Off));
+        let m = Merged::from_block(s, i * BLOCK_CLASSES, 0.0);
+        merged = Some(merged.map_or(m, |acc| acc.merge(m)));
+    }
+    merged.unwrap_or(Merged {
+        max: f32::NEG_INFINITY,
+        argmax: 0,
+        sum: 0.0,
+        wsum: 0.0,
+        weight,
+    })
+}
+
+/// Softmax or log-softmax of every row of `io` into its destination.
+fn rows_apply(b: Backend, c: usize, io: Io<'_>, log: bool) {
+    if c <= FUSED_MAX_CLASSES {
+        for_row_chunks(
+            io,
+            c,
+            |_, chunk| with_backend!(b, k => k.softmax_rows(chunk, c, log)),
+            |()| {},
+        );
+        return;
+    }
+    // Long rows: statistics from merged blocks, then one more sweep per block.
+    for_row_chunks(
+        io,
+        c,
+        |_, mut chunk| {
+            let rows = chunk.len() / c;
+            for _ in 0..rows {
+                let (mut row, rest) = chunk.split_at(c);
+                chunk = rest;
+                let m = row_stats(b, row.src(), Smooth::Off, 0.0);
+                let ln_s = m.ln_sum();
+                let mut off = 0;
+                while off < c {
+                    let w = BLOCK_CLASSES.min(c - off);
+                    let (blk, tail) = row.split_at(w);
+                    row = tail;
+                    if log {
+                        with_backend!(b, k => k.shift(blk, m.max, ln_s as f32));
+                    } else {
+                        let alpha = (1.0
+                            / if m.max == f32::NEG_INFINITY {
+                                f64::NAN
+                            } else {
+                                m.sum
+                            }) as f32;
+                        with_backend!(b, k => k.grad_from_stats(blk, m.max, alpha, crate::arch::Beta::Zero));
+                    }
+                    off += w;
+                }
+            }
+        },
+        |()| {},
+    );
+}

@@ -1,0 +1,140 @@
+//! Every available kernel, through every cross-entropy entry point and several target
+//! types, against `xent::reference`, with the tolerances derived in `common`.
+
+use crate::common::*;
+use proptest::prelude::*;
+use xent::{CrossEntropy, Kernel, Loss};
+
+fn check_loss(
+    ce: &CrossEntropy,
+    z: &[f32],
+    t: &[i64],
+    got: &Loss,
+    want: &xent::reference::Reference,
+    what: &str,
+) -> Result<(), TestCaseError> {
+    let tol = loss_tolerance(ce, z, t, want.value);
+    prop_assert!(
+        close(f64::from(got.value), want.value, tol),
+        "{what}: loss {} want {} (tol {tol:e})",
+        got.value,
+        want.value
+    );
+    prop_assert_eq!(got.rows, want.rows, "{}: rows", what);
+    prop_assert_eq!(got.correct, want.correct, "{}: correct", what);
+    prop_assert_eq!(got.weight, want.weight, "{}: weight", what);
+    Ok(())
+}
+
+fn check_all_entry_points(ce0: &CrossEntropy, z: &[f32], t: &[i64]) -> Result<(), TestCaseError> {
+    let want = xent::reference::cross_entropy(ce0, z, t).unwrap();
+    for k in kernels() {
+        let ce = ce0.clone().kernel(k);
+        let what = format!("{k:?} C={} rows={}", ce.classes(), t.len());
+        let fwd = ce.forward(z, t).unwrap();
+        check_loss(&ce, z, t, &fwd, &want, &format!("{what} forward"))?;
+
+        let mut g = z.to_vec();
+        let fb = ce.forward_backward(&mut g, t).unwrap();
+        check_loss(&ce, z, t, &fb, &want, &format!("{what} forward_backward"))?;
+        check_grad(
+            &ce,
+            z,
+            t,
+            &g,
+            &want.grad,
+            &format!("{what} forward_backward"),
+        )?;
+
+        let mut g2 = vec![f32::NAN; z.len()];
+        let fbi = ce.forward_backward_into(z, t, &mut g2).unwrap();
+        check_loss(
+            &ce,
+            z,
+            t,
+            &fbi,
+            &want,
+            &format!("{what} forward_backward_into"),
+        )?;
+        // In place and into a buffer run the same arithmetic: bit-identical.
+        prop_assert_eq!(bits(&g), bits(&g2), "{}: in place vs into", what);
+        prop_assert_eq!(fb.value.to_bits(), fbi.value.to_bits());
+        prop_assert_eq!(
+            fwd.value.to_bits(),
+            fb.value.to_bits(),
+            "{}: forward vs backward",
+            what
+        );
+    }
+    Ok(())
+}
+
+pub fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn kernels_match_reference((ce, z, t) in case()) {
+        check_all_entry_points(&ce, &z, &t)?;
+    }
+
+    #[test]
+    fn target_types_agree((ce, z, t) in case()) {
+        // Only without a negative ignore index can every integer type hold the targets.
+        prop_assume!(ce.get_ignore_index().is_none_or(|i| i >= 0) && ce.classes() <= 255);
+        let ce = ce.kernel(Kernel::Auto);
+        let a = ce.forward(&z, &t).unwrap();
+        let as_u8: Vec<u8> = t.iter().map(|&v| v as u8).collect();
+        let as_u16: Vec<u16> = t.iter().map(|&v| v as u16).collect();
+        let as_u32: Vec<u32> = t.iter().map(|&v| v as u32).collect();
+        let as_u64: Vec<u64> = t.iter().map(|&v| v as u64).collect();
+        let as_usize: Vec<usize> = t.iter().map(|&v| v as usize).collect();
+        let as_i32: Vec<i32> = t.iter().map(|&v| v as i32).collect();
+        for b in [
+            ce.forward(&z, &as_u8).unwrap(),
+            ce.forward(&z, &as_u16).unwrap(),
+            ce.forward(&z, &as_u32).unwrap(),
+            ce.forward(&z, &as_u64).unwrap(),
+            ce.forward(&z, &as_usize).unwrap(),
+            ce.forward(&z, &as_i32).unwrap(),
+        ] {
+            prop_assert_eq!(a.value.to_bits(), b.value.to_bits());
+            prop_assert_eq!((a.rows, a.correct), (b.rows, b.correct));
+        }
+    }
+}
+
+/// Every class count across the lane widths (8, 16), two-vector unrolls (16, 32) and
+/// one past, every target, and row starts misaligned by slicing into a larger buffer.
+#[test]
+fn exhaustive_small_shapes() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 40) as f32 / (1u64 << 24) as f32 * 20.0 - 10.0
+    };
+    for c in 1..=2 * 32 + 1 {
+        for offset in [0usize, 1, 3, 7] {
+            let rows = 3;
+            let buf: Vec<f32> = (0..offset + rows * c).map(|_| next()).collect();
+            let z = &buf[offset..];
+            // Every target for small C; the ends and the middle beyond that.
+            let targets: Vec<usize> = if c <= 17 {
+                (0..c).collect()
+            } else {
+                vec![0, 1, c / 2, c - 2, c - 1]
+            };
+            for t0 in targets {
+                let t = [t0 as i64, ((t0 + 1) % c) as i64, 0];
+                let ce = CrossEntropy::new(c).label_smoothing(if t0 % 2 == 0 { 0.0 } else { 0.2 });
+                check_all_entry_points(&ce, z, &t)
+                    .unwrap_or_else(|e| panic!("C={c} offset={offset} t={t0}: {e}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The exp's error bound, exhaustively over every f32 in [-104, 0] for every kernel
+//! variant (about 1.1 billion inputs each), plus special values and the positive range.
+
+use crate::common::kernels;
+use rayon::prelude::*;
+use xent::exp::{EXP_MAX_ULP, EXP_UNDERFLOW, exp_model, exp_slice};
+
+/// The error of `got` in units in the last place of the exact f32 result `want`.
+fn ulp_error(got: f32, want: f64) -> f64 {
+    let e = want.abs().log2().floor() as i32;
+    let ulp = 2f64.powi(e.max(-126) - 23);
+    (f64::from(got) - want).abs() / ulp
+}
+
+/// Checks every input in `xs` for one variant; returns the worst ulp error seen.
+fn check(k: xent::Kernel, xs: &[f32]) -> f64 {
+    let mut ys = xs.to_vec();
+    exp_slice(k, &mut ys).unwrap();
+    let mut worst = 0.0f64;
+    for (&x, &y) in xs.iter().zip(&ys) {
+        if x < EXP_UNDERFLOW {
+            assert_eq!(y.to_bits(), 0, "{k:?}: exp({x:e}) = {y:e}, want exactly +0");
+            continue;
+        }
+        let want = f64::from(x).exp();
+        if want > f64::from(f32::MAX) {
+            assert_eq!(y, f32::INFINITY, "{k:?}: exp({x:e})");
+            continue;
+        }
+        assert!(
+            y >= f32::MIN_POSITIVE,
+            "{k:?}: exp({x:e}) = {y:e} is subnormal"
+        );
+        let err = ulp_error(y, want);
+        assert!(
+            err <= f64::from(EXP_MAX_ULP),
+            "{k:?}: exp({x:e}) = {y:e}, want {want:e}: {err} ulp"
+        );
+        worst = worst.max(err);
+    }
+    worst
+}
+
+#[test]
+fn exhaustive_nonpositive_domain() {
+    // Bit patterns of -0.0 ..= -104.0 (sign bit set, magnitude increasing), plus +0.0.
+    let lo = 0x8000_0000u32;
+    let hi = (-104.0f32).to_bits();
+    for k in kernels() {
+        let starts: Vec<u32> = (lo..=hi).step_by(1 << 16).collect();
+        let worst = starts
+            .into_par_iter()
+            .map(|start| {
+                let xs: Vec<f32> = (start..=hi.min(start + (1 << 16) - 1))
+                    .map(f32::from_bits)
+                    .collect();
+                check(k, &xs)
+            })
+            .reduce(|| 0.0, f64::max);
+        let zero = check(k, &[0.0]);
+        println!(
+            "exp {k:?}: worst error over [-104, 0] is {:.3} ulp",
+            worst.max(zero)
+        );
+    }
+}
+
+#[test]
+fn positive_range_sampled() {
+    for k in kernels() {
+        let xs: Vec<f32> = (0..=(88.72f32).to_bits())
+            .step_by(97)
+            .map(f32::from_bits)
+            .collect();
+        check(k, &xs);
+    }
+}
+
+#[test]
+fn special_values() {
+    for k in kernels() {
+        let mut xs = [
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+            -0.0,
+            0.0,
+            88.8,
+            89.0,
+            1e30,
+            -1e30,
+            f32::MIN,
+            f32::MAX,
+            -87.3366,
+            EXP_UNDERFLOW,
+        ];
+        exp_slice(k, &mut xs).unwrap();
+        assert_eq!(xs[0].to_bits(), 0, "{k:?}");
+        assert_eq!(xs[1], f32::INFINITY, "{k:?}");
+        assert!(xs[2].is_nan(), "{k:?}");
+        assert_eq!(&xs[3..5], &[1.0, 1.0], "{k:?}");
+        assert_eq!(&xs[5..8], &[f32::INFINITY; 3], "{k:?}");
+        assert_eq!(xs[8].to_bits(), 0, "{k:?}");
+        assert_eq!(xs[9].to_bits(), 0, "{k:?}");
+        assert_eq!(xs[10], f32::INFINITY, "{k:?}");
+        assert_eq!(xs[11].to_bits(), 0, "{k:?}: just below the threshold");
+        assert!(xs[12] >= f32::MIN_POSITIVE, "{k:?}: at the threshold");
+    }
+}
+
+#[test]
+fn fma_variants_equal_the_scalar_model() {
+    // AVX2 and AVX-512 perform the model's operations (all fused) bit for bit.
+    let xs: Vec<f32> = (0..100_000).map(|i| -104.0 + i as f32 * 0.00104).collect();
+    for k in kernels()
+        .into_iter()
+        .filter(|k| *k != xent::Kernel::Portable)
+    {
+        let mut ys = xs.clone();
+        exp_slice(k, &mut ys).unwrap();
+        for (&x, &y) in xs.iter().zip(&ys) {
+            assert_eq!(y.to_bits(), exp_model(x).to_bits(), "{k:?} at {x}");
+        }
+    }
+}
