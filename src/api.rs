@@ -223,7 +223,7 @@ impl CrossEntropy {
     ) -> Result<Checked<'_>, Error> {
         let backend = self.check_options()?;
         let classes = self.classes;
-        if len % classes != 0 {
+        if !len.is_multiple_of(classes) {
             return Err(Error::LogitsShape { len, classes });
         }
         let rows = len / classes;
@@ -233,13 +233,11 @@ impl CrossEntropy {
                 rows,
             });
         }
-        if let Some(out) = out_len {
-            if out != len {
-                return Err(Error::OutputLength {
-                    len: out,
-                    expected: len,
-                });
-            }
+        if let Some(out) = out_len.filter(|&o| o != len) {
+            return Err(Error::OutputLength {
+                len: out,
+                expected: len,
+            });
         }
         let weights = self.weights.as_deref();
         let ignore = self.ignore_index.map(i128::from);

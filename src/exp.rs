@@ -31,23 +31,24 @@
 //! within the same bound (the exhaustive test checks each variant against `f64::exp`).
 
 /// `1 / ln 2`.
-pub(crate) const LOG2E: f32 = core::f32::consts::LOG2_E;
+pub const LOG2E: f32 = core::f32::consts::LOG2_E;
 /// High part of `ln 2`: `0.693359375 = 355 / 512`, exact in 9 bits.
-pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub const LN2_HI: f32 = 0.693_359_4;
 /// `ln 2 - LN2_HI`, rounded to f32.
-pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+pub const LN2_LO: f32 = -2.121_944_4e-4;
 /// `1.5 * 2^23`: adding it to a float of magnitude below `2^22` rounds it to an integer.
-pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
+pub const ROUND_MAGIC: f32 = 12_582_912.0;
 /// Inputs are clamped to `[EXP_CLAMP_LO, EXP_CLAMP_HI]` before reduction so `n` stays in
 /// `[-127, 129]`; below the underflow threshold the result is replaced by 0 anyway, above
 /// `ln(f32::MAX)` the exact scaling overflows to `+inf` as it should.
-pub(crate) const EXP_CLAMP_LO: f32 = -88.0;
-pub(crate) const EXP_CLAMP_HI: f32 = 89.0;
+pub const EXP_CLAMP_LO: f32 = -88.0;
+/// Upper clamp (see [`EXP_CLAMP_LO`]).
+pub const EXP_CLAMP_HI: f32 = 89.0;
 /// The smallest f32 `x` with `e^x >= f32::MIN_POSITIVE` (`-87.33654022216797`); below it
 /// the result is exactly 0.
 pub const EXP_UNDERFLOW: f32 = -87.336_54;
 /// Taylor coefficients `1 / k!`, `k = 0..=7`.
-pub(crate) const EXP_C: [f32; 8] = [
+pub const EXP_C: [f32; 8] = [
     1.0,
     1.0,
     0.5,

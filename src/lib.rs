@@ -17,7 +17,7 @@
 //! Options follow PyTorch's `F.cross_entropy`: [`Reduction::Mean`] (divided by the sum of
 //! the counted rows' target weights) or [`Reduction::Sum`]; an ignore index; label
 //! smoothing `eps`, which makes the row loss `(1-eps) w_t (lse - z_t) + eps/C sum_j w_j
-//! (lse - z_j)`; and per-class weights `w`. [`reference`] spells every formula out in f64.
+//! (lse - z_j)`; and per-class weights `w`. [`mod@reference`] spells every formula out in f64.
 //!
 //! ## Memory passes per row
 //!
@@ -143,3 +143,8 @@ pub fn log_softmax(x: &mut [f32], classes: usize) -> Result<(), Error> {
 pub fn logsumexp(x: &[f32], classes: usize, out: &mut [f32]) -> Result<(), Error> {
     CrossEntropy::new(classes).logsumexp(x, out)
 }
+
+/// The README's code blocks, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

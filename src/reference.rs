@@ -128,7 +128,7 @@ pub fn logsumexp(x: &[f32], classes: usize) -> Result<Vec<f64>, Error> {
         .map(|z| {
             if z.iter().any(|v| v.is_nan()) {
                 f64::NAN
-            } else if z.iter().any(|v| *v == f32::INFINITY) {
+            } else if z.contains(&f32::INFINITY) {
                 f64::INFINITY
             } else if z.iter().all(|v| *v == f32::NEG_INFINITY) {
                 f64::NEG_INFINITY
@@ -150,7 +150,7 @@ fn rows_ok(len: usize, classes: usize) -> Result<(), Error> {
     if classes == 0 {
         return Err(Error::ZeroClasses);
     }
-    if len % classes != 0 {
+    if !len.is_multiple_of(classes) {
         return Err(Error::LogitsShape { len, classes });
     }
     Ok(())

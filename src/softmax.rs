@@ -84,7 +84,7 @@ impl CrossEntropy {
     pub fn logsumexp(&self, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         let b = self.check_options()?;
         let c = self.classes();
-        if x.len() % c != 0 {
+        if !x.len().is_multiple_of(c) {
             return Err(Error::LogitsShape {
                 len: x.len(),
                 classes: c,
@@ -117,7 +117,7 @@ impl CrossEntropy {
     fn check_rows(&self, len: usize, out: Option<usize>) -> Result<Backend, Error> {
         let b = self.check_options()?;
         let c = self.classes();
-        if len % c != 0 {
+        if !len.is_multiple_of(c) {
             return Err(Error::LogitsShape { len, classes: c });
         }
         if let Some(out) = out.filter(|&o| o != len) {

@@ -1,5 +1,8 @@
 //! The single integration-test binary (one link step for every test module).
 
+// Index loops over several parallel arrays read more plainly in checks than zips.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 mod agreement;

@@ -459,6 +459,7 @@ pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
         debug_assert!(t < c);
         // SAFETY: bounds: row `r` is `c` readable elements; `t < c` by the plan's contract.
         let (m, am) = unsafe { max_argmax(s, row, c) };
+        // SAFETY: bounds: `t < c` (plan contract, checked by the driver's validation).
         let zt = unsafe { *row.add(t) };
         let next = row.wrapping_add(c);
         // SAFETY: bounds: row `r` of `src` and `dst`, `c` elements each.
