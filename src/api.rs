@@ -1,8 +1,10 @@
 //! The public cross-entropy entry points: option validation, then the fused row path or
 //! the blocked path for long rows, across rayon threads.
 
+use crate::arch::generic::SmallJob;
 use crate::arch::{
-    BLOCK_CLASSES, Beta, BlockStats, FUSED_MAX_CLASSES, Io, RowOut, RowPlan, RowsJob, Smooth,
+    BLOCK_CLASSES, Beta, BlockStats, FUSED_MAX_CLASSES, Io, RowOut, RowPlan, RowsJob,
+    SMALL_MAX_CLASSES, Smooth,
 };
 use crate::kernel::{Backend, backend, with_backend};
 use crate::parallel::{for_row_chunks, go_parallel, map_ordered};
@@ -281,7 +283,9 @@ impl CrossEntropy {
 
     /// Runs a validated call on the fused or blocked path and reduces the loss.
     fn run<T: Target>(&self, ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> Loss {
-        let (total, correct) = if ck.classes <= FUSED_MAX_CLASSES {
+        let (total, correct) = if ck.classes <= SMALL_MAX_CLASSES {
+            small(ck, io, targets)
+        } else if ck.classes <= FUSED_MAX_CLASSES {
             fused(ck, io, targets)
         } else {
             blocked(ck, io, targets)
@@ -389,6 +393,39 @@ impl Checked<'_> {
             (true, Some(w)) => Beta::Weighted(b, w),
         }
     }
+}
+
+/// Rows of at most 16 classes: the row-group kernel, chunks of rows across threads,
+/// chunk losses summed in chunk order.
+fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize) {
+    let job = SmallJob {
+        classes: ck.classes,
+        eps1: (1.0 - ck.eps) as f32,
+        k: ck.k as f32,
+        sum_w: ck.sum_w as f32,
+        scale: ck.scale as f32,
+        zero_grad: ck.zero_grad,
+        smooth: ck.smooth(),
+        beta: ck.beta(),
+    };
+    let (mut total, mut correct) = (0f64, 0usize);
+    for_row_chunks(
+        io,
+        ck.classes,
+        |row0, chunk| {
+            let targets = &targets[row0..];
+            let plan = |r: usize| match ck.target(targets[r]) {
+                None => (-1.0, 0.0),
+                Some(t) => (t as f32, ck.weights.map_or(1.0, |w| w[t])),
+            };
+            with_backend!(ck.backend, k => k.ce_small(chunk, &job, plan))
+        },
+        |(l, c)| {
+            total += l;
+            correct += c;
+        },
+    );
+    (total, correct)
 }
 
 /// Rows that fit in L2: three passes per row inside the kernel, chunks of rows across

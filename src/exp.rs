@@ -13,7 +13,10 @@
 //!    form. The truncation error is below `|r|^8 / 8! <= 5.3e-9` relative on the reduced
 //!    range, about 0.05 ulp; the remainder of the error budget is rounding in Horner steps.
 //! 3. **Exponent**: `e^x = 2^n e^r`, applied exactly (AVX-512 `vscalefps`, elsewhere two
-//!    exponent-field multiplies so that `n = 128` does not overflow the bias).
+//!    exponent-field multiplies with `n` saturated to `[-127, 129]`, so that `n = 128`
+//!    does not overflow the bias). Lanes below the underflow threshold are zeroed in the
+//!    same step (AVX-512: a zero-masked `vscalefps`), whatever the reduction computed
+//!    for them.
 //!
 //! # Error bound and special values
 //!
@@ -38,11 +41,8 @@ pub const LN2_HI: f32 = 0.693_359_4;
 pub const LN2_LO: f32 = -2.121_944_4e-4;
 /// `1.5 * 2^23`: adding it to a float of magnitude below `2^22` rounds it to an integer.
 pub const ROUND_MAGIC: f32 = 12_582_912.0;
-/// Inputs are clamped to `[EXP_CLAMP_LO, EXP_CLAMP_HI]` before reduction so `n` stays in
-/// `[-127, 129]`; below the underflow threshold the result is replaced by 0 anyway, above
-/// `ln(f32::MAX)` the exact scaling overflows to `+inf` as it should.
-pub const EXP_CLAMP_LO: f32 = -88.0;
-/// Upper clamp (see [`EXP_CLAMP_LO`]).
+/// Inputs above this are clamped to it (the result is +inf either way), so the reduction
+/// never sees an infinite `n`. The kernels' own inputs are never positive and skip it.
 pub const EXP_CLAMP_HI: f32 = 89.0;
 /// The smallest f32 `x` with `e^x >= f32::MIN_POSITIVE` (`-87.33654022216797`); below it
 /// the result is exactly 0.
@@ -65,8 +65,10 @@ pub const EXP_MAX_ULP: f32 = 2.0;
 /// Scalar model of the vector exp, operation for operation (with fused multiply-adds).
 /// Slow without a hardware FMA (`f32::mul_add` may call libm); for tests and docs.
 pub fn exp_model(x: f32) -> f32 {
-    let xc = if x < EXP_CLAMP_LO { EXP_CLAMP_LO } else { x };
-    let xc = if xc > EXP_CLAMP_HI { EXP_CLAMP_HI } else { xc };
+    if x < EXP_UNDERFLOW {
+        return 0.0;
+    }
+    let xc = if x > EXP_CLAMP_HI { EXP_CLAMP_HI } else { x };
     let n = xc.mul_add(LOG2E, ROUND_MAGIC) - ROUND_MAGIC;
     let r = n.mul_add(-LN2_HI, xc);
     let r = n.mul_add(-LN2_LO, r);
@@ -74,14 +76,12 @@ pub fn exp_model(x: f32) -> f32 {
     for k in (0..7).rev() {
         p = p.mul_add(r, EXP_C[k]);
     }
-    let y = if n.is_nan() {
-        f32::NAN
-    } else {
-        let n = n as i32;
-        let n1 = n >> 1;
-        p * pow2(n1) * pow2(n - n1)
-    };
-    if x < EXP_UNDERFLOW { 0.0 } else { y }
+    if n.is_nan() {
+        return f32::NAN;
+    }
+    let n = n as i32;
+    let n1 = n >> 1;
+    p * pow2(n1) * pow2(n - n1)
 }
 
 /// `2^k` for `k` in `[-126, 127]`, built from the exponent field.

@@ -5,10 +5,8 @@
 //! stated per function; the callers in this crate derive every pointer and length from
 //! live slices.
 
-use super::{Beta, BlockStats, Simd, Smooth};
-use crate::exp::{
-    EXP_C, EXP_CLAMP_HI, EXP_CLAMP_LO, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC,
-};
+use super::{Beta, BlockStats, SMALL_MAX_CLASSES, Simd, Smooth};
+use crate::exp::{EXP_C, EXP_CLAMP_HI, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC};
 
 /// Per-call constants of the fused cross-entropy rows.
 pub(crate) struct RowsJob<'a> {
@@ -48,18 +46,17 @@ const WSUM_UNSCALE: f64 = 18_446_744_073_709_551_616.0; // 2^64
 
 /// The fast exp (see `crate::exp` for the derivation and error bound): Cody-Waite range
 /// reduction `x = n ln2 + r`, a degree-7 polynomial for `e^r`, and `2^n` applied exactly.
+///
+/// The domain is the kernels' one: `x <= EXP_CLAMP_HI`, or NaN (`z - max` is never
+/// positive). Inputs below the underflow threshold, -inf included, whatever garbage the
+/// reduction makes of them, are replaced by exactly 0 at the end; `scale_pow2` saturates
+/// `n` so nothing else can go wrong on the way.
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
-    // Clamp so that n stays in [-127, 129]; comparisons are false for NaN, so NaN passes
-    // through and propagates. Inputs below the underflow threshold are zeroed at the end.
-    let lo = s.splat(EXP_CLAMP_LO);
-    let hi = s.splat(EXP_CLAMP_HI);
-    let xc = s.select(s.lt(x, lo), lo, x);
-    let xc = s.select(s.gt(xc, hi), hi, xc);
     // n = round-to-nearest(x / ln2): adding 1.5 * 2^23 rounds to an integer.
     let magic = s.splat(ROUND_MAGIC);
-    let n = s.sub(s.mul_add(xc, s.splat(LOG2E), magic), magic);
-    let r = s.mul_add(n, s.splat(-LN2_HI), xc);
+    let n = s.sub(s.mul_add(x, s.splat(LOG2E), magic), magic);
+    let r = s.mul_add(n, s.splat(-LN2_HI), x);
     let r = s.mul_add(n, s.splat(-LN2_LO), r);
     let mut p = s.splat(EXP_C[7]);
     let mut k = 7;
@@ -67,8 +64,15 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
         k -= 1;
         p = s.mul_add(p, r, s.splat(EXP_C[k]));
     }
-    let y = s.scale_pow2(p, n);
-    s.select(s.lt(x, s.splat(EXP_UNDERFLOW)), s.splat(0.0), y)
+    s.scale_pow2_or_zero(p, n, s.lt(x, s.splat(EXP_UNDERFLOW)))
+}
+
+/// [`exp`] over every f32: large inputs are clamped to `EXP_CLAMP_HI` first, where the
+/// result has already overflowed to +inf (NaN is kept: comparisons with NaN are false).
+#[inline(always)]
+fn exp_any<S: Simd>(s: S, x: S::F) -> S::F {
+    let hi = s.splat(EXP_CLAMP_HI);
+    exp(s, s.select(s.gt(x, hi), hi, x))
 }
 
 /// Sum of the lanes in a fixed pairwise order (depends only on `LANES`).
@@ -227,9 +231,9 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8>(
     let zero = s.splat(0.0);
     let (mut s0, mut s1) = (zero, zero);
     let (mut d0, mut d1) = (zero, zero);
-    // Prefetch only when rows are long enough for it to matter (>= 4 KiB): short rows are
+    // Prefetch only when rows are long enough for it to matter (>= 1 KiB): short rows are
     // covered by the hardware stream prefetcher.
-    let prefetch = !next.is_null() && n >= 1024;
+    let prefetch = !next.is_null() && n >= 256;
     let mut i = 0;
     while i + 2 * l <= n {
         if prefetch {
@@ -665,7 +669,7 @@ pub(crate) unsafe fn exp_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
             } else {
                 s.load_tail(p.add(i), r, 0.0)
             };
-            let y = exp(s, x);
+            let y = exp_any(s, x);
             if r == l {
                 s.store(p.add(i), y)
             } else {
@@ -674,4 +678,230 @@ pub(crate) unsafe fn exp_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
         }
         i += r;
     }
+}
+
+/// `ln x` for positive normal `x` (NaN gives NaN): `x = m 2^e` with `m` in
+/// `[sqrt(1/2), sqrt(2))`, `ln m = 2 atanh(t) = 2 (t + t^3/3 + .. + t^9/9)` with
+/// `t = (m - 1) / (m + 1)`, `|t| <= 0.1716`: the truncation error is below `t^10 / 11 <
+/// 3e-9` relative, and `m - 1` is exact (Sterbenz), so the result is within about 2 ulp.
+#[inline(always)]
+pub(crate) fn ln<S: Simd>(s: S, x: S::F) -> S::F {
+    let (e, m) = s.split_exponent(x);
+    let big = s.gt(m, s.splat(core::f32::consts::SQRT_2));
+    let m = s.select(big, s.mul(m, s.splat(0.5)), m);
+    let e = s.select(big, s.add(e, s.splat(1.0)), e);
+    let one = s.splat(1.0);
+    let t = s.div(s.sub(m, one), s.add(m, one));
+    let t2 = s.mul(t, t);
+    let mut p = s.splat(1.0 / 9.0);
+    for c in [1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+        p = s.mul_add(p, t2, s.splat(c));
+    }
+    let ln_m = s.mul(s.add(t, t), p);
+    s.mul_add(e, s.splat(LN2_HI), s.mul_add(e, s.splat(LN2_LO), ln_m))
+}
+
+/// Per-call constants of the row-group path.
+pub(crate) struct SmallJob<'a> {
+    pub classes: usize,
+    /// `1 - eps`.
+    pub eps1: f32,
+    /// `eps / C`.
+    pub k: f32,
+    /// Sum of class weights.
+    pub sum_w: f32,
+    /// Gradient scale (`1 / weight` for mean).
+    pub scale: f32,
+    pub zero_grad: bool,
+    pub smooth: Smooth<'a>,
+    pub beta: Beta<'a>,
+}
+
+/// Cross-entropy over `len / C` rows of `C <= SMALL_MAX_CLASSES` classes, `LANES` rows at
+/// a time with one row per lane (strided gathers and scatters), so that the max, the sums,
+/// the log and the loss are all vertical. `plan(r)` gives row `r`'s target as f32 (-1 for
+/// an ignored row) and its class weight. Returns the loss sum and the correct count.
+///
+/// The row loss is formed in f32 at scale 2^-64 (so a spread of +-3.4e38 cannot overflow),
+/// a group's rows are added by a fixed pairwise tree, and the group sums in f64.
+///
+/// # Safety
+/// `src..src + len` readable; `dst` null or `dst..dst + len` writable (may equal `src`);
+/// `len` a multiple of `job.classes`, which is at most `SMALL_MAX_CLASSES`; planned
+/// targets are `-1` or in `0..C`; weighted slices hold `C` values.
+#[inline(always)]
+pub(crate) unsafe fn ce_small<S: Simd, P>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    len: usize,
+    job: &SmallJob<'_>,
+    plan: P,
+) -> (f64, usize)
+where
+    P: FnMut(usize) -> (f32, f32),
+{
+    // One instantiation per class count: the class vectors live in registers and the
+    // loops over classes unroll.
+    macro_rules! by_classes {
+        ($($n:literal)*) => {
+            match job.classes {
+                $($n => unsafe { ce_small_c::<S, P, $n>(s, src, dst, len, job, plan) },)*
+                _ => unreachable!("the driver sends only 1..=16 classes here"),
+            }
+        };
+    }
+    // SAFETY: the caller's obligations, with `C == job.classes`.
+    by_classes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+/// [`ce_small`] for a fixed class count `C`.
+///
+/// # Safety
+/// As [`ce_small`], with `C == job.classes`.
+#[inline(always)]
+unsafe fn ce_small_c<S: Simd, P, const C: usize>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    len: usize,
+    job: &SmallJob<'_>,
+    mut plan: P,
+) -> (f64, usize)
+where
+    P: FnMut(usize) -> (f32, f32),
+{
+    let c = C;
+    let g = S::LANES;
+    let rows = len / c;
+    let (mut loss, mut correct) = (0f64, s.splat(0.0));
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = (rows - r0).min(g);
+        let mut tg = [-1f32; 16];
+        let mut wt = [0f32; 16];
+        for k in 0..n {
+            (tg[k], wt[k]) = plan(r0 + k);
+        }
+        let (l, ok) = if n == g {
+            // A null `dst` (forward only) must stay null, not become a small offset.
+            let d = if dst.is_null() {
+                dst
+            } else {
+                dst.wrapping_add(r0 * c)
+            };
+            // SAFETY: bounds: rows `r0..r0 + LANES` lie inside `src` (and `dst`).
+            unsafe { small_group::<S, C>(s, src.add(r0 * c), d, job, &tg, &wt) }
+        } else {
+            // The last, partial group runs on a zero-padded copy; padding lanes are
+            // ignored rows, and only the real rows are copied back.
+            let mut zb = [0f32; 16 * SMALL_MAX_CLASSES];
+            let mut gb = [0f32; 16 * SMALL_MAX_CLASSES];
+            // SAFETY: bounds: `n * c <= 16 * SMALL_MAX_CLASSES` elements of row `r0` on
+            // lie inside `src`; the local buffers hold `LANES * c`.
+            unsafe { core::ptr::copy_nonoverlapping(src.add(r0 * c), zb.as_mut_ptr(), n * c) };
+            let out = if dst.is_null() { dst } else { gb.as_mut_ptr() };
+            // SAFETY: bounds: the local buffers hold `16 * SMALL_MAX_CLASSES >= LANES * c`.
+            let res = unsafe { small_group::<S, C>(s, zb.as_ptr(), out, job, &tg, &wt) };
+            if !dst.is_null() {
+                // SAFETY: bounds: rows `r0..r0 + n` of `dst`, `n * c` elements.
+                unsafe { core::ptr::copy_nonoverlapping(gb.as_ptr(), dst.add(r0 * c), n * c) };
+            }
+            res
+        };
+        loss += l;
+        correct = s.add(correct, ok);
+        r0 += n;
+    }
+    let count = s.to_array(correct)[..g].iter().map(|&v| v as usize).sum();
+    (loss, count)
+}
+
+/// One group of `LANES` rows; returns the loss sum (f64, unscaled) and a vector of 1.0
+/// in the lanes whose prediction is correct.
+///
+/// # Safety
+/// `src + r * c + j` readable for `r < LANES`, `j < c`; the same writable from `dst`
+/// unless it is null; `c <= SMALL_MAX_CLASSES`.
+#[inline(always)]
+unsafe fn small_group<S: Simd, const C: usize>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    job: &SmallJob<'_>,
+    tg: &[f32; 16],
+    wt: &[f32; 16],
+) -> (f64, S::F) {
+    const SC: f32 = 1.0 / 18_446_744_073_709_551_616.0; // 2^-64, see WSUM_SCALE
+    let c = C;
+    let (zero, one) = (s.splat(0.0), s.splat(1.0));
+    // SAFETY: bounds: `tg` and `wt` hold 16 >= LANES values.
+    let (t, w_t) = unsafe { (s.load(tg.as_ptr()), s.load(wt.as_ptr())) };
+    let valid = s.gt(t, s.splat(-0.5));
+    // Pass 1: gather the classes (class j of every row in one vector), max and argmax.
+    let mut v = [zero; C];
+    let (mut m, mut am, mut zt) = (s.splat(f32::NEG_INFINITY), zero, zero);
+    for j in 0..c {
+        // SAFETY: bounds: lane `r` reads `src[r * c + j]`, inside the group (contract).
+        v[j] = unsafe { s.gather(src.add(j), c) };
+        let jv = s.splat(j as f32);
+        let gt = s.gt(v[j], m);
+        m = s.select(gt, v[j], m);
+        am = s.select(gt, jv, am);
+        zt = s.select(s.eq(t, jv), v[j], zt);
+    }
+    // Pass 2: exps and their sum (and the smoothing sum at scale 2^-64).
+    let (msc, scv) = (s.mul(m, s.splat(SC)), s.splat(SC));
+    let (mut sum, mut wsum) = (zero, zero);
+    for j in 0..c {
+        let e = exp(s, s.sub(v[j], m));
+        sum = s.add(sum, e);
+        match job.smooth {
+            Smooth::Off => {}
+            Smooth::Uniform => wsum = s.add(wsum, s.sub(s.mul(v[j], scv), msc)),
+            Smooth::Weighted(w) => {
+                wsum = s.mul_add(s.splat(w[j]), s.sub(s.mul(v[j], scv), msc), wsum);
+            }
+        }
+        v[j] = e;
+    }
+    let ln_s = ln(s, sum);
+    // Row loss at scale 2^-64: c (ln S - (z_t - m)) + k (W ln S - sum_j w_j (z_j - m)).
+    let cw = s.mul(s.splat(job.eps1), w_t);
+    let ln_sc = s.mul(ln_s, scv);
+    let mut row = s.mul(cw, s.sub(ln_sc, s.sub(s.mul(zt, scv), msc)));
+    if !matches!(job.smooth, Smooth::Off) {
+        let sm = s.sub(s.mul(s.splat(job.sum_w), ln_sc), wsum);
+        row = s.mul_add(s.splat(job.k), sm, row);
+    }
+    // The group's rows are added by the fixed pairwise tree (at most 4 levels, 4u of the
+    // group's sum), then the group total joins the f64 accumulator.
+    let loss = f64::from(reduce_add(s, s.select(valid, row, zero))) * WSUM_UNSCALE;
+    let ok = s.select(s.eq(am, t), one, zero);
+    let ok = s.select(s.eq(ln_s, ln_s), ok, zero);
+    if dst.is_null() {
+        return (loss, ok);
+    }
+    // Pass 3: g_j = alpha e_j - beta_j - tfix [j = t], zero for ignored rows.
+    let scale = s.splat(job.scale);
+    let a = s.mul(scale, s.mul_add(s.splat(job.k), s.splat(job.sum_w), cw));
+    let alpha = s.div(a, sum);
+    let tfix = s.mul(scale, cw);
+    let keep = if job.zero_grad {
+        s.lt(one, zero)
+    } else {
+        valid
+    };
+    for j in 0..c {
+        let b = match job.beta {
+            Beta::Zero => 0.0,
+            Beta::Uniform(b) => b,
+            Beta::Weighted(b, w) => b * w[j],
+        };
+        let gj = s.mul_add(v[j], alpha, s.splat(-b));
+        let gj = s.sub(gj, s.select(s.eq(t, s.splat(j as f32)), tfix, zero));
+        // SAFETY: bounds: lane `r` writes `dst[r * c + j]`, inside the group (contract).
+        unsafe { s.scatter(dst.add(j), c, s.select(keep, gj, zero)) };
+    }
+    (loss, ok)
 }

@@ -43,9 +43,13 @@ pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
 
-/// Rows of at most this many classes take the fused three-pass path: the row (up to 256 KiB
+/// Rows of at most this many classes take the fused three-pass path: the row (up to 512 KiB
 /// of f32) stays in the 1-2 MiB L2 between passes, so DRAM sees one read and one write.
-pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 16;
+pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 17;
+
+/// Rows of at most this many classes take the row-group path: one row per lane, so the
+/// per-row work (max, sums, log) is vertical and nothing is reduced across lanes.
+pub(crate) const SMALL_MAX_CLASSES: usize = 16;
 
 /// Block width of the blocked path for long rows: 64 KiB, so a block's second read
 /// (the exp pass) hits L2 and the first block of the next task can be in flight.
@@ -91,15 +95,31 @@ pub(crate) unsafe trait Simd: Copy {
     fn mul(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a * b + c`, fused (one rounding) where the variant has FMA.
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
-    /// `p * 2^n` for `n` an integer-valued float in `[-128, 130]`, exact when the result is
-    /// a normal float; overflow gives +inf.
-    fn scale_pow2(self, p: Self::F, n: Self::F) -> Self::F;
+    /// `zero ? 0 : p * 2^n` for `n` an integer-valued float (or anything at all in lanes
+    /// where `zero` is set), exact when the result is a normal float; overflow gives
+    /// +inf. Implementations may saturate `n` to `[-127, 129]`, which changes no normal
+    /// result for `p` in `[0.7, 1.5]`.
+    fn scale_pow2_or_zero(self, p: Self::F, n: Self::F, zero: Self::M) -> Self::F;
     fn lt(self, a: Self::F, b: Self::F) -> Self::M;
     fn gt(self, a: Self::F, b: Self::F) -> Self::M;
     /// `m ? a : b` per lane.
     fn select(self, m: Self::M, a: Self::F, b: Self::F) -> Self::F;
     /// The lanes, in order, in the first `LANES` entries.
     fn to_array(self, a: Self::F) -> [f32; 16];
+
+    fn eq(self, a: Self::F, b: Self::F) -> Self::M;
+    fn div(self, a: Self::F, b: Self::F) -> Self::F;
+    /// For positive normal `x`: `(e, m)` with `x = m 2^e`, `m` in `[1, 2)`. NaN gives a
+    /// NaN `m`. (Zero, infinities and subnormals do not occur where it is used.)
+    fn split_exponent(self, x: Self::F) -> (Self::F, Self::F);
+    /// Lane `k` loads `p[k * stride]`.
+    /// # Safety
+    /// `p + k * stride` readable for every `k < LANES`; `(LANES - 1) * stride < 2^31`.
+    unsafe fn gather(self, p: *const f32, stride: usize) -> Self::F;
+    /// Lane `k` is stored to `p[k * stride]`.
+    /// # Safety
+    /// `p + k * stride` writable for every `k < LANES`; `(LANES - 1) * stride < 2^31`.
+    unsafe fn scatter(self, p: *mut f32, stride: usize, v: Self::F);
 }
 
 /// The buffers one call works on: read only, gradient in place, or gradient into a
@@ -245,6 +265,34 @@ macro_rules! instantiate_kernel {
                 // SAFETY: feature: `self` is a token only built after detecting the
                 // features its `try_new` checks. bounds: see `inner`.
                 unsafe { inner(self, io, job, plan, out) }
+            }
+
+            /// Cross-entropy over a chunk of rows of at most `SMALL_MAX_CLASSES` classes on
+            /// the row-group path; returns the loss sum and the correct count.
+            pub(crate) fn ce_small<P>(self, io: Io<'_>, job: &generic::SmallJob<'_>, plan: P) -> (f64, usize)
+            where
+                P: FnMut(usize) -> (f32, f32),
+            {
+                $(#[$attr])*
+                unsafe fn inner<P>(t: $tok, mut io: Io<'_>, j: &generic::SmallJob<'_>, p: P) -> (f64, usize)
+                where
+                    P: FnMut(usize) -> (f32, f32),
+                {
+                    let len = io.len();
+                    let (src, dst) = io.raw();
+                    // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`); the
+                    // class count and weights are checked below.
+                    unsafe { generic::ce_small(t, src, dst, len, j, p) }
+                }
+                assert!(job.classes <= crate::arch::SMALL_MAX_CLASSES && io.len() % job.classes == 0);
+                if let Smooth::Weighted(w) = job.smooth {
+                    assert_eq!(w.len(), job.classes);
+                }
+                if let Beta::Weighted(_, w) = job.beta {
+                    assert_eq!(w.len(), job.classes);
+                }
+                // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
+                unsafe { inner(self, io, job, plan) }
             }
 
             /// Softmax (`log == false`) or log-softmax over a chunk of whole rows.

@@ -4,7 +4,7 @@
 
 use super::Simd;
 use bytemuck::cast;
-use wide::{CmpGt, CmpLt, f32x8, i32x8};
+use wide::{CmpEq, CmpGt, CmpLt, f32x8, i32x8};
 
 /// Token of the portable kernel; it runs on every CPU, so anyone may build it.
 #[derive(Clone, Copy, Debug)]
@@ -73,14 +73,18 @@ unsafe impl Simd for Portable {
         a.mul_add(b, c)
     }
     #[inline(always)]
-    fn scale_pow2(self, p: f32x8, n: f32x8) -> f32x8 {
-        // Two exponent-field factors, so n = 128 (or -127) does not leave the biased range.
+    fn scale_pow2_or_zero(self, p: f32x8, n: f32x8, zero: f32x8) -> f32x8 {
+        // Saturate n to [-127, 129] (NaN n becomes 0 in `round_int`; p is NaN then), and
+        // apply it as two exponent-field factors so neither leaves the biased range.
+        let n = n
+            .fast_max(f32x8::splat(-127.0))
+            .fast_min(f32x8::splat(129.0));
         let n: i32x8 = n.round_int();
         let n1 = n >> 1;
         let n2 = n - n1;
         let f1: f32x8 = cast((n1 + 127) << 23);
         let f2: f32x8 = cast((n2 + 127) << 23);
-        p * f1 * f2
+        zero.blend(f32x8::splat(0.0), p * f1 * f2)
     }
     #[inline(always)]
     fn lt(self, a: f32x8, b: f32x8) -> f32x8 {
@@ -99,6 +103,39 @@ unsafe impl Simd for Portable {
         let mut out = [0.0; 16];
         out[..8].copy_from_slice(&a.to_array());
         out
+    }
+    #[inline(always)]
+    fn eq(self, a: f32x8, b: f32x8) -> f32x8 {
+        a.cmp_eq(b)
+    }
+    #[inline(always)]
+    fn div(self, a: f32x8, b: f32x8) -> f32x8 {
+        a / b
+    }
+    #[inline(always)]
+    fn split_exponent(self, x: f32x8) -> (f32x8, f32x8) {
+        // Exponent field minus the bias; mantissa with the exponent field of 1.0. A NaN
+        // keeps a NaN mantissa (its fraction bits are non-zero).
+        let bits: i32x8 = cast(x);
+        let e: i32x8 = (bits >> 23) - i32x8::splat(127);
+        let m: f32x8 = cast((bits & i32x8::splat(0x007f_ffff)) | i32x8::splat(0x3f80_0000));
+        (e.round_float(), x.is_nan().blend(x, m))
+    }
+    #[inline(always)]
+    unsafe fn gather(self, p: *const f32, stride: usize) -> f32x8 {
+        // SAFETY: feature: none needed. bounds: reads `p[k * stride]`, k < 8 (caller's
+        // obligation).
+        f32x8::from(core::array::from_fn::<f32, 8, _>(|k| unsafe {
+            *p.add(k * stride)
+        }))
+    }
+    #[inline(always)]
+    unsafe fn scatter(self, p: *mut f32, stride: usize, v: f32x8) {
+        for (k, x) in v.to_array().into_iter().enumerate() {
+            // SAFETY: feature: none needed. bounds: writes `p[k * stride]`, k < 8 (caller's
+            // obligation).
+            unsafe { *p.add(k * stride) = x };
+        }
     }
 }
 

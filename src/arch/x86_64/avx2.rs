@@ -87,18 +87,23 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
-    fn scale_pow2(self, p: __m256, n: __m256) -> __m256 {
+    fn scale_pow2_or_zero(self, p: __m256, n: __m256, zero: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2 (256-bit integer shifts and adds).
         unsafe {
-            // `n` holds integers, so the conversion is exact (NaN becomes i32::MIN and the
-            // product stays NaN since `p` is NaN too).
+            // Saturate n to [-127, 129] (`max`/`min` return their second operand for a NaN
+            // first operand: a NaN n only occurs with a NaN p, which stays NaN), then split
+            // it in two halves so both exponent fields stay in the biased range.
+            let n = _mm256_min_ps(
+                _mm256_max_ps(n, _mm256_set1_ps(-127.0)),
+                _mm256_set1_ps(129.0),
+            );
             let n = _mm256_cvtps_epi32(n);
             let n1 = _mm256_srai_epi32::<1>(n);
             let n2 = _mm256_sub_epi32(n, n1);
             let bias = _mm256_set1_epi32(127);
             let f1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
             let f2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
-            _mm256_mul_ps(_mm256_mul_ps(p, f1), f2)
+            _mm256_andnot_ps(zero, _mm256_mul_ps(_mm256_mul_ps(p, f1), f2))
         }
     }
     #[inline(always)]
@@ -123,6 +128,55 @@ unsafe impl Simd for Avx2 {
         // SAFETY: feature: token proves avx2. bounds: writes 8 of the 16 local slots.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), a) };
         out
+    }
+    #[inline(always)]
+    fn eq(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: feature: token proves avx2.
+        unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: feature: token proves avx2.
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn split_exponent(self, x: __m256) -> (__m256, __m256) {
+        // SAFETY: feature: token proves avx2 (256-bit integer ops).
+        unsafe {
+            // Exponent field minus the bias; mantissa with the exponent field of 1.0.
+            let bits = _mm256_castps_si256(x);
+            let e = _mm256_sub_epi32(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(127));
+            let mbits = _mm256_or_si256(
+                _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
+                _mm256_set1_epi32(0x3f80_0000),
+            );
+            // A NaN keeps a NaN mantissa: its fraction bits are non-zero.
+            let m = _mm256_castsi256_ps(mbits);
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
+            (_mm256_cvtepi32_ps(e), _mm256_blendv_ps(m, x, nan))
+        }
+    }
+    #[inline(always)]
+    unsafe fn gather(self, p: *const f32, stride: usize) -> __m256 {
+        let s = stride as i32;
+        // SAFETY: feature: token proves avx2. bounds: lane `k` reads `p + k * stride`,
+        // readable by the caller's obligation; the indices fit i32 (also an obligation).
+        unsafe {
+            let idx = _mm256_mullo_epi32(
+                _mm256_set1_epi32(s),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            _mm256_i32gather_ps::<4>(p, idx)
+        }
+    }
+    #[inline(always)]
+    unsafe fn scatter(self, p: *mut f32, stride: usize, v: __m256) {
+        let a = self.to_array(v);
+        for (k, &x) in a[..8].iter().enumerate() {
+            // SAFETY: feature: none needed. bounds: `p + k * stride` writable for k < 8
+            // (caller's obligation).
+            unsafe { *p.add(k * stride) = x };
+        }
     }
 }
 

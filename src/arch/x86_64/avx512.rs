@@ -87,10 +87,11 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
-    fn scale_pow2(self, p: __m512, n: __m512) -> __m512 {
-        // SAFETY: feature: token proves avx512f. `scalef` computes `p * 2^floor(n)` exactly,
-        // with IEEE overflow to +inf; `n` already holds integers.
-        unsafe { _mm512_scalef_ps(p, n) }
+    fn scale_pow2_or_zero(self, p: __m512, n: __m512, zero: __mmask16) -> __m512 {
+        // SAFETY: feature: token proves avx512f. `scalef` computes `p * 2^floor(n)` exactly
+        // for any `n` (IEEE overflow to +inf, underflow to 0); the zero-masking form clears
+        // the lanes in `zero` in the same instruction.
+        unsafe { _mm512_maskz_scalef_ps(!zero, p, n) }
     }
     #[inline(always)]
     fn lt(self, a: __m512, b: __m512) -> __mmask16 {
@@ -114,6 +115,51 @@ unsafe impl Simd for Avx512 {
         // SAFETY: feature: token proves avx512f. bounds: writes the 16 local slots.
         unsafe { _mm512_storeu_ps(out.as_mut_ptr(), a) };
         out
+    }
+    #[inline(always)]
+    fn eq(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: feature: token proves avx512f.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: feature: token proves avx512f.
+        unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn split_exponent(self, x: __m512) -> (__m512, __m512) {
+        // SAFETY: feature: token proves avx512f (`getexp`/`getmant` are AVX-512F).
+        unsafe {
+            (
+                _mm512_getexp_ps(x),
+                _mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x),
+            )
+        }
+    }
+    // `gather`/`scatter` use 16 scalar accesses through a stack array rather than
+    // `vgatherdps`/`vscatterdps`: on the machine we measured (Xeon, with current gather
+    // microcode) the scalar form was faster, 0.50 s against 0.58 s for 2048x3 x 20 000
+    // forward calls, and equal for scatter.
+    #[inline(always)]
+    unsafe fn gather(self, p: *const f32, stride: usize) -> __m512 {
+        // SAFETY: feature: token proves avx512f. bounds: lane `k` reads `p + k * stride`,
+        // readable for k < 16 by the caller's obligation.
+        unsafe {
+            let a: [f32; 16] = core::array::from_fn(|k| *p.add(k * stride));
+            _mm512_loadu_ps(a.as_ptr())
+        }
+    }
+    #[inline(always)]
+    unsafe fn scatter(self, p: *mut f32, stride: usize, v: __m512) {
+        // SAFETY: feature: token proves avx512f. bounds: lane `k` writes `p + k * stride`,
+        // writable for k < 16 by the caller's obligation.
+        unsafe {
+            let mut a = [0f32; 16];
+            _mm512_storeu_ps(a.as_mut_ptr(), v);
+            for (k, &x) in a.iter().enumerate() {
+                *p.add(k * stride) = x;
+            }
+        }
     }
 }
 

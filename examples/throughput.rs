@@ -1,0 +1,171 @@
+//! A quick throughput table: xent's in-place forward+backward against the memory
+//! bandwidth limit, measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example throughput            # every shape, 1 and 2 threads
+//! cargo run --release --example throughput -- --quick # skip the 1 GiB shape
+//! cargo run --release --example throughput -- --kernel avx2
+//! ```
+//!
+//! For each shape and thread count it prints the median time per logit of
+//! `forward_backward` (gradient in place), its bandwidth at 8 bytes per logit, that as a
+//! percentage of an in-place `x = a x + b` pass over the same buffer, the speed-up over a
+//! naive scalar three-pass loop (1 thread), and `forward` (loss only) against a read-only
+//! pass. Medians of several runs; the machine may be shared, so compare the ratios.
+
+use rayon::prelude::*;
+use std::hint::black_box;
+use std::time::Instant;
+use xent::{CrossEntropy, Kernel};
+
+/// Median seconds of `reps` runs of `f`.
+fn median(reps: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up: page faults, caches, thread pool
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// The roofline: one read and one write of every element, as the gradient pass does.
+fn memory_pass(x: &mut [f32]) {
+    x.par_chunks_mut(1 << 16)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = *v * 0.999 + 1e-6));
+}
+
+/// Read-only roofline for `forward`.
+fn read_pass(x: &[f32]) -> f32 {
+    x.par_chunks(1 << 16)
+        .map(|c| {
+            let mut acc = [0f32; 16];
+            for v in c.chunks_exact(16) {
+                for i in 0..16 {
+                    acc[i] += v[i];
+                }
+            }
+            acc.iter().sum::<f32>()
+        })
+        .sum()
+}
+
+/// What a plain Rust programmer writes: three passes, `f32::exp`, one thread.
+fn naive(z: &mut [f32], targets: &[u32], c: usize) -> f64 {
+    let mut loss = 0f64;
+    let n = targets.len() as f32;
+    for (row, &t) in z.chunks_exact_mut(c).zip(targets) {
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut s = 0f32;
+        for v in row.iter_mut() {
+            *v = (*v - m).exp();
+            s += *v;
+        }
+        loss += f64::from(s.ln() + m - row[t as usize]);
+        for v in row.iter_mut() {
+            *v /= s * n;
+        }
+        row[t as usize] -= 1.0 / n;
+    }
+    loss / n as f64
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let kernel = match args
+        .iter()
+        .position(|a| a == "--kernel")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        None | Some("auto") => Kernel::Auto,
+        Some("avx512") => Kernel::Avx512,
+        Some("avx2") => Kernel::Avx2,
+        Some("portable") => Kernel::Portable,
+        Some(other) => return Err(format!("unknown kernel {other}").into()),
+    };
+    let mut shapes = vec![
+        (1_048_576usize, 3usize),
+        (65_536, 10),
+        (16_384, 1000),
+        (4096, 32_000),
+        (1024, 128_256),
+    ];
+    if !quick {
+        shapes.push((8192, 32_000));
+    }
+    println!(
+        "kernel {:?}; {} logical CPUs",
+        kernel.resolve()?,
+        std::thread::available_parallelism()?
+    );
+    println!(
+        "{:>14} {:>3} {:>9} {:>7} {:>8} {:>8} {:>9} {:>8}",
+        "shape", "thr", "ns/logit", "GB/s", "% mem", "x naive", "fwd ns/l", "% read"
+    );
+    for (rows, c) in shapes {
+        let n = rows * c;
+        let mut s = 0x1234_5678u32;
+        let mut z: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
+            })
+            .collect();
+        let targets: Vec<u32> = (0..rows as u32)
+            .map(|r| r.wrapping_mul(2_654_435_761) % c as u32)
+            .collect();
+        let ce = CrossEntropy::new(c).kernel(kernel);
+        let reps = (2_000_000_000 / (n * 8)).clamp(3, 21);
+        let naive_ns = {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+            pool.install(|| {
+                median(reps.min(5), || {
+                    black_box(naive(&mut z, &targets, c));
+                })
+            }) * 1e9
+                / n as f64
+        };
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()?;
+            let (ours, mem, fwd, read) = pool.install(|| {
+                let ours = median(reps, || {
+                    black_box(ce.forward_backward(&mut z, &targets).unwrap());
+                });
+                let mem = median(reps, || memory_pass(&mut z));
+                let fwd = median(reps, || {
+                    black_box(ce.forward(&z, &targets).unwrap());
+                });
+                let read = median(reps, || {
+                    black_box(read_pass(&z));
+                });
+                (ours, mem, fwd, read)
+            });
+            let per = |t: f64| t * 1e9 / n as f64;
+            println!(
+                "{:>14} {:>3} {:>9.3} {:>7.1} {:>7.0}% {:>8} {:>9.3} {:>7.0}%",
+                format!("{rows}x{c}"),
+                threads,
+                per(ours),
+                n as f64 * 8.0 / ours / 1e9,
+                100.0 * mem / ours,
+                if threads == 1 {
+                    format!("{:.1}", naive_ns / per(ours))
+                } else {
+                    "".into()
+                },
+                per(fwd),
+                100.0 * read / fwd
+            );
+        }
+    }
+    Ok(())
+}
