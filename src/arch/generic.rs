@@ -746,12 +746,12 @@ where
     macro_rules! by_classes {
         ($($n:literal)*) => {
             match job.classes {
+                // SAFETY: the caller's obligations, with `C == job.classes`.
                 $($n => unsafe { ce_small_c::<S, P, $n>(s, src, dst, len, job, plan) },)*
                 _ => unreachable!("the driver sends only 1..=16 classes here"),
             }
         };
     }
-    // SAFETY: the caller's obligations, with `C == job.classes`.
     by_classes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
 }
 
@@ -841,29 +841,29 @@ unsafe fn small_group<S: Simd, const C: usize>(
     // Pass 1: gather the classes (class j of every row in one vector), max and argmax.
     let mut v = [zero; C];
     let (mut m, mut am, mut zt) = (s.splat(f32::NEG_INFINITY), zero, zero);
-    for j in 0..c {
+    for (j, vj) in v.iter_mut().enumerate() {
         // SAFETY: bounds: lane `r` reads `src[r * c + j]`, inside the group (contract).
-        v[j] = unsafe { s.gather(src.add(j), c) };
+        *vj = unsafe { s.gather(src.add(j), c) };
         let jv = s.splat(j as f32);
-        let gt = s.gt(v[j], m);
-        m = s.select(gt, v[j], m);
+        let gt = s.gt(*vj, m);
+        m = s.select(gt, *vj, m);
         am = s.select(gt, jv, am);
-        zt = s.select(s.eq(t, jv), v[j], zt);
+        zt = s.select(s.eq(t, jv), *vj, zt);
     }
     // Pass 2: exps and their sum (and the smoothing sum at scale 2^-64).
     let (msc, scv) = (s.mul(m, s.splat(SC)), s.splat(SC));
     let (mut sum, mut wsum) = (zero, zero);
-    for j in 0..c {
-        let e = exp(s, s.sub(v[j], m));
+    for (j, vj) in v.iter_mut().enumerate() {
+        let e = exp(s, s.sub(*vj, m));
         sum = s.add(sum, e);
         match job.smooth {
             Smooth::Off => {}
-            Smooth::Uniform => wsum = s.add(wsum, s.sub(s.mul(v[j], scv), msc)),
+            Smooth::Uniform => wsum = s.add(wsum, s.sub(s.mul(*vj, scv), msc)),
             Smooth::Weighted(w) => {
-                wsum = s.mul_add(s.splat(w[j]), s.sub(s.mul(v[j], scv), msc), wsum);
+                wsum = s.mul_add(s.splat(w[j]), s.sub(s.mul(*vj, scv), msc), wsum);
             }
         }
-        v[j] = e;
+        *vj = e;
     }
     let ln_s = ln(s, sum);
     // Row loss at scale 2^-64: c (ln S - (z_t - m)) + k (W ln S - sum_j w_j (z_j - m)).
