@@ -129,7 +129,8 @@ impl CrossEntropy {
         self.kernel
     }
 
-    /// The loss without a gradient; the logits are only read.
+    /// The loss without a gradient; the logits are only read. Non-finite logits follow
+    /// PyTorch (see the crate docs): NaN or +inf makes the row's loss NaN, -inf is a mask.
     ///
     /// # Errors
     /// Any option error, and [`Error::LogitsShape`], [`Error::TargetsLength`],

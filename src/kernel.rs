@@ -31,19 +31,37 @@ pub enum Kernel {
     Avx2,
     /// x86-64 AVX-512F, 16 lanes with masked tails.
     Avx512,
+    /// aarch64 NEON: the portable kernel as compiled for aarch64 (`wide` lowers to NEON
+    /// there). Available only on aarch64; elsewhere forcing it is an error.
+    Neon,
 }
 
 impl Kernel {
     /// Every concrete variant, fastest first.
-    pub const ALL: [Kernel; 3] = [Kernel::Avx512, Kernel::Avx2, Kernel::Portable];
+    pub const ALL: [Kernel; 4] = [Kernel::Avx512, Kernel::Avx2, Kernel::Neon, Kernel::Portable];
 
     /// The concrete variants this CPU can run, fastest first (always ends with
     /// [`Kernel::Portable`]).
+    ///
+    /// ```
+    /// # use xent::Kernel;
+    /// for k in Kernel::available() {
+    ///     let loss = xent::CrossEntropy::new(2).kernel(k).forward(&[0.0, 0.0], &[0u8])?;
+    ///     assert!((loss.value - std::f32::consts::LN_2).abs() < 1e-6);
+    /// }
+    /// # Ok::<(), xent::Error>(())
+    /// ```
     pub fn available() -> Vec<Kernel> {
         Self::ALL.into_iter().filter(|k| k.is_available()).collect()
     }
 
     /// Whether this variant can run here (`Auto` always can).
+    ///
+    /// ```
+    /// # use xent::Kernel;
+    /// assert!(Kernel::Portable.is_available());
+    /// assert_eq!(Kernel::Neon.is_available(), cfg!(target_arch = "aarch64"));
+    /// ```
     pub fn is_available(self) -> bool {
         match self {
             Kernel::Auto | Kernel::Portable => true,
@@ -53,6 +71,7 @@ impl Kernel {
             Kernel::Avx512 => Avx512::try_new().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
             Kernel::Avx2 | Kernel::Avx512 => false,
+            Kernel::Neon => cfg!(target_arch = "aarch64"),
         }
     }
 
@@ -63,6 +82,9 @@ impl Kernel {
     /// [`Error::KernelUnavailable`] if a forced variant cannot run on this CPU.
     pub fn resolve(self) -> Result<Kernel, Error> {
         Ok(match backend(self)? {
+            Backend::Portable(_) if cfg!(target_arch = "aarch64") && self == Kernel::Neon => {
+                Kernel::Neon
+            }
             Backend::Portable(_) => Kernel::Portable,
             #[cfg(target_arch = "x86_64")]
             Backend::Avx2(_) => Kernel::Avx2,
@@ -122,6 +144,8 @@ pub(crate) fn backend(kernel: Kernel) -> Result<Backend, Error> {
             .map_or(unavailable, Ok),
         #[cfg(not(target_arch = "x86_64"))]
         Kernel::Avx2 | Kernel::Avx512 => unavailable,
+        Kernel::Neon if cfg!(target_arch = "aarch64") => Ok(Backend::Portable(Portable::new())),
+        Kernel::Neon => unavailable,
     }
 }
 

@@ -23,6 +23,13 @@ pub struct Loss {
 
 impl Loss {
     /// `correct / rows`, or 0 when no row was counted.
+    ///
+    /// ```
+    /// let ce = xent::CrossEntropy::new(2);
+    /// let loss = ce.forward(&[1.0, 0.0, 1.0, 0.0], &[0u8, 1])?;
+    /// assert_eq!((loss.rows, loss.correct, loss.accuracy()), (2, 1, 0.5));
+    /// # Ok::<(), xent::Error>(())
+    /// ```
     pub fn accuracy(&self) -> f64 {
         if self.rows == 0 {
             0.0

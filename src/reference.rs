@@ -36,6 +36,14 @@ pub struct Reference {
 ///
 /// # Errors
 /// Exactly the errors [`CrossEntropy::forward`] returns for the same input.
+///
+/// ```
+/// let ce = xent::CrossEntropy::new(2);
+/// let r = xent::reference::cross_entropy(&ce, &[0.0, 0.0], &[1u8])?;
+/// assert_eq!(r.grad, vec![0.5, -0.5]);
+/// assert!((r.value - std::f64::consts::LN_2).abs() < 1e-15);
+/// # Ok::<(), xent::Error>(())
+/// ```
 pub fn cross_entropy<T: Target>(
     ce: &CrossEntropy,
     logits: &[f32],
@@ -70,6 +78,10 @@ pub fn cross_entropy<T: Target>(
         total += loss;
         let first_argmax = (0..c).fold(0, |a, j| if z[j] > z[a] { j } else { a });
         correct += usize::from(!logp[0].is_nan() && first_argmax == t);
+        if scale == 0.0 {
+            // A mean over zero weight: the gradient stays exactly zero (documented).
+            continue;
+        }
         for j in 0..c {
             let p = logp[j].exp();
             let onehot = if j == t { 1.0 } else { 0.0 };
@@ -105,6 +117,11 @@ fn log_softmax_row(z: &[f32]) -> Vec<f64> {
 ///
 /// # Errors
 /// [`Error::ZeroClasses`], [`Error::LogitsShape`].
+///
+/// ```
+/// assert_eq!(xent::reference::softmax(&[0.0, 0.0], 2)?, vec![0.5, 0.5]);
+/// # Ok::<(), xent::Error>(())
+/// ```
 pub fn softmax(x: &[f32], classes: usize) -> Result<Vec<f64>, Error> {
     Ok(log_softmax(x, classes)?.into_iter().map(f64::exp).collect())
 }

@@ -35,7 +35,16 @@ impl CrossEntropy {
     /// Softmax of each row of `x` into `out` (same length).
     ///
     /// # Errors
-    /// As [`softmax`](Self::softmax), plus [`Error::OutputLength`].
+    /// As [`softmax`](Self::softmax), plus [`Error::OutputLength`]; `out` is unchanged on
+    /// error.
+    ///
+    /// ```
+    /// let mut p = [0.0f32; 4];
+    /// xent::CrossEntropy::new(2).softmax_into(&[0.0, 0.0, f32::NAN, 1.0], &mut p)?;
+    /// assert_eq!(&p[..2], &[0.5, 0.5]);
+    /// assert!(p[2].is_nan() && p[3].is_nan()); // a NaN poisons its row only
+    /// # Ok::<(), xent::Error>(())
+    /// ```
     pub fn softmax_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         let b = self.check_rows(x.len(), Some(out.len()))?;
         rows_apply(b, self.classes(), Io::Into(x, out), false);
@@ -63,6 +72,13 @@ impl CrossEntropy {
     ///
     /// # Errors
     /// As [`softmax_into`](Self::softmax_into).
+    ///
+    /// ```
+    /// let mut lp = [0.0f32; 2];
+    /// xent::CrossEntropy::new(2).log_softmax_into(&[0.0, f32::NEG_INFINITY], &mut lp)?;
+    /// assert_eq!(lp, [0.0, f32::NEG_INFINITY]); // a -inf logit is a mask
+    /// # Ok::<(), xent::Error>(())
+    /// ```
     pub fn log_softmax_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         let b = self.check_rows(x.len(), Some(out.len()))?;
         rows_apply(b, self.classes(), Io::Into(x, out), true);

@@ -1,76 +1,14 @@
 //! Every available kernel, through every cross-entropy entry point and several target
 //! types, against `xent::reference`, with the tolerances derived in `common`.
 
+use crate::check::check_all_entry_points;
 use crate::common::*;
 use proptest::prelude::*;
-use xent::{CrossEntropy, Kernel, Loss};
+use xent::{CrossEntropy, Kernel};
 
-fn check_loss(
-    ce: &CrossEntropy,
-    z: &[f32],
-    t: &[i64],
-    got: &Loss,
-    want: &xent::reference::Reference,
-    what: &str,
-) -> Result<(), TestCaseError> {
-    let tol = loss_tolerance(ce, z, t, want.value);
-    prop_assert!(
-        close(f64::from(got.value), want.value, tol),
-        "{what}: loss {} want {} (tol {tol:e})",
-        got.value,
-        want.value
-    );
-    prop_assert_eq!(got.rows, want.rows, "{}: rows", what);
-    prop_assert_eq!(got.correct, want.correct, "{}: correct", what);
-    prop_assert_eq!(got.weight, want.weight, "{}: weight", what);
-    Ok(())
-}
-
-fn check_all_entry_points(ce0: &CrossEntropy, z: &[f32], t: &[i64]) -> Result<(), TestCaseError> {
-    let want = xent::reference::cross_entropy(ce0, z, t).unwrap();
-    for k in kernels() {
-        let ce = ce0.clone().kernel(k);
-        let what = format!("{k:?} C={} rows={}", ce.classes(), t.len());
-        let fwd = ce.forward(z, t).unwrap();
-        check_loss(&ce, z, t, &fwd, &want, &format!("{what} forward"))?;
-
-        let mut g = z.to_vec();
-        let fb = ce.forward_backward(&mut g, t).unwrap();
-        check_loss(&ce, z, t, &fb, &want, &format!("{what} forward_backward"))?;
-        check_grad(
-            &ce,
-            z,
-            t,
-            &g,
-            &want.grad,
-            &format!("{what} forward_backward"),
-        )?;
-
-        let mut g2 = vec![f32::NAN; z.len()];
-        let fbi = ce.forward_backward_into(z, t, &mut g2).unwrap();
-        check_loss(
-            &ce,
-            z,
-            t,
-            &fbi,
-            &want,
-            &format!("{what} forward_backward_into"),
-        )?;
-        // In place and into a buffer run the same arithmetic: bit-identical.
-        prop_assert_eq!(bits(&g), bits(&g2), "{}: in place vs into", what);
-        prop_assert_eq!(fb.value.to_bits(), fbi.value.to_bits());
-        prop_assert_eq!(
-            fwd.value.to_bits(),
-            fb.value.to_bits(),
-            "{}: forward vs backward",
-            what
-        );
-    }
-    Ok(())
-}
-
-pub fn bits(x: &[f32]) -> Vec<u32> {
-    x.iter().map(|v| v.to_bits()).collect()
+/// The shared check, as a proptest failure.
+fn check_case<T: xent::Target>(ce: &CrossEntropy, z: &[f32], t: &[T]) -> Result<(), TestCaseError> {
+    check_all_entry_points(ce, z, t).map_err(TestCaseError::fail)
 }
 
 proptest! {
@@ -78,7 +16,7 @@ proptest! {
 
     #[test]
     fn kernels_match_reference((ce, z, t) in case()) {
-        check_all_entry_points(&ce, &z, &t)?;
+        check_case(&ce, &z, &t)?;
     }
 
     #[test]

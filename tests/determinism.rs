@@ -1,6 +1,6 @@
 //! Bit-identical results whatever the rayon thread count.
 
-use crate::agreement::bits;
+use crate::check::bits;
 use crate::common::kernels;
 use xent::{CrossEntropy, Reduction};
 

@@ -1,7 +1,7 @@
 //! Non-finite input, masks, empty and fully ignored batches, C = 1, huge magnitudes: the
 //! documented values, on every kernel.
 
-use crate::agreement::bits;
+use crate::check::bits;
 use crate::common::kernels;
 use xent::{CrossEntropy, Kernel, Reduction};
 

@@ -19,6 +19,7 @@ fn expected_kernels_are_available() {
             "avx512" => Kernel::Avx512,
             "avx2" => Kernel::Avx2,
             "portable" => Kernel::Portable,
+            "neon" => Kernel::Neon,
             other => panic!("unknown kernel {other:?} in XENT_EXPECT"),
         };
         assert!(

@@ -3,9 +3,11 @@
 // Index loops over several parallel arrays read more plainly in checks than zips.
 #![allow(clippy::needless_range_loop)]
 
+mod check;
 mod common;
 
 mod agreement;
+mod corpus;
 mod determinism;
 mod edge_cases;
 mod errors;

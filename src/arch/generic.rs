@@ -45,7 +45,7 @@ const WSUM_SCALE: f32 = 1.0 / 18_446_744_073_709_551_616.0; // 2^-64
 const WSUM_UNSCALE: f64 = 18_446_744_073_709_551_616.0; // 2^64
 
 /// The fast exp (see `crate::exp` for the derivation and error bound): Cody-Waite range
-/// reduction `x = n ln2 + r`, a degree-7 polynomial for `e^r`, and `2^n` applied exactly.
+/// reduction `x = n ln2 + r`, a degree-6 polynomial for `e^r`, and `2^n` applied exactly.
 ///
 /// The domain is the kernels' one: `x <= EXP_CLAMP_HI`, or NaN (`z - max` is never
 /// positive). Inputs below the underflow threshold, -inf included, whatever garbage the
@@ -58,8 +58,8 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
     let n = s.sub(s.mul_add(x, s.splat(LOG2E), magic), magic);
     let r = s.mul_add(n, s.splat(-LN2_HI), x);
     let r = s.mul_add(n, s.splat(-LN2_LO), r);
-    let mut p = s.splat(EXP_C[7]);
-    let mut k = 7;
+    let mut p = s.splat(EXP_C[6]);
+    let mut k = 6;
     while k > 0 {
         k -= 1;
         p = s.mul_add(p, r, s.splat(EXP_C[k]));

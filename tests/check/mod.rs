@@ -1,0 +1,587 @@
+//! The checks shared by the tests and the fuzz targets (`fuzz/fuzz_targets/*.rs` include
+//! this file by path): the tolerance model, and one checker per fuzz target that decodes
+//! arbitrary bytes into calls and panics on any disagreement. A crash input found by
+//! fuzzing becomes a regression test by copying it into `fuzz/regressions/<target>/`,
+//! which `tests/corpus.rs` replays on every `cargo test`. Only `xent` and `std` are used,
+//! so the file compiles in both crates.
+//!
+//! # Tolerance model
+//!
+//! The tolerances are derived, not tuned. Write `u = f32::EPSILON` (2^-23) and, for a row
+//! with max `m`, `d_j = z_j - m`.
+//!
+//! * `e_j = exp(d_j)`: the exp is within 2 ulp (`2u` relative); `d_j` itself is rounded to
+//!   f32, an absolute error of at most `|d_j| u / 2`, which is that much relative error in
+//!   `e_j`. So `e_j` carries `(2 + |d_j| / 2) u`.
+//! * `S = sum_j e_j`: every kernel keeps at least 16 partial sums (two accumulators of at
+//!   least 8 lanes), each a recursive sum of at most `C/16 + 1` terms, then a 5-level tree:
+//!   relative error at most `(C/16 + 6) u` from the additions, plus the terms' own error,
+//!   bounded by `sum_j p_j (2 + |d_j|/2) u <= (2 + (1 + ln C)/2) u` (the `p`-weighted
+//!   `|d_j|` is the row's entropy). Together: `gamma_S = (C/16 + 9 + ln C) u`. The vector
+//!   log of the row-group path (C <= 16) is within 2 ulp of `ln S`, inside that budget.
+//! * Gradient `g_j = scale (a p_j - b_j - c [j = t])`, formed with one multiply and one
+//!   fused multiply-add and a final subtraction: `|err| <= (gamma_S + (|d_j|/2 + 5) u)
+//!   |scale a p_j| + 2u (|scale b_j| + |scale c|)`, plus an absolute `scale |a| 2^-125` for
+//!   probabilities that underflow to exactly 0 in the kernel.
+//! * Row loss `c (ln S - d_t) + k (W ln S - sum_j w_j d_j)`: `ln S` carries `gamma_S`
+//!   absolute, `d_t` carries `|d_t| u`, and the f32 smoothing sum carries
+//!   `(C/16 + 8) u sum_j |w_j d_j|`. On the row-group path (C <= 16) the row loss is
+//!   formed in f32 (three roundings, `3u` of it) and a group of up to 16 rows is added by a
+//!   4-level tree (`4u`); the final rounding to f32 adds `u`: `8u |value|` in all (for
+//!   the non-negative weights used here, the rows' losses do not cancel).
+
+#![allow(dead_code)]
+
+use xent::{CrossEntropy, Kernel, Reduction, Target};
+
+pub const U: f64 = f32::EPSILON as f64;
+
+/// Relative error bound of a row's sum of exps (see the module docs).
+pub fn gamma_s(classes: usize) -> f64 {
+    (classes as f64 / 16.0 + 9.0 + (classes as f64).ln()) * U
+}
+
+/// `true` when `got` matches `want` within `tol`, or both are the same non-finite value.
+pub fn close(got: f64, want: f64, tol: f64) -> bool {
+    if want.is_nan() {
+        return got.is_nan();
+    }
+    // Results are f32: a reference beyond f32's range must come out as that infinity.
+    if (want as f32).is_infinite() {
+        return got == f64::from(want as f32);
+    }
+    (got - want).abs() <= tol
+}
+
+/// `a * b`, but 0 when `b == 0` even if `a` is infinite.
+pub fn mul0(a: f64, b: f64) -> f64 {
+    if b == 0.0 { 0.0 } else { a * b }
+}
+
+/// The row max over non-NaN entries (as the kernels take it).
+pub fn row_max(z: &[f32]) -> f64 {
+    z.iter()
+        .filter(|v| !v.is_nan())
+        .fold(f64::NEG_INFINITY, |a, &v| a.max(f64::from(v)))
+}
+
+/// The mean's divisor and the gradient scale the reference uses.
+fn scale_of<T: Target>(ce: &CrossEntropy, targets: &[T]) -> f64 {
+    let ignore = ce.get_ignore_index().map(i128::from);
+    let w = |j: usize| ce.get_class_weights().map_or(1.0, |w| f64::from(w[j]));
+    let weight: f64 = targets
+        .iter()
+        .filter(|t| Some(t.class()) != ignore)
+        .map(|t| w(t.class() as usize))
+        .sum();
+    match ce.get_reduction() {
+        Reduction::Sum => 1.0,
+        _ if weight == 0.0 => 0.0,
+        _ => 1.0 / weight,
+    }
+}
+
+/// Tolerance of the reduced loss value for this call (module docs).
+pub fn loss_tolerance<T: Target>(
+    ce: &CrossEntropy,
+    logits: &[f32],
+    targets: &[T],
+    reference: f64,
+) -> f64 {
+    let c = ce.classes();
+    let eps = f64::from(ce.get_label_smoothing());
+    let w = |j: usize| ce.get_class_weights().map_or(1.0, |w| f64::from(w[j]));
+    let w_total: f64 = (0..c).map(w).sum();
+    let k = eps / c as f64;
+    let gs = gamma_s(c);
+    let ignore = ce.get_ignore_index().map(i128::from);
+    let mut tol = 0.0;
+    for (r, t) in targets.iter().enumerate() {
+        if Some(t.class()) == ignore {
+            continue;
+        }
+        let t = t.class() as usize;
+        let z = &logits[r * c..(r + 1) * c];
+        let m = row_max(z);
+        let cw = (1.0 - eps) * w(t);
+        // A zero weight makes the row's term exactly 0 even if its logits are not finite.
+        tol += mul0(gs + (f64::from(z[t]) - m).abs() * U, cw.abs());
+        if k != 0.0 {
+            // An infinite sum means a masked class: the loss is +inf, compared exactly.
+            let wd: f64 = (0..c).map(|j| (w(j) * (f64::from(z[j]) - m)).abs()).sum();
+            tol += k * (w_total.abs() * gs + (c as f64 / 16.0 + 8.0) * U * wd);
+        }
+    }
+    mul0(tol, scale_of(ce, targets).abs())
+        + 8.0 * U * reference.abs()
+        + f64::from(f32::MIN_POSITIVE)
+}
+
+/// Checks a gradient against the reference, element by element (module docs).
+pub fn check_grad<T: Target>(
+    ce: &CrossEntropy,
+    logits: &[f32],
+    targets: &[T],
+    got: &[f32],
+    want: &[f64],
+    what: &str,
+) -> Result<(), String> {
+    let c = ce.classes();
+    let eps = f64::from(ce.get_label_smoothing());
+    let w = |j: usize| ce.get_class_weights().map_or(1.0, |w| f64::from(w[j]));
+    let w_total: f64 = (0..c).map(w).sum();
+    let k = eps / c as f64;
+    let ignore = ce.get_ignore_index().map(i128::from);
+    let scale = scale_of(ce, targets);
+    let gs = gamma_s(c);
+    if scale == 0.0 {
+        // A mean over zero weight: the gradient is exactly zero everywhere (documented).
+        return match got.iter().position(|&g| g != 0.0) {
+            None => Ok(()),
+            Some(i) => Err(format!(
+                "{what}: zero-weight mean, but grad[{i}] = {}",
+                got[i]
+            )),
+        };
+    }
+    let probs = xent::reference::softmax(logits, c).map_err(|e| e.to_string())?;
+    for (r, t) in targets.iter().enumerate() {
+        if Some(t.class()) == ignore {
+            // Ignored rows: exactly zero, whatever they hold.
+            let row = &got[r * c..(r + 1) * c];
+            if !row.iter().all(|&g| g == 0.0) {
+                return Err(format!("{what}: ignored row {r} = {row:?}"));
+            }
+            continue;
+        }
+        let z = &logits[r * c..(r + 1) * c];
+        let m = row_max(z);
+        let cw = (1.0 - eps) * w(t.class() as usize);
+        let a = cw + k * w_total;
+        for j in 0..c {
+            let i = r * c + j;
+            let d = (f64::from(z[j]) - m).abs();
+            // `p == 0` exactly where `d` is infinite (a mask): no room for error there.
+            let tol = mul0(gs + (d / 2.0 + 5.0) * U, (scale * a * probs[i]).abs())
+                + 2.0 * U * (scale * k * w(j)).abs()
+                + 2.0 * U * (scale * cw).abs()
+                + (scale * a).abs() * 2f64.powi(-125);
+            if !close(f64::from(got[i]), want[i], tol) {
+                return Err(format!(
+                    "{what}: grad[{r},{j}] = {} want {} (tol {tol:e}) z={z:?} t={}",
+                    got[i],
+                    want[i],
+                    t.class()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks loss value, counts and weight against the reference.
+pub fn check_loss<T: Target>(
+    ce: &CrossEntropy,
+    z: &[f32],
+    t: &[T],
+    got: &xent::Loss,
+    want: &xent::reference::Reference,
+    what: &str,
+) -> Result<(), String> {
+    let tol = loss_tolerance(ce, z, t, want.value);
+    if !close(f64::from(got.value), want.value, tol) {
+        return Err(format!(
+            "{what}: loss {} want {} (tol {tol:e})",
+            got.value, want.value
+        ));
+    }
+    if (got.rows, got.correct) != (want.rows, want.correct) || got.weight != want.weight {
+        return Err(format!(
+            "{what}: rows/correct/weight {:?} want {:?}",
+            (got.rows, got.correct, got.weight),
+            (want.rows, want.correct, want.weight)
+        ));
+    }
+    Ok(())
+}
+
+pub fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Every cross-entropy entry point on every available kernel against the reference; in
+/// place and into a buffer must agree bit for bit, and so must forward and backward.
+pub fn check_all_entry_points<T: Target>(
+    ce0: &CrossEntropy,
+    z: &[f32],
+    t: &[T],
+) -> Result<(), String> {
+    let want = xent::reference::cross_entropy(ce0, z, t).map_err(|e| e.to_string())?;
+    for k in Kernel::available() {
+        let ce = ce0.clone().kernel(k);
+        let what = format!("{k:?} C={} rows={}", ce.classes(), t.len());
+        let err = |e: xent::Error| format!("{what}: unexpected error {e}");
+        let fwd = ce.forward(z, t).map_err(err)?;
+        check_loss(&ce, z, t, &fwd, &want, &format!("{what} forward"))?;
+        let mut g = z.to_vec();
+        let fb = ce.forward_backward(&mut g, t).map_err(err)?;
+        check_loss(&ce, z, t, &fb, &want, &format!("{what} forward_backward"))?;
+        check_grad(
+            &ce,
+            z,
+            t,
+            &g,
+            &want.grad,
+            &format!("{what} forward_backward"),
+        )?;
+        let mut g2 = vec![f32::NAN; z.len()];
+        let fbi = ce.forward_backward_into(z, t, &mut g2).map_err(err)?;
+        if bits(&g) != bits(&g2) || fb.value.to_bits() != fbi.value.to_bits() {
+            return Err(format!("{what}: in place and into a buffer differ"));
+        }
+        if fwd.value.to_bits() != fb.value.to_bits()
+            || (fwd.rows, fwd.correct) != (fb.rows, fb.correct)
+        {
+            return Err(format!("{what}: forward and forward_backward differ"));
+        }
+    }
+    Ok(())
+}
+
+/// Softmax, log-softmax and log-sum-exp on every kernel against the reference.
+pub fn check_softmax_family(c: usize, z: &[f32]) -> Result<(), String> {
+    let p = xent::reference::softmax(z, c).map_err(|e| e.to_string())?;
+    let lp = xent::reference::log_softmax(z, c).map_err(|e| e.to_string())?;
+    let lse = xent::reference::logsumexp(z, c).map_err(|e| e.to_string())?;
+    let gs = gamma_s(c);
+    for k in Kernel::available() {
+        let ce = CrossEntropy::new(c).kernel(k);
+        let fail = |e: xent::Error| format!("{k:?}: unexpected error {e}");
+        let mut a = z.to_vec();
+        ce.softmax(&mut a).map_err(fail)?;
+        let mut b = vec![0.0; z.len()];
+        ce.softmax_into(z, &mut b).map_err(fail)?;
+        if bits(&a) != bits(&b) {
+            return Err(format!("{k:?}: softmax in place and into differ"));
+        }
+        let mut l = z.to_vec();
+        ce.log_softmax(&mut l).map_err(fail)?;
+        let mut l2 = vec![0.0; z.len()];
+        ce.log_softmax_into(z, &mut l2).map_err(fail)?;
+        if bits(&l) != bits(&l2) {
+            return Err(format!("{k:?}: log_softmax in place and into differ"));
+        }
+        let mut out = vec![0.0; z.len() / c];
+        ce.logsumexp(z, &mut out).map_err(fail)?;
+        for (r, row) in z.chunks(c).enumerate() {
+            let m = row_max(row);
+            for j in 0..c {
+                let i = r * c + j;
+                let d = (f64::from(row[j]) - m).abs();
+                let tol = mul0(gs + (d / 2.0 + 4.0) * U, p[i]) + 2f64.powi(-125);
+                if !close(f64::from(a[i]), p[i], tol) {
+                    return Err(format!(
+                        "{k:?} softmax[{r},{j}] {} vs {} row {row:?}",
+                        a[i], p[i]
+                    ));
+                }
+                let tol = gs + d * U + U * lp[i].abs();
+                if !close(f64::from(l[i]), lp[i], tol) {
+                    return Err(format!(
+                        "{k:?} log_softmax[{r},{j}] {} vs {} row {row:?}",
+                        l[i], lp[i]
+                    ));
+                }
+            }
+            let tol = gs + U * lse[r].abs() * 2.0;
+            if !close(f64::from(out[r]), lse[r], tol) {
+                return Err(format!(
+                    "{k:?} logsumexp[{r}] {} vs {} row {row:?}",
+                    out[r], lse[r]
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads fuzz bytes; past the end it yields zeros, so every input decodes to something.
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl Bytes<'_> {
+    pub fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    pub fn u64(&mut self) -> u64 {
+        u64::from(self.u32()) | (u64::from(self.u32()) << 32)
+    }
+    pub fn f32_bits(&mut self) -> f32 {
+        f32::from_bits(self.u32())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Fuzz target `differential`: shape, raw f32 logit bit patterns (NaN, infinities,
+/// subnormals, +-0, huge), targets of a chosen integer type, and every option, through
+/// every entry point of every kernel, against the reference.
+pub fn differential(data: &[u8]) {
+    let mut b = Bytes(data);
+    let mode = b.u8();
+    let classes = match mode % 8 {
+        0 => 1 + usize::from(b.u16()) % 70_000,
+        1..=3 => 1 + usize::from(b.u8()) % 16,
+        _ => 1 + usize::from(b.u16()) % 300,
+    };
+    let max_rows = (200_000 / classes).clamp(1, 9);
+    let rows = usize::from(b.u8()) % (max_rows + 1);
+    let opts = b.u8();
+    let mut ce = CrossEntropy::new(classes);
+    if opts & 1 != 0 {
+        ce = ce.reduction(Reduction::Sum);
+    }
+    let ignore: Option<i64> = match (opts >> 1) & 3 {
+        0 => None,
+        1 => Some(-100),
+        _ => Some(i64::from(b.u16()) % classes as i64),
+    };
+    if let Some(i) = ignore {
+        ce = ce.ignore_index(i);
+    }
+    ce = ce.label_smoothing(match (opts >> 3) & 3 {
+        0 => 0.0,
+        1 => 1.0,
+        _ => f32::from(b.u8()) / 255.0,
+    });
+    if opts & 0x20 != 0 {
+        // Non-negative finite weights: the tolerance model assumes no cancellation.
+        let w: Vec<f32> = (0..classes).map(|_| f32::from(b.u8()) / 25.5).collect();
+        ce = ce.class_weights(w);
+    }
+    let raw = opts & 0x40 != 0;
+    let z: Vec<f32> = (0..rows * classes)
+        .map(|i| {
+            if raw && !b.is_empty() {
+                b.f32_bits()
+            } else {
+                // Mostly moderate values, so that long rows are not all NaN.
+                let v = b.u8();
+                match v {
+                    0 => f32::NEG_INFINITY,
+                    1 => f32::NAN,
+                    2 => f32::INFINITY,
+                    3 => 3.0e38,
+                    4 => -3.0e38,
+                    _ => (f32::from(v) - 128.0) / 8.0 + (i % 7) as f32,
+                }
+            }
+        })
+        .collect();
+    let t: Vec<i64> = (0..rows)
+        .map(|_| {
+            let v = b.u16();
+            match (ignore, v % 8) {
+                (Some(i), 0) => i,
+                _ => i64::from(v) % classes as i64,
+            }
+        })
+        .collect();
+    let result = match b.u8() % 7 {
+        0 => check_all_entry_points(&ce, &z, &t),
+        1 => check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as i32).collect::<Vec<_>>()),
+        2 if ignore.is_none_or(|i| i >= 0) => {
+            check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as u64).collect::<Vec<_>>())
+        }
+        3 if ignore.is_none_or(|i| i >= 0) => {
+            check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as usize).collect::<Vec<_>>())
+        }
+        4 if ignore.is_none_or(|i| i >= 0) && classes <= 65_536 => {
+            check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as u16).collect::<Vec<_>>())
+        }
+        5 if ignore.is_none_or(|i| i >= 0) => {
+            check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as u32).collect::<Vec<_>>())
+        }
+        _ => check_all_entry_points(&ce, &z, &t),
+    };
+    if let Err(e) = result.and_then(|()| check_softmax_family(classes, &z)) {
+        panic!("{e}\noptions: {ce:?}");
+    }
+}
+
+/// Fuzz target `bad_input`: arbitrary lengths, classes, targets and options straight into
+/// the public API. Every call returns `Ok` or `Err` without panicking, and after `Err` the
+/// caller's buffers are bit-for-bit unchanged.
+pub fn bad_input(data: &[u8]) {
+    let mut b = Bytes(data);
+    let classes = match b.u8() % 6 {
+        0 => 0,
+        1 => usize::MAX - usize::from(b.u8()),
+        2 => 1 << 33,
+        _ => usize::from(b.u8()) % 20,
+    };
+    let len = usize::from(b.u8()) % 64;
+    let mut ce = CrossEntropy::new(classes);
+    let opts = b.u8();
+    if opts & 1 != 0 {
+        ce = ce.ignore_index(b.u64() as i64);
+    }
+    if opts & 2 != 0 {
+        ce = ce.label_smoothing(b.f32_bits());
+    }
+    if opts & 4 != 0 {
+        let n = usize::from(b.u8()) % 24;
+        ce = ce.class_weights((0..n).map(|_| b.f32_bits()).collect::<Vec<_>>());
+    }
+    if opts & 8 != 0 {
+        ce = ce.kernel(Kernel::ALL[usize::from(b.u8()) % Kernel::ALL.len()]);
+    }
+    if opts & 16 != 0 {
+        ce = ce.reduction(Reduction::Sum);
+    }
+    let z: Vec<f32> = (0..len).map(|_| b.f32_bits()).collect();
+    let nt = usize::from(b.u8()) % 12;
+    let raw: Vec<u64> = (0..nt).map(|_| b.u64() % 24).collect();
+    let glen = if b.u8() % 4 == 0 {
+        usize::from(b.u8()) % 64
+    } else {
+        len
+    };
+    match b.u8() % 5 {
+        0 => api_calls(
+            &ce,
+            &z,
+            &raw.iter().map(|&v| v as u8).collect::<Vec<_>>(),
+            glen,
+        ),
+        1 => api_calls(
+            &ce,
+            &z,
+            &raw.iter().map(|&v| v as i64 - 4).collect::<Vec<_>>(),
+            glen,
+        ),
+        2 => api_calls(
+            &ce,
+            &z,
+            &raw.iter()
+                .map(|&v| v.wrapping_mul(0x1_0000_0001))
+                .collect::<Vec<_>>(),
+            glen,
+        ),
+        3 => api_calls(
+            &ce,
+            &z,
+            &raw.iter().map(|&v| v as i32 - 100).collect::<Vec<_>>(),
+            glen,
+        ),
+        _ => api_calls(
+            &ce,
+            &z,
+            &raw.iter().map(|&v| v as usize).collect::<Vec<_>>(),
+            glen,
+        ),
+    }
+}
+
+/// Runs every public entry point; panics if an error left a buffer changed.
+fn api_calls<T: Target>(ce: &CrossEntropy, z: &[f32], t: &[T], glen: usize) {
+    let keep = |before: &[u32], after: &[f32], what: &str| {
+        assert!(
+            before == bits(after).as_slice(),
+            "{what}: buffer changed by a failed call ({ce:?})"
+        );
+    };
+    let zb = bits(z);
+    let _ = ce.forward(z, t);
+    let mut buf = z.to_vec();
+    if ce.forward_backward(&mut buf, t).is_err() {
+        keep(&zb, &buf, "forward_backward");
+    }
+    let mut g = vec![f32::NAN; glen];
+    let gb = bits(&g);
+    if ce.forward_backward_into(z, t, &mut g).is_err() {
+        keep(&gb, &g, "forward_backward_into");
+    }
+    let mut buf = z.to_vec();
+    if ce.softmax(&mut buf).is_err() {
+        keep(&zb, &buf, "softmax");
+    }
+    let mut buf = z.to_vec();
+    if ce.log_softmax(&mut buf).is_err() {
+        keep(&zb, &buf, "log_softmax");
+    }
+    let mut g = vec![f32::NAN; glen];
+    if ce.softmax_into(z, &mut g).is_err() {
+        keep(&gb, &g, "softmax_into");
+    }
+    let mut g = vec![f32::NAN; glen];
+    if ce.log_softmax_into(z, &mut g).is_err() {
+        keep(&gb, &g, "log_softmax_into");
+    }
+    let mut g = vec![f32::NAN; glen % 8];
+    let before = bits(&g);
+    if ce.logsumexp(z, &mut g).is_err() {
+        keep(&before, &g, "logsumexp");
+    }
+    let mut buf = z.to_vec();
+    if xent::exp::exp_slice(ce.get_kernel(), &mut buf).is_err() {
+        keep(&zb, &buf, "exp_slice");
+    }
+}
+
+/// Fuzz target `exp`: arbitrary f32 into every variant's exp against the f64 exp: within
+/// the documented ulp bound, exactly +0 below the underflow threshold, +inf past
+/// `ln(f32::MAX)`, NaN for NaN.
+pub fn exp(data: &[u8]) {
+    let xs: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    for k in Kernel::available() {
+        let mut ys = xs.clone();
+        xent::exp::exp_slice(k, &mut ys).unwrap();
+        for (&x, &y) in xs.iter().zip(&ys) {
+            check_exp(k, x, y);
+        }
+    }
+}
+
+/// One exp result against `f64::exp` (see [`exp`]).
+pub fn check_exp(k: Kernel, x: f32, y: f32) {
+    if x.is_nan() {
+        assert!(y.is_nan(), "{k:?}: exp(NaN) = {y}");
+        return;
+    }
+    if x < xent::exp::EXP_UNDERFLOW {
+        assert_eq!(y.to_bits(), 0, "{k:?}: exp({x:e}) = {y:e}, want exactly +0");
+        return;
+    }
+    let want = f64::from(x).exp();
+    if want > f64::from(f32::MAX) {
+        assert_eq!(y, f32::INFINITY, "{k:?}: exp({x:e})");
+        return;
+    }
+    assert!(
+        y >= f32::MIN_POSITIVE,
+        "{k:?}: exp({x:e}) = {y:e} is subnormal"
+    );
+    let e = want.log2().floor() as i32;
+    let ulp = 2f64.powi(e - 23);
+    let err = (f64::from(y) - want).abs() / ulp;
+    assert!(
+        err <= f64::from(xent::exp::EXP_MAX_ULP),
+        "{k:?}: exp({x:e}) = {y:e}, want {want:e}: {err} ulp"
+    );
+}
