@@ -409,23 +409,27 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
         smooth: ck.smooth(),
         beta: ck.beta(),
     };
+    sum_row_chunks(io, ck.classes, |row0, chunk| {
+        let targets = &targets[row0..];
+        let plan = |r: usize| match ck.target(targets[r]) {
+            None => (-1.0, 0.0),
+            Some(t) => (t as f32, ck.weights.map_or(1.0, |w| w[t])),
+        };
+        with_backend!(ck.backend, k => k.ce_small(chunk, &job, plan))
+    })
+}
+
+/// Runs `f` on chunks of whole rows (in parallel when worth it) and adds the chunks'
+/// `(loss, correct)` in chunk order, so the sum is the same for any thread count.
+fn sum_row_chunks<F>(io: Io<'_>, classes: usize, f: F) -> (f64, usize)
+where
+    F: Fn(usize, Io<'_>) -> (f64, usize) + Sync,
+{
     let (mut total, mut correct) = (0f64, 0usize);
-    for_row_chunks(
-        io,
-        ck.classes,
-        |row0, chunk| {
-            let targets = &targets[row0..];
-            let plan = |r: usize| match ck.target(targets[r]) {
-                None => (-1.0, 0.0),
-                Some(t) => (t as f32, ck.weights.map_or(1.0, |w| w[t])),
-            };
-            with_backend!(ck.backend, k => k.ce_small(chunk, &job, plan))
-        },
-        |(l, c)| {
-            total += l;
-            correct += c;
-        },
-    );
+    for_row_chunks(io, classes, f, |(l, c)| {
+        total += l;
+        correct += c;
+    });
     (total, correct)
 }
 
@@ -437,31 +441,21 @@ fn fused<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
         smooth: ck.smooth(),
         beta: ck.beta(),
     };
-    let (mut total, mut correct) = (0f64, 0usize);
-    for_row_chunks(
-        io,
-        ck.classes,
-        |row0, chunk| {
-            let (mut loss, mut ok) = (0f64, 0usize);
-            let targets = &targets[row0..];
-            let plan = |r: usize| ck.plan(targets[r]);
-            let out = |r: usize, o: RowOut| {
-                if let Some(t) = ck.target(targets[r]) {
-                    let m = Merged::from_block(o.stats, 0, 0.0);
-                    let (l, c) = ck.row_loss(t, &m, o.target_logit);
-                    loss += l;
-                    ok += usize::from(c);
-                }
-            };
-            with_backend!(ck.backend, k => k.ce_rows(chunk, &job, plan, out));
-            (loss, ok)
-        },
-        |(l, c)| {
-            total += l;
-            correct += c;
-        },
-    );
-    (total, correct)
+    sum_row_chunks(io, ck.classes, |row0, chunk| {
+        let (mut loss, mut ok) = (0f64, 0usize);
+        let targets = &targets[row0..];
+        let plan = |r: usize| ck.plan(targets[r]);
+        let out = |r: usize, o: RowOut| {
+            if let Some(t) = ck.target(targets[r]) {
+                let m = Merged::from_block(o.stats, 0, 0.0);
+                let (l, c) = ck.row_loss(t, &m, o.target_logit);
+                loss += l;
+                ok += usize::from(c);
+            }
+        };
+        with_backend!(ck.backend, k => k.ce_rows(chunk, &job, plan, out));
+        (loss, ok)
+    })
 }
 
 /// Per-row results of the blocked path's merge phase.
