@@ -53,7 +53,13 @@ pub struct CrossEntropy {
 
 impl CrossEntropy {
     /// Cross-entropy over rows of `classes` logits: mean reduction, no ignore index, no
-    /// label smoothing, no class weights, [`Kernel::Auto`].
+    /// label smoothing, no class weights, [`Kernel::Auto`]. Never fails; `classes == 0` is
+    /// reported by the first call ([`Error::ZeroClasses`]).
+    ///
+    /// ```
+    /// let ce = xent::CrossEntropy::new(0);
+    /// assert_eq!(ce.forward(&[], &[0u8; 0]).unwrap_err(), xent::Error::ZeroClasses);
+    /// ```
     pub fn new(classes: usize) -> Self {
         CrossEntropy {
             classes,

@@ -67,7 +67,17 @@ pub const EXP_C: [f32; 7] = [
 pub const EXP_MAX_ULP: f32 = 2.0;
 
 /// Scalar model of the vector exp, operation for operation (with fused multiply-adds).
-/// Slow without a hardware FMA (`f32::mul_add` may call libm); for tests and docs.
+/// Slow without a hardware FMA (`f32::mul_add` may call libm); for tests and docs. Same
+/// special values as the kernels: 0 below [`EXP_UNDERFLOW`] and for -inf, NaN for NaN,
+/// +inf past `ln(f32::MAX)`.
+///
+/// ```
+/// use xent::exp::exp_model;
+/// assert_eq!(exp_model(0.0), 1.0);
+/// assert_eq!(exp_model(-90.0), 0.0); // e^-90 would be subnormal
+/// assert_eq!(exp_model(f32::INFINITY), f32::INFINITY);
+/// assert!(exp_model(f32::NAN).is_nan());
+/// ```
 pub fn exp_model(x: f32) -> f32 {
     if x < EXP_UNDERFLOW {
         return 0.0;

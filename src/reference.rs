@@ -126,10 +126,17 @@ pub fn softmax(x: &[f32], classes: usize) -> Result<Vec<f64>, Error> {
     Ok(log_softmax(x, classes)?.into_iter().map(f64::exp).collect())
 }
 
-/// Row-wise log-softmax in f64.
+/// Row-wise log-softmax in f64 (NaN rows for NaN, +inf, or all -inf, as the fast path).
 ///
 /// # Errors
 /// [`Error::ZeroClasses`], [`Error::LogitsShape`].
+///
+/// ```
+/// let lp = xent::reference::log_softmax(&[0.0, f32::NEG_INFINITY, 1.0, f32::NAN], 2)?;
+/// assert_eq!(&lp[..2], &[0.0, f64::NEG_INFINITY]);
+/// assert!(lp[2].is_nan() && lp[3].is_nan());
+/// # Ok::<(), xent::Error>(())
+/// ```
 pub fn log_softmax(x: &[f32], classes: usize) -> Result<Vec<f64>, Error> {
     rows_ok(x.len(), classes)?;
     Ok(x.chunks(classes).flat_map(log_softmax_row).collect())
@@ -139,6 +146,13 @@ pub fn log_softmax(x: &[f32], classes: usize) -> Result<Vec<f64>, Error> {
 ///
 /// # Errors
 /// [`Error::ZeroClasses`], [`Error::LogitsShape`].
+///
+/// ```
+/// let inf = f32::INFINITY;
+/// let lse = xent::reference::logsumexp(&[0.0, 0.0, 1.0, inf, -inf, -inf], 2)?;
+/// assert_eq!(lse, vec![std::f64::consts::LN_2, f64::INFINITY, f64::NEG_INFINITY]);
+/// # Ok::<(), xent::Error>(())
+/// ```
 pub fn logsumexp(x: &[f32], classes: usize) -> Result<Vec<f64>, Error> {
     rows_ok(x.len(), classes)?;
     Ok(x.chunks(classes)
