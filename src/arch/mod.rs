@@ -25,6 +25,12 @@
 //! `exp(z - max)` recomputed per block. Blocks are also the unit of parallel work for rows
 //! too few to keep every thread busy.
 //!
+//! Rows of at most [`SMALL_MAX_CLASSES`] classes take the row-group path instead
+//! (`generic::ce_small`): `LANES` rows at a time, one row per lane, with class `j` of every
+//! row loaded into one vector by strided accesses, so the max, the sum of exps, the log and
+//! the loss are vertical operations and no horizontal reduction is paid per row. The last,
+//! partial group runs on a zero-padded local copy.
+//!
 //! # Tails
 //!
 //! A row's length is arbitrary. Full vectors are loaded while `i + LANES <= len`; the last
