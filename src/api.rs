@@ -2,12 +2,14 @@
 //! the blocked path for long rows, across rayon threads.
 
 use crate::arch::generic::SmallJob;
+use crate::arch::generic::beta_at;
 use crate::arch::{
-    BLOCK_CLASSES, Beta, BlockStats, FUSED_MAX_CLASSES, Io, RowOut, RowPlan, RowsJob,
+    BLOCK_CLASSES, Beta, BlockStats, Cap, FUSED_MAX_CLASSES, Io, RowOut, RowPlan, RowsJob,
     SMALL_MAX_CLASSES, Smooth,
 };
 use crate::kernel::{Backend, backend, with_backend};
-use crate::parallel::{for_row_chunks, go_parallel, map_ordered};
+use crate::parallel::{for_row_chunks, for_row_chunks_with, go_parallel, map_ordered};
+use crate::rows::{RowOutputs, Sinks, UpstreamPlan};
 use crate::stats::Merged;
 use crate::{Error, Kernel, Loss, Target};
 use std::sync::Arc;
@@ -23,6 +25,13 @@ pub enum Reduction {
     Mean,
     /// Plain sum of row losses; the gradient is unscaled.
     Sum,
+    /// No reduction, PyTorch's `reduction='none'`: the per-row losses are the result (pass
+    /// a buffer for them with [`RowOutputs::losses`] to
+    /// [`forward_with`](CrossEntropy::forward_with) or
+    /// [`forward_backward_with`](CrossEntropy::forward_backward_with)). [`Loss::value`]
+    /// is then their sum and the gradient is each row's own, unscaled, as for `Sum`; for
+    /// other per-row upstream gradients use [`backward`](CrossEntropy::backward).
+    None,
 }
 
 /// Softmax cross-entropy with PyTorch `F.cross_entropy` semantics, configured by builder
@@ -48,6 +57,8 @@ pub struct CrossEntropy {
     ignore_index: Option<i64>,
     label_smoothing: f32,
     weights: Option<Arc<[f32]>>,
+    z_loss: f32,
+    softcap: Option<f32>,
     kernel: Kernel,
 }
 
@@ -67,6 +78,8 @@ impl CrossEntropy {
             ignore_index: None,
             label_smoothing: 0.0,
             weights: None,
+            z_loss: 0.0,
+            softcap: None,
             kernel: Kernel::Auto,
         }
     }
@@ -95,6 +108,48 @@ impl CrossEntropy {
     /// ([`Error::WeightsLength`], [`Error::NonFiniteWeight`]).
     pub fn class_weights(mut self, weights: impl Into<Arc<[f32]>>) -> Self {
         self.weights = Some(weights.into());
+        self
+    }
+
+    /// z-loss (PaLM) with coefficient `coefficient >= 0`: each counted row adds
+    /// `coefficient * lse^2`, `lse` the row's log-sum-exp, which pulls the softmax
+    /// normaliser towards 1. It is reduced with the main loss (the same divisor), included
+    /// in [`Loss::value`] and reported alone in [`Loss::z_loss`]; its gradient
+    /// `2 coefficient lse p_j` is fused into the same passes. Unweighted by class weights
+    /// and unaffected by label smoothing. Checked when used ([`Error::ZLoss`]).
+    ///
+    /// ```
+    /// let ce = xent::CrossEntropy::new(2).z_loss(1e-4);
+    /// let loss = ce.forward(&[0.0, 0.0], &[0u8])?;
+    /// let lse = std::f32::consts::LN_2;
+    /// assert!((loss.z_loss - 1e-4 * lse * lse).abs() < 1e-9);
+    /// assert!((loss.value - (lse + loss.z_loss)).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn z_loss(mut self, coefficient: f32) -> Self {
+        self.z_loss = coefficient;
+        self
+    }
+
+    /// Logit soft-capping (Gemma 2) with `cap > 0`: the loss is computed on
+    /// `cap * tanh(z / cap)`, and the gradient with respect to the raw logits includes the
+    /// chain factor `1 - tanh^2(z / cap)`, all inside the same passes over memory. As for
+    /// the composition in PyTorch, `+-inf` logits cap to `+-cap` (so `-inf` is no longer a
+    /// mask) and NaN stays NaN. The predicted class is the argmax of the raw logits.
+    /// Checked when used ([`Error::Softcap`]).
+    ///
+    /// ```
+    /// let ce = xent::CrossEntropy::new(2).softcap(30.0).reduction(xent::Reduction::Sum);
+    /// let mut z = [1000.0f32, 0.0];
+    /// let loss = ce.forward_backward(&mut z, &[1u8])?;
+    /// // 1000 caps to 30: the loss is about 30 rather than 1000.
+    /// assert!((loss.value - 30.0).abs() < 1e-3);
+    /// // tanh has saturated at 1000, so that logit gets (almost) no gradient.
+    /// assert!(z[0].abs() < 1e-6 && (z[1] + 1.0).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn softcap(mut self, cap: f32) -> Self {
+        self.softcap = Some(cap);
         self
     }
 
@@ -130,6 +185,16 @@ impl CrossEntropy {
         self.weights.as_deref()
     }
 
+    /// The z-loss coefficient (0 when off; as set, validated when used).
+    pub fn get_z_loss(&self) -> f32 {
+        self.z_loss
+    }
+
+    /// The soft-capping value, if any (as set; validated when used).
+    pub fn get_softcap(&self) -> Option<f32> {
+        self.softcap
+    }
+
     /// The requested kernel ([`Kernel::resolve`] tells which variant runs).
     pub fn get_kernel(&self) -> Kernel {
         self.kernel
@@ -150,7 +215,7 @@ impl CrossEntropy {
     /// ```
     pub fn forward<T: Target>(&self, logits: &[f32], targets: &[T]) -> Result<Loss, Error> {
         let ck = self.check(logits.len(), targets, None)?;
-        Ok(self.run(&ck, Io::Read(logits), targets))
+        Ok(self.run(&ck, Io::Read(logits), targets, Sinks::default()))
     }
 
     /// The loss, with the gradient `dLoss/dlogits` written over the logits.
@@ -171,7 +236,7 @@ impl CrossEntropy {
         targets: &[T],
     ) -> Result<Loss, Error> {
         let ck = self.check(logits.len(), targets, None)?;
-        Ok(self.run(&ck, Io::InPlace(logits), targets))
+        Ok(self.run(&ck, Io::InPlace(logits), targets, Sinks::default()))
     }
 
     /// The loss, with the gradient written into `grad` (same length as `logits`).
@@ -194,7 +259,67 @@ impl CrossEntropy {
         grad: &mut [f32],
     ) -> Result<Loss, Error> {
         let ck = self.check(logits.len(), targets, Some(grad.len()))?;
-        Ok(self.run(&ck, Io::Into(logits, grad), targets))
+        Ok(self.run(&ck, Io::Into(logits, grad), targets, Sinks::default()))
+    }
+
+    /// [`forward`](Self::forward), also writing per-row results into the buffers of
+    /// `outputs` (one value per row): the unreduced row losses (PyTorch's
+    /// `reduction='none'`, z-loss included) and the rows' log-sum-exp, which
+    /// [`backward`](Self::backward) takes to form a gradient later without the max and sum
+    /// passes. Ignored rows get a loss of 0 and an LSE of 0; a row whose loss is NaN gets a
+    /// NaN LSE.
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), plus [`Error::OutputLength`] for a per-row buffer
+    /// whose length is not the number of rows. On error the buffers are unchanged.
+    ///
+    /// ```
+    /// use xent::{CrossEntropy, Reduction, RowOutputs};
+    /// let ce = CrossEntropy::new(2).reduction(Reduction::None);
+    /// let (mut losses, mut lse) = ([0.0f32; 2], [0.0f32; 2]);
+    /// let z = [0.0, 0.0, 5.0, 0.0];
+    /// let loss = ce.forward_with(&z, &[0u8, 0], RowOutputs::new().losses(&mut losses).lse(&mut lse))?;
+    /// assert!((losses[0] - std::f32::consts::LN_2).abs() < 1e-6);
+    /// assert!(losses[1] < losses[0]);
+    /// assert!((loss.value - (losses[0] + losses[1])).abs() < 1e-6);
+    /// assert!((lse[0] - std::f32::consts::LN_2).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn forward_with<T: Target>(
+        &self,
+        logits: &[f32],
+        targets: &[T],
+        outputs: RowOutputs<'_>,
+    ) -> Result<Loss, Error> {
+        let ck = self.check(logits.len(), targets, None)?;
+        let sinks = outputs.checked(targets.len())?;
+        Ok(self.run(&ck, Io::Read(logits), targets, sinks))
+    }
+
+    /// [`forward_backward`](Self::forward_backward), also writing the per-row results of
+    /// [`forward_with`](Self::forward_with).
+    ///
+    /// # Errors
+    /// As [`forward_with`](Self::forward_with); on error nothing is written.
+    ///
+    /// ```
+    /// use xent::{CrossEntropy, RowOutputs};
+    /// let mut lse = [0.0f32; 1];
+    /// let mut z = [0.0f32, 0.0];
+    /// CrossEntropy::new(2).forward_backward_with(&mut z, &[1u8], RowOutputs::new().lse(&mut lse))?;
+    /// assert_eq!(z, [0.5, -0.5]);
+    /// assert!((lse[0] - std::f32::consts::LN_2).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn forward_backward_with<T: Target>(
+        &self,
+        logits: &mut [f32],
+        targets: &[T],
+        outputs: RowOutputs<'_>,
+    ) -> Result<Loss, Error> {
+        let ck = self.check(logits.len(), targets, None)?;
+        let sinks = outputs.checked(targets.len())?;
+        Ok(self.run(&ck, Io::InPlace(logits), targets, sinks))
     }
 
     /// Validates the options that do not depend on the data and resolves the kernel.
@@ -205,6 +330,12 @@ impl CrossEntropy {
         let eps = self.label_smoothing;
         if !(0.0..=1.0).contains(&eps) {
             return Err(Error::LabelSmoothing(eps));
+        }
+        if !(self.z_loss.is_finite() && self.z_loss >= 0.0) {
+            return Err(Error::ZLoss(self.z_loss));
+        }
+        if let Some(cap) = self.softcap.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(Error::Softcap(cap));
         }
         if let Some(w) = &self.weights {
             if w.len() != self.classes {
@@ -269,7 +400,7 @@ impl CrossEntropy {
         let eps = f64::from(self.label_smoothing);
         let sum_w = weights.map_or(classes as f64, |w| w.iter().map(|&v| f64::from(v)).sum());
         let (scale, zero_grad) = match self.reduction {
-            Reduction::Sum => (1.0, false),
+            Reduction::Sum | Reduction::None => (1.0, false),
             Reduction::Mean if weight == 0.0 => (0.0, true),
             Reduction::Mean => (1.0 / weight, false),
         };
@@ -285,29 +416,56 @@ impl CrossEntropy {
             sum_w,
             scale,
             zero_grad,
+            zc: f64::from(self.z_loss),
+            cap: self.softcap.map(|c| Cap {
+                cap: c,
+                inv: 1.0 / c,
+            }),
         })
     }
 
-    /// Runs a validated call on the fused or blocked path and reduces the loss.
-    fn run<T: Target>(&self, ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> Loss {
-        let (total, correct) = if ck.classes <= SMALL_MAX_CLASSES {
-            small(ck, io, targets)
-        } else if ck.classes <= FUSED_MAX_CLASSES {
-            fused(ck, io, targets)
-        } else {
-            blocked(ck, io, targets)
-        };
-        let value = match self.reduction {
-            Reduction::Sum => total,
+    /// Runs a validated call on the row-group, fused or blocked path and reduces the loss.
+    pub(crate) fn run<T: Target>(
+        &self,
+        ck: &Checked<'_>,
+        io: Io<'_>,
+        targets: &[T],
+        sinks: Sinks<'_>,
+    ) -> Loss {
+        let sums = ck.run_rows(io, targets, sinks);
+        self.reduce(ck, sums)
+    }
+
+    /// The [`Loss`] from the row sums of a validated call.
+    pub(crate) fn reduce(&self, ck: &Checked<'_>, s: RowSums) -> Loss {
+        let r = |x: f64| match self.reduction {
+            Reduction::Sum | Reduction::None => x,
             Reduction::Mean if ck.zero_grad => 0.0,
-            Reduction::Mean => total * ck.scale,
+            Reduction::Mean => x * ck.scale,
         };
         Loss {
-            value: value as f32,
+            value: r(s.loss) as f32,
+            z_loss: r(s.z) as f32,
             rows: ck.counted,
-            correct,
+            correct: s.correct,
             weight: ck.weight,
         }
+    }
+}
+
+/// Unreduced sums of a run of rows: loss (z-loss included), z-loss alone, correct count.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RowSums {
+    pub loss: f64,
+    pub z: f64,
+    pub correct: usize,
+}
+
+impl RowSums {
+    fn add(&mut self, o: RowSums) {
+        self.loss += o.loss;
+        self.z += o.z;
+        self.correct += o.correct;
     }
 }
 
@@ -327,6 +485,10 @@ pub(crate) struct Checked<'a> {
     /// Gradient scale: `1 / weight` for mean, 1 for sum, 0 for a mean over zero weight.
     scale: f64,
     zero_grad: bool,
+    /// z-loss coefficient (0 when off).
+    zc: f64,
+    /// Soft-capping, if any.
+    pub(crate) cap: Option<Cap>,
 }
 
 impl Checked<'_> {
@@ -355,6 +517,7 @@ impl Checked<'_> {
             None => RowPlan {
                 target: None,
                 grad_a: 0.0,
+                zloss: 0.0,
                 tfix: 0.0,
                 zero_grad: self.zero_grad,
             },
@@ -363,6 +526,7 @@ impl Checked<'_> {
                 RowPlan {
                     target: Some(t),
                     grad_a: self.scale * (c + self.k * self.sum_w),
+                    zloss: self.scale * 2.0 * self.zc,
                     tfix: (self.scale * c) as f32,
                     zero_grad: self.zero_grad,
                 }
@@ -370,10 +534,11 @@ impl Checked<'_> {
         }
     }
 
-    /// The row loss and whether the prediction is correct, from the row's statistics:
-    /// `c (ln S - (z_t - m)) + k (S_w ln S - sum_j w_j (z_j - m))`.
+    /// The row's loss, z-loss, log-sum-exp and whether the prediction is correct, from
+    /// its statistics: `c (ln S - (z_t - m)) + k (S_w ln S - sum_j w_j (z_j - m))` plus
+    /// `zc lse^2`, `lse = m + ln S`.
     #[inline]
-    fn row_loss(&self, t: usize, m: &Merged, target_logit: f32) -> (f64, bool) {
+    fn row_loss(&self, t: usize, m: &Merged, target_logit: f32) -> RowLoss {
         let ln_s = m.ln_sum();
         // In f64: `z_t - max` can overflow f32 when the logits span +-3.4e38.
         let target_rel = f64::from(target_logit) - f64::from(m.max);
@@ -381,7 +546,38 @@ impl Checked<'_> {
         if self.k != 0.0 {
             loss += self.k * (self.sum_w * ln_s - m.wsum);
         }
-        (loss, !ln_s.is_nan() && m.argmax == t)
+        let lse = f64::from(m.max) + ln_s;
+        let z = if self.zc != 0.0 {
+            self.zc * lse * lse
+        } else {
+            0.0
+        };
+        RowLoss {
+            loss: loss + z,
+            z,
+            lse,
+            correct: !ln_s.is_nan() && m.argmax == t,
+        }
+    }
+
+    /// For a backward pass from a saved log-sum-exp with upstream gradient `u`: the
+    /// target, `u a`, `u c` and the per-class constant scaled by `u` (see `crate::rows`);
+    /// `None` for an ignored row.
+    pub(crate) fn upstream_plan<T: Target>(&self, t: T, u: f64) -> UpstreamPlan<'_> {
+        let t = self.target(t)?;
+        let c = self.nll_weight(t);
+        let b = (u * self.k) as f32;
+        let beta = match (self.k != 0.0, self.weights) {
+            (false, _) => Beta::Zero,
+            (true, None) => Beta::Uniform(b),
+            (true, Some(w)) => Beta::Weighted(b, w),
+        };
+        Some((t, u * (c + self.k * self.sum_w), u * c, beta))
+    }
+
+    /// The z-loss coefficient.
+    pub(crate) fn zc(&self) -> f64 {
+        self.zc
     }
 
     fn smooth(&self) -> Smooth<'_> {
@@ -402,6 +598,41 @@ impl Checked<'_> {
     }
 }
 
+/// One row's results.
+struct RowLoss {
+    loss: f64,
+    z: f64,
+    lse: f64,
+    correct: bool,
+}
+
+impl Checked<'_> {
+    /// The unreduced sums over all rows, by the path the shape and options select; per-row
+    /// results go to `sinks`.
+    pub(crate) fn run_rows<T: Target>(
+        &self,
+        io: Io<'_>,
+        targets: &[T],
+        sinks: Sinks<'_>,
+    ) -> RowSums {
+        // The row-group path computes its losses in f32 at a fixed scale and has no
+        // per-row outputs: options beyond PyTorch's take the fused path.
+        let plain = self.zc == 0.0 && self.cap.is_none() && sinks.is_empty();
+        if self.classes <= SMALL_MAX_CLASSES && plain {
+            let (loss, correct) = small(self, io, targets);
+            RowSums {
+                loss,
+                z: 0.0,
+                correct,
+            }
+        } else if self.classes <= FUSED_MAX_CLASSES {
+            fused(self, io, targets, sinks)
+        } else {
+            blocked(self, io, targets, sinks)
+        }
+    }
+}
+
 /// Rows of at most 16 classes: the row-group kernel, chunks of rows across threads,
 /// chunk losses summed in chunk order.
 fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize) {
@@ -415,67 +646,84 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
         smooth: ck.smooth(),
         beta: ck.beta(),
     };
-    sum_row_chunks(io, ck.classes, |row0, chunk| {
-        let targets = &targets[row0..];
-        let plan = |r: usize| match ck.target(targets[r]) {
-            None => (-1.0, 0.0),
-            Some(t) => (t as f32, ck.weights.map_or(1.0, |w| w[t])),
-        };
-        with_backend!(ck.backend, k => k.ce_small(chunk, &job, plan))
-    })
-}
-
-/// Runs `f` on chunks of whole rows (in parallel when worth it) and adds the chunks'
-/// `(loss, correct)` in chunk order, so the sum is the same for any thread count.
-fn sum_row_chunks<F>(io: Io<'_>, classes: usize, f: F) -> (f64, usize)
-where
-    F: Fn(usize, Io<'_>) -> (f64, usize) + Sync,
-{
     let (mut total, mut correct) = (0f64, 0usize);
-    for_row_chunks(io, classes, f, |(l, c)| {
-        total += l;
-        correct += c;
-    });
+    for_row_chunks(
+        io,
+        ck.classes,
+        |row0, chunk| {
+            let targets = &targets[row0..];
+            let plan = |r: usize| match ck.target(targets[r]) {
+                None => (-1.0, 0.0),
+                Some(t) => (t as f32, ck.weights.map_or(1.0, |w| w[t])),
+            };
+            with_backend!(ck.backend, k => k.ce_small(chunk, &job, plan))
+        },
+        |(l, c)| {
+            total += l;
+            correct += c;
+        },
+    );
     (total, correct)
 }
 
 /// Rows that fit in L2: three passes per row inside the kernel, chunks of rows across
-/// threads, chunk losses summed in chunk order.
-fn fused<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize) {
+/// threads, chunk sums added in chunk order.
+fn fused<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T], sinks: Sinks<'_>) -> RowSums {
     let job = RowsJob {
         classes: ck.classes,
         smooth: ck.smooth(),
         beta: ck.beta(),
+        cap: ck.cap,
     };
-    sum_row_chunks(io, ck.classes, |row0, chunk| {
-        let (mut loss, mut ok) = (0f64, 0usize);
-        let targets = &targets[row0..];
-        let plan = |r: usize| ck.plan(targets[r]);
-        let out = |r: usize, o: RowOut| {
-            if let Some(t) = ck.target(targets[r]) {
-                let m = Merged::from_block(o.stats, 0, 0.0);
-                let (l, c) = ck.row_loss(t, &m, o.target_logit);
-                loss += l;
-                ok += usize::from(c);
-            }
-        };
-        with_backend!(ck.backend, k => k.ce_rows(chunk, &job, plan, out));
-        (loss, ok)
-    })
+    let mut sums = RowSums::default();
+    for_row_chunks_with(
+        io,
+        sinks,
+        ck.classes,
+        |row0, chunk, mut sinks| {
+            let mut sums = RowSums::default();
+            sinks.fill_zero();
+            let targets = &targets[row0..];
+            let plan = |r: usize| ck.plan(targets[r]);
+            let out = |r: usize, o: RowOut| {
+                if let Some(t) = ck.target(targets[r]) {
+                    let m = Merged::from_block(o.stats, 0, 0.0);
+                    let row = ck.row_loss(t, &m, o.target_logit);
+                    sinks.put(r, row.loss, row.lse);
+                    sums.add(RowSums {
+                        loss: row.loss,
+                        z: row.z,
+                        correct: usize::from(row.correct),
+                    });
+                }
+            };
+            with_backend!(ck.backend, k => k.ce_rows(chunk, &job, plan, out));
+            sums
+        },
+        |s| sums.add(s),
+    );
+    sums
 }
 
 /// Per-row results of the blocked path's merge phase.
 struct RowGrad {
     max: f32,
-    alpha: f32,
+    alpha: f64,
     target: Option<usize>,
+    /// The capped target logit (soft-capping only).
+    yt: f32,
     tfix: f32,
     zero: bool,
 }
 
 /// Rows longer than `FUSED_MAX_CLASSES`: statistics per block (in parallel), merged per
 /// row in block order, then the gradient per block from the merged statistics.
-fn blocked<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize) {
+fn blocked<T: Target>(
+    ck: &Checked<'_>,
+    io: Io<'_>,
+    targets: &[T],
+    mut sinks: Sinks<'_>,
+) -> RowSums {
     let c = ck.classes;
     let nb = c.div_ceil(BLOCK_CLASSES);
     let par = go_parallel(io.len());
@@ -493,7 +741,7 @@ fn blocked<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usiz
             Smooth::Weighted(w) => Smooth::Weighted(&w[lo..hi]),
             other => other,
         };
-        with_backend!(ck.backend, k => k.stats(z, s))
+        with_backend!(ck.backend, k => k.stats(z, s, ck.cap))
     });
     // Phase 2: merge per row in block order; row loss; gradient coefficients.
     let block_weight = |b: usize| {
@@ -504,7 +752,8 @@ fn blocked<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usiz
             Smooth::Weighted(w) => w[lo..hi].iter().map(|&v| f64::from(v)).sum(),
         }
     };
-    let (mut total, mut correct) = (0f64, 0usize);
+    let mut sums = RowSums::default();
+    sinks.fill_zero();
     let mut grads = Vec::with_capacity(targets.len());
     let mut blocks = stats.chunks_exact(nb);
     for (r, &t) in targets.iter().enumerate() {
@@ -514,6 +763,7 @@ fn blocked<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usiz
                 max: 0.0,
                 alpha: 0.0,
                 target: None,
+                yt: 0.0,
                 tfix: 0.0,
                 zero: true,
             });
@@ -524,18 +774,32 @@ fn blocked<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usiz
         for (b, s) in row_stats.iter().enumerate().skip(1) {
             m = m.merge(Merged::from_block(*s, b * BLOCK_CLASSES, block_weight(b)));
         }
-        let (l, ok) = ck.row_loss(t, &m, src[r * c + t]);
-        total += l;
-        correct += usize::from(ok);
+        let zt = src[r * c + t];
+        let yt = match ck.cap {
+            Some(cap) => with_backend!(ck.backend, k => k.softcap(zt, cap)),
+            None => zt,
+        };
+        let row = ck.row_loss(t, &m, yt);
+        sinks.put(r, row.loss, row.lse);
+        sums.add(RowSums {
+            loss: row.loss,
+            z: row.z,
+            correct: usize::from(row.correct),
+        });
         let sum = if m.max == f32::NEG_INFINITY {
             f64::NAN
         } else {
             m.sum
         };
+        let mut a = plan.grad_a;
+        if plan.zloss != 0.0 {
+            a += plan.zloss * row.lse;
+        }
         grads.push(RowGrad {
             max: m.max,
-            alpha: (plan.grad_a / sum) as f32,
+            alpha: a / sum,
             target: Some(t),
+            yt,
             tfix: plan.tfix,
             zero: plan.zero_grad,
         });
@@ -560,16 +824,29 @@ fn blocked<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usiz
                 piece.dst_mut().fill(0.0);
                 return;
             }
-            let beta = match beta {
-                Beta::Weighted(k, w) => Beta::Weighted(k, &w[lo..lo + piece.len()]),
+            let n = piece.len();
+            let block_beta = match beta {
+                Beta::Weighted(k, w) => Beta::Weighted(k, &w[lo..lo + n]),
                 other => other,
             };
-            let n = piece.len();
-            with_backend!(ck.backend, k => k.grad_from_stats(piece.reborrow(), g.max, g.alpha, beta));
+            with_backend!(ck.backend, k => k.grad_from_stats(piece.reborrow(), g.max, g.alpha as f32, block_beta, ck.cap));
             if let Some(t) = g.target.filter(|&t| t >= lo && t < lo + n) {
-                piece.dst_mut()[t - lo] -= g.tfix;
+                let dst = &mut piece.dst_mut()[t - lo];
+                match ck.cap {
+                    None => *dst -= g.tfix,
+                    Some(_) => *dst = capped_target_grad(ck, g, beta_at(beta, t)),
+                }
             }
         });
     }
-    (total, correct)
+    sums
+}
+
+/// The target entry of a soft-capped row's gradient, in f64 from the statistics:
+/// `(alpha e_t - beta_t - tfix) (1 - (y_t / cap)^2)`.
+fn capped_target_grad(ck: &Checked<'_>, g: &RowGrad, beta_t: f64) -> f32 {
+    let cap = ck.cap.map_or(1.0, |c| f64::from(c.cap));
+    let y = f64::from(g.yt) / cap;
+    let e = (f64::from(g.yt) - f64::from(g.max)).exp();
+    ((g.alpha * e - beta_t - f64::from(g.tfix)) * ((1.0 - y) * (1.0 + y))) as f32
 }

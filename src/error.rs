@@ -56,6 +56,29 @@ pub enum Error {
     },
     /// Label smoothing outside `[0, 1]`, or NaN.
     LabelSmoothing(f32),
+    /// A z-loss coefficient that is negative, NaN or infinite.
+    ZLoss(f32),
+    /// A soft-capping value that is not finite and positive.
+    Softcap(f32),
+    /// An input buffer with one value per row (log-sum-exp, upstream gradients, shard
+    /// statistics) has the wrong length.
+    InputLength {
+        /// Which input.
+        what: &'static str,
+        /// Length given.
+        len: usize,
+        /// Length required (the number of rows).
+        expected: usize,
+    },
+    /// A vocabulary shard `[offset, offset + width)` does not lie inside `0..classes`.
+    ShardRange {
+        /// First class of the shard.
+        offset: usize,
+        /// Classes in the shard.
+        width: usize,
+        /// Classes per row.
+        classes: usize,
+    },
     /// The requested kernel cannot run on this CPU (see [`Kernel::available`]).
     KernelUnavailable(Kernel),
 }
@@ -94,6 +117,26 @@ impl fmt::Display for Error {
             Error::LabelSmoothing(eps) => {
                 write!(f, "label smoothing {eps} is outside [0, 1]")
             }
+            Error::ZLoss(c) => {
+                write!(f, "z-loss coefficient {c} must be finite and non-negative")
+            }
+            Error::Softcap(c) => write!(f, "soft-capping value {c} must be finite and positive"),
+            Error::InputLength {
+                what,
+                len,
+                expected,
+            } => write!(
+                f,
+                "{what} has length {len}, expected {expected} (one per row)"
+            ),
+            Error::ShardRange {
+                offset,
+                width,
+                classes,
+            } => write!(
+                f,
+                "shard of {width} classes at offset {offset} does not fit in {classes} classes"
+            ),
             Error::KernelUnavailable(k) => write!(
                 f,
                 "kernel {k:?} cannot run on this CPU; available: {:?}",

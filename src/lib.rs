@@ -90,6 +90,7 @@ mod kernel;
 mod loss;
 mod parallel;
 pub mod reference;
+mod rows;
 mod softmax;
 mod stats;
 mod target;
@@ -98,6 +99,7 @@ pub use api::{CrossEntropy, Reduction};
 pub use error::Error;
 pub use kernel::Kernel;
 pub use loss::Loss;
+pub use rows::RowOutputs;
 pub use target::Target;
 
 /// Row-wise softmax of `x` (rows of `classes`) in place, with [`Kernel::Auto`]; see

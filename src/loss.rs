@@ -10,8 +10,11 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Loss {
-    /// The reduced loss.
+    /// The reduced loss (z-loss included).
     pub value: f32,
+    /// The z-loss part of `value`, reduced the same way (0 without
+    /// [`z_loss`](crate::CrossEntropy::z_loss)).
+    pub z_loss: f32,
     /// Rows counted (targets not equal to the ignore index).
     pub rows: usize,
     /// Counted rows whose predicted class equals the target.

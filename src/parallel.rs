@@ -30,38 +30,62 @@ pub(crate) fn go_parallel(logits: usize) -> bool {
 
 /// Calls `f(first_row, chunk)` for consecutive chunks of `rows_per_chunk` whole rows of
 /// `io` and feeds the results to `fold` in chunk order.
-pub(crate) fn for_row_chunks<R, F, G>(io: Io<'_>, classes: usize, f: F, mut fold: G)
+pub(crate) fn for_row_chunks<R, F, G>(io: Io<'_>, classes: usize, f: F, fold: G)
 where
     R: Send,
     F: Fn(usize, Io<'_>) -> R + Sync,
     G: FnMut(R),
 {
+    for_row_chunks_with(io, (), classes, |row, io, ()| f(row, io), fold);
+}
+
+/// Per-row buffers that travel with the logits when the rows are cut into chunks.
+pub(crate) trait SplitRows: Send + Sized {
+    /// Splits off the first `rows` rows.
+    fn split_rows(self, rows: usize) -> (Self, Self);
+}
+
+impl SplitRows for () {
+    fn split_rows(self, _: usize) -> ((), ()) {
+        ((), ())
+    }
+}
+
+/// [`for_row_chunks`] with per-row buffers `x` cut at the same row boundaries.
+pub(crate) fn for_row_chunks_with<X, R, F, G>(io: Io<'_>, x: X, classes: usize, f: F, mut fold: G)
+where
+    X: SplitRows,
+    R: Send,
+    F: Fn(usize, Io<'_>, X) -> R + Sync,
+    G: FnMut(R),
+{
     let per = rows_per_chunk(classes);
     let chunk = per * classes;
-    if !go_parallel(io.len()) {
-        let mut rest = io;
+    let mut rest = (io, x);
+    if !go_parallel(rest.0.len()) {
         let mut row = 0;
-        while rest.len() > 0 {
-            let n = chunk.min(rest.len());
-            let (head, tail) = rest.split_at(n);
-            fold(f(row, head));
-            rest = tail;
+        while rest.0.len() > 0 {
+            let n = chunk.min(rest.0.len());
+            let (head, tail) = rest.0.split_at(n);
+            let (xh, xt) = rest.1.split_rows(n / classes);
+            fold(f(row, head, xh));
+            rest = (tail, xt);
             row += per;
         }
         return;
     }
-    let mut chunks = Vec::with_capacity(io.len().div_ceil(chunk));
-    let mut rest = io;
-    while rest.len() > 0 {
-        let n = chunk.min(rest.len());
-        let (head, tail) = rest.split_at(n);
-        chunks.push(head);
-        rest = tail;
+    let mut chunks = Vec::with_capacity(rest.0.len().div_ceil(chunk));
+    while rest.0.len() > 0 {
+        let n = chunk.min(rest.0.len());
+        let (head, tail) = rest.0.split_at(n);
+        let (xh, xt) = rest.1.split_rows(n / classes);
+        chunks.push((head, xh));
+        rest = (tail, xt);
     }
     let results: Vec<R> = chunks
         .into_par_iter()
         .enumerate()
-        .map(|(i, io)| f(i * per, io))
+        .map(|(i, (io, x))| f(i * per, io, x))
         .collect();
     results.into_iter().for_each(fold);
 }

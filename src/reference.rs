@@ -1,27 +1,33 @@
 //! The scalar reference: the executable specification every kernel is tested against.
 //!
 //! Plain loops, f64 throughout, no cleverness. Per counted row with target `t`, class
-//! weights `w` (all 1 without weights), smoothing `eps` and `C` classes:
+//! weights `w` (all 1 without weights), smoothing `eps`, z-loss coefficient `zc` and `C`
+//! classes, on `y = z`, or `y = cap tanh(z / cap)` with soft-capping:
 //!
 //! ```text
-//! logp_j = (z_j - max) - ln sum_k exp(z_k - max)
-//! loss   = (1 - eps) w_t (-logp_t) + (eps / C) sum_j w_j (-logp_j)
-//! grad_j = scale ((1 - eps) w_t (p_j - [j = t]) + (eps / C) (W p_j - w_j)),  W = sum_j w_j
+//! lse    = ln sum_k exp(y_k)            (computed as max + ln sum_k exp(y_k - max))
+//! logp_j = y_j - lse
+//! loss   = (1 - eps) w_t (-logp_t) + (eps / C) sum_j w_j (-logp_j) + zc lse^2
+//! grad_j = scale ((1 - eps) w_t (p_j - [j = t]) + (eps / C) (W p_j - w_j) + 2 zc lse p_j) s_j
 //! ```
 //!
-//! The reduced value is the sum of row losses times `scale` = `1 / sum of counted w_t`
-//! (mean) or 1 (sum); a mean over zero weight is 0 with a zero gradient. A counted row
-//! with a NaN or +inf logit, or with every logit -inf, has NaN loss and gradient; ignored
-//! rows get a zero gradient whatever they hold. Errors are those of the fast path (the same
-//! checks run first).
+//! with `W = sum_j w_j` and `s_j = 1 - (y_j / cap)^2` (1 without capping). The reduced
+//! value is the sum of row losses times `scale` = `1 / sum of counted w_t` (mean) or 1
+//! (sum, none); a mean over zero weight is 0 with a zero gradient. A counted row with a
+//! NaN or +inf logit, or with every logit -inf, has NaN loss and gradient (after capping,
+//! only NaN remains non-finite); ignored rows get a zero gradient whatever they hold. The
+//! predicted class is the first argmax of the raw logits. Errors are those of the fast path
+//! (the same checks run first).
 
 use crate::{CrossEntropy, Error, Reduction, Target};
 
 /// The reference result of a cross-entropy call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reference {
-    /// The reduced loss.
+    /// The reduced loss (z-loss included).
     pub value: f64,
+    /// The reduced z-loss part of `value`.
+    pub z_loss: f64,
     /// Rows counted.
     pub rows: usize,
     /// Counted rows whose first argmax is the target (never a NaN row).
@@ -30,6 +36,31 @@ pub struct Reference {
     pub weight: f64,
     /// The gradient, row-major like the logits.
     pub grad: Vec<f64>,
+    /// Unreduced row losses (0 for ignored rows).
+    pub row_losses: Vec<f64>,
+    /// Row log-sum-exp of `y` (0 for ignored rows, NaN for NaN rows).
+    pub lse: Vec<f64>,
+}
+
+/// The logits the loss sees: soft-capped when that option is on.
+fn capped(ce: &CrossEntropy, z: &[f32]) -> Vec<f64> {
+    match ce.get_softcap() {
+        None => z.iter().map(|&v| f64::from(v)).collect(),
+        Some(cap) => {
+            let cap = f64::from(cap);
+            z.iter()
+                .map(|&v| cap * (f64::from(v) / cap).tanh())
+                .collect()
+        }
+    }
+}
+
+/// The soft-capping chain factor at a capped value.
+fn slope(ce: &CrossEntropy, y: f64) -> f64 {
+    ce.get_softcap().map_or(1.0, |cap| {
+        let t = y / f64::from(cap);
+        1.0 - t * t
+    })
 }
 
 /// Loss and gradient of `ce` on `logits`, `targets`, in f64.
@@ -52,6 +83,7 @@ pub fn cross_entropy<T: Target>(
     ce.check(logits.len(), targets, None)?;
     let c = ce.classes();
     let eps = f64::from(ce.get_label_smoothing());
+    let zc = f64::from(ce.get_z_loss());
     let weights = ce.get_class_weights();
     let w = |j: usize| weights.map_or(1.0, |w| f64::from(w[j]));
     let w_total: f64 = (0..c).map(w).sum();
@@ -62,20 +94,27 @@ pub fn cross_entropy<T: Target>(
         .collect();
     let weight: f64 = counted.iter().map(|&(_, t)| w(t)).sum();
     let scale = match ce.get_reduction() {
-        Reduction::Sum => 1.0,
+        Reduction::Sum | Reduction::None => 1.0,
         _ if weight == 0.0 => 0.0,
         _ => 1.0 / weight,
     };
-    let (mut total, mut correct) = (0.0, 0);
+    let (mut total, mut ztotal, mut correct) = (0.0, 0.0, 0);
+    let rows = targets.len();
+    let (mut row_losses, mut lses) = (vec![0.0; rows], vec![0.0; rows]);
     let mut grad = vec![0.0; logits.len()];
     for &(r, t) in &counted {
         let z = &logits[r * c..(r + 1) * c];
-        let logp = log_softmax_row(z);
+        let y = capped(ce, z);
+        let (logp, lse) = log_softmax_row(&y);
         let mut loss = (1.0 - eps) * w(t) * -logp[t];
         if eps != 0.0 {
             loss += eps / c as f64 * (0..c).map(|j| w(j) * -logp[j]).sum::<f64>();
         }
-        total += loss;
+        let zl = if zc != 0.0 { zc * lse * lse } else { 0.0 };
+        total += loss + zl;
+        ztotal += zl;
+        row_losses[r] = loss + zl;
+        lses[r] = lse;
         let first_argmax = (0..c).fold(0, |a, j| if z[j] > z[a] { j } else { a });
         correct += usize::from(!logp[0].is_nan() && first_argmax == t);
         if scale == 0.0 {
@@ -85,32 +124,93 @@ pub fn cross_entropy<T: Target>(
         for j in 0..c {
             let p = logp[j].exp();
             let onehot = if j == t { 1.0 } else { 0.0 };
-            let g = (1.0 - eps) * w(t) * (p - onehot) + eps / c as f64 * (w_total * p - w(j));
-            grad[r * c + j] = scale * g;
+            let mut g = (1.0 - eps) * w(t) * (p - onehot) + eps / c as f64 * (w_total * p - w(j));
+            if zc != 0.0 {
+                g += 2.0 * zc * lse * p;
+            }
+            grad[r * c + j] = scale * g * slope(ce, y[j]);
         }
     }
-    let value = if scale == 0.0 { 0.0 } else { total * scale };
+    let r = |x: f64| if scale == 0.0 { 0.0 } else { x * scale };
     Ok(Reference {
-        value,
+        value: r(total),
+        z_loss: r(ztotal),
         rows: counted.len(),
         correct,
         weight,
         grad,
+        row_losses,
+        lse: lses,
     })
 }
 
-/// Log-softmax of one row in f64; NaN everywhere for a row with NaN, +inf, or only -inf.
-fn log_softmax_row(z: &[f32]) -> Vec<f64> {
-    let bad = z.iter().any(|v| v.is_nan() || *v == f32::INFINITY)
-        || z.iter().all(|v| *v == f32::NEG_INFINITY);
-    if bad {
-        return vec![f64::NAN; z.len()];
+/// The gradient of `sum_i upstream[i] loss_i` given the rows' saved log-sum-exp, as
+/// [`CrossEntropy::backward`] defines it (no reduction; ignored rows zero).
+///
+/// # Errors
+/// Exactly the errors [`CrossEntropy::backward`] returns for the same input.
+///
+/// ```
+/// let ce = xent::CrossEntropy::new(2);
+/// let g = xent::reference::backward(&ce, &[0.0, 0.0], &[0u8], &[std::f32::consts::LN_2], &[2.0])?;
+/// assert!((g[0] + 1.0).abs() < 1e-7 && (g[1] - 1.0).abs() < 1e-7);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn backward<T: Target>(
+    ce: &CrossEntropy,
+    logits: &[f32],
+    targets: &[T],
+    lse: &[f32],
+    upstream: &[f32],
+) -> Result<Vec<f64>, Error> {
+    ce.check(logits.len(), targets, None)?;
+    for (what, b) in [("lse", lse), ("upstream", upstream)] {
+        if b.len() != targets.len() {
+            return Err(Error::InputLength {
+                what,
+                len: b.len(),
+                expected: targets.len(),
+            });
+        }
     }
-    let m = z
-        .iter()
-        .fold(f64::NEG_INFINITY, |a, &v| a.max(f64::from(v)));
-    let s: f64 = z.iter().map(|&v| (f64::from(v) - m).exp()).sum();
-    z.iter().map(|&v| (f64::from(v) - m) - s.ln()).collect()
+    let c = ce.classes();
+    let eps = f64::from(ce.get_label_smoothing());
+    let zc = f64::from(ce.get_z_loss());
+    let weights = ce.get_class_weights();
+    let w = |j: usize| weights.map_or(1.0, |w| f64::from(w[j]));
+    let w_total: f64 = (0..c).map(w).sum();
+    let ignore = ce.get_ignore_index().map(i128::from);
+    let mut grad = vec![0.0; logits.len()];
+    for (r, t) in targets.iter().enumerate() {
+        if Some(t.class()) == ignore {
+            continue;
+        }
+        let t = t.class() as usize;
+        let (l, u) = (f64::from(lse[r]), f64::from(upstream[r]));
+        let y = capped(ce, &logits[r * c..(r + 1) * c]);
+        for j in 0..c {
+            let p = (y[j] - l).exp();
+            let onehot = if j == t { 1.0 } else { 0.0 };
+            let g = (1.0 - eps) * w(t) * (p - onehot)
+                + eps / c as f64 * (w_total * p - w(j))
+                + 2.0 * zc * l * p;
+            grad[r * c + j] = u * g * slope(ce, y[j]);
+        }
+    }
+    Ok(grad)
+}
+
+/// Log-softmax of one row in f64 and its log-sum-exp; NaN everywhere for a row with NaN,
+/// +inf, or only -inf.
+fn log_softmax_row(z: &[f64]) -> (Vec<f64>, f64) {
+    let bad = z.iter().any(|v| v.is_nan() || *v == f64::INFINITY)
+        || z.iter().all(|v| *v == f64::NEG_INFINITY);
+    if bad {
+        return (vec![f64::NAN; z.len()], f64::NAN);
+    }
+    let m = z.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v));
+    let s: f64 = z.iter().map(|&v| (v - m).exp()).sum();
+    (z.iter().map(|&v| (v - m) - s.ln()).collect(), m + s.ln())
 }
 
 /// Row-wise softmax in f64.
@@ -139,7 +239,9 @@ pub fn softmax(x: &[f32], classes: usize) -> Result<Vec<f64>, Error> {
 /// ```
 pub fn log_softmax(x: &[f32], classes: usize) -> Result<Vec<f64>, Error> {
     rows_ok(x.len(), classes)?;
-    Ok(x.chunks(classes).flat_map(log_softmax_row).collect())
+    Ok(x.chunks(classes)
+        .flat_map(|z| log_softmax_row(&z.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()).0)
+        .collect())
 }
 
 /// Row-wise log-sum-exp in f64 (`torch.logsumexp` semantics for non-finite rows).

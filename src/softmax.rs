@@ -150,12 +150,12 @@ impl CrossEntropy {
 /// blocks. `weight` is the sum of the smoothing weights (unused without smoothing).
 pub(crate) fn row_stats(b: Backend, row: &[f32], smooth: Smooth<'_>, weight: f64) -> Merged {
     if row.len() <= FUSED_MAX_CLASSES {
-        let s: BlockStats = with_backend!(b, k => k.stats(row, smooth));
+        let s: BlockStats = with_backend!(b, k => k.stats(row, smooth, None));
         return Merged::from_block(s, 0, weight);
     }
     let mut merged: Option<Merged> = None;
     for (i, z) in row.chunks(BLOCK_CLASSES).enumerate() {
-        let s: BlockStats = with_backend!(b, k => k.stats(z, Smooth::Off));
+        let s: BlockStats = with_backend!(b, k => k.stats(z, Smooth::Off, None));
         let m = Merged::from_block(s, i * BLOCK_CLASSES, 0.0);
         merged = Some(merged.map_or(m, |acc| acc.merge(m)));
     }
@@ -204,7 +204,7 @@ fn rows_apply(b: Backend, c: usize, io: Io<'_>, log: bool) {
                             } else {
                                 m.sum
                             }) as f32;
-                        with_backend!(b, k => k.grad_from_stats(blk, m.max, alpha, crate::arch::Beta::Zero));
+                        with_backend!(b, k => k.grad_from_stats(blk, m.max, alpha, crate::arch::Beta::Zero, None));
                     }
                     off += w;
                 }

@@ -76,3 +76,29 @@ fn exhaustive_small_shapes() {
         }
     }
 }
+
+/// Rows longer than the fused path's limit take the blocked path (block statistics, merge,
+/// gradient per block): every option through every entry point, against the reference.
+#[test]
+fn blocked_path_matches_reference() {
+    for c in [131_073usize, 300_001] {
+        let z: Vec<f32> = [seeded_row(7, c), seeded_row(8, c)].concat();
+        let t = [5i64, (c - 1) as i64];
+        let w: Vec<f32> = (0..c).map(|j| 0.5 + (j % 7) as f32).collect();
+        for ce in [
+            CrossEntropy::new(c),
+            CrossEntropy::new(c)
+                .label_smoothing(0.2)
+                .class_weights(w.clone()),
+            CrossEntropy::new(c).z_loss(1e-3).softcap(20.0),
+            CrossEntropy::new(c)
+                .reduction(xent::Reduction::None)
+                .label_smoothing(0.1)
+                .z_loss(1e-4)
+                .softcap(5.0)
+                .ignore_index(5),
+        ] {
+            check_all_entry_points(&ce, &z, &t).unwrap();
+        }
+    }
+}

@@ -35,6 +35,7 @@ fn same_bits_on_1_2_3_8_threads() {
                     .kernel(k)
                     .reduction(Reduction::Sum)
                     .label_smoothing(0.1),
+                CrossEntropy::new(c).kernel(k).z_loss(1e-3).softcap(15.0),
             ] {
                 let go = || {
                     let mut g = z.clone();

@@ -297,3 +297,98 @@ fn cross_entropy_is_send_sync_clone_debug_and_kernel_copy_eq() {
     fn is_error<E: std::error::Error + Send + Sync + 'static>() {}
     is_error::<Error>();
 }
+
+#[test]
+fn z_loss_and_softcap_ranges() {
+    let z = [0.5f32, -0.5];
+    for c in [-1e-3f32, f32::NAN, f32::INFINITY] {
+        let got = CrossEntropy::new(2)
+            .z_loss(c)
+            .forward(&z, &[0u8])
+            .unwrap_err();
+        assert!(matches!(got, Error::ZLoss(v) if v.to_bits() == c.to_bits()));
+        assert!(got.to_string().contains("z-loss"));
+        if !c.is_nan() {
+            // (NaN inside the error compares unequal to itself.)
+            rejects(&CrossEntropy::new(2).z_loss(c), &z, &[0u8], 2, &got);
+        }
+    }
+    for c in [0.0f32, -1.0, f32::NAN, f32::INFINITY] {
+        let got = CrossEntropy::new(2)
+            .softcap(c)
+            .forward(&z, &[0u8])
+            .unwrap_err();
+        assert!(matches!(got, Error::Softcap(v) if v.to_bits() == c.to_bits()));
+        if !c.is_nan() {
+            rejects(&CrossEntropy::new(2).softcap(c), &z, &[0u8], 2, &got);
+        }
+    }
+    // The edges of the valid ranges are accepted.
+    assert!(
+        CrossEntropy::new(2)
+            .z_loss(0.0)
+            .softcap(f32::MIN_POSITIVE)
+            .forward(&z, &[0u8])
+            .is_ok()
+    );
+}
+
+#[test]
+fn per_row_buffers_and_backward_inputs() {
+    let ce = CrossEntropy::new(2);
+    let z = [0.5f32, -0.5, 1.0, 2.0];
+    let t = [0u8, 1];
+    // A per-row output of the wrong length: nothing written anywhere.
+    let (mut short, mut ok) = ([f32::NAN; 1], [f32::NAN; 2]);
+    let outs = xent::RowOutputs::new().losses(&mut ok).lse(&mut short);
+    let e = ce.forward_with(&z, &t, outs).unwrap_err();
+    assert_eq!(
+        e,
+        Error::OutputLength {
+            len: 1,
+            expected: 2
+        }
+    );
+    assert!(ok.iter().chain(&short).all(|v| v.is_nan()));
+    let mut zz = z;
+    let outs = xent::RowOutputs::new().losses(&mut short);
+    assert!(ce.forward_backward_with(&mut zz, &t, outs).is_err());
+    assert_eq!(bits(&zz), bits(&z));
+    // Backward: lse and upstream need one value per row.
+    for (lse, up, what) in [
+        (&[0.0f32][..], &[1.0f32, 1.0][..], "lse"),
+        (&[0.0, 0.0], &[1.0], "upstream"),
+    ] {
+        let mut zz = z;
+        let e = ce.backward(&mut zz, &t, lse, up).unwrap_err();
+        assert_eq!(
+            e,
+            Error::InputLength {
+                what,
+                len: 1,
+                expected: 2
+            }
+        );
+        assert!(e.to_string().contains(what));
+        assert_eq!(bits(&zz), bits(&z));
+    }
+    let mut g = [f32::NAN; 3];
+    let e = ce
+        .backward_into(&z, &t, &[0.0; 2], &[1.0; 2], &mut g)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::OutputLength {
+            len: 3,
+            expected: 4
+        }
+    );
+    assert!(g.iter().all(|v| v.is_nan()));
+    // Target errors come first, as for every entry point.
+    let mut zz = z;
+    let e = ce
+        .backward(&mut zz, &[0u8, 2], &[0.0; 2], &[1.0; 2])
+        .unwrap_err();
+    assert!(matches!(e, Error::TargetOutOfRange { row: 1, .. }));
+    assert_eq!(bits(&zz), bits(&z));
+}

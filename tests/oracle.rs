@@ -65,6 +65,14 @@ fn finite_difference_gradient() {
         CrossEntropy::new(c)
             .class_weights(vec![1.0, 2.0, 0.5, 3.0, 1.5])
             .label_smoothing(0.1),
+        // The LLM options: z-loss's `2 zc lse p` and soft-capping's chain factor.
+        CrossEntropy::new(c).z_loss(0.3),
+        CrossEntropy::new(c).softcap(1.5).reduction(Reduction::Sum),
+        CrossEntropy::new(c)
+            .softcap(2.0)
+            .z_loss(0.05)
+            .label_smoothing(0.2)
+            .class_weights(vec![1.0, 2.0, 0.5, 3.0, 1.5]),
     ] {
         let r = reference::cross_entropy(&ce, &z, &t).unwrap();
         for i in 0..z.len() {
@@ -75,6 +83,30 @@ fn finite_difference_gradient() {
             let fu = reference::cross_entropy(&ce, &up, &t).unwrap().value;
             let fd = reference::cross_entropy(&ce, &down, &t).unwrap().value;
             let fdg = (fu - fd) / (f64::from(up[i]) - f64::from(down[i]));
+            // The same derivative for the backward pass from a saved lse.
+            let lse: Vec<f32> = r.lse.iter().map(|&v| v as f32).collect();
+            let up = [0.5f32, 2.0];
+            let b = reference::backward(&ce, &z, &t, &lse, &up).unwrap();
+            let ru = reference::cross_entropy(
+                &ce.clone().reduction(Reduction::None),
+                &up_z(&z, i, h),
+                &t,
+            )
+            .unwrap();
+            let rd = reference::cross_entropy(
+                &ce.clone().reduction(Reduction::None),
+                &up_z(&z, i, -h),
+                &t,
+            )
+            .unwrap();
+            let row = i / c;
+            let fdb = f64::from(up[row]) * (ru.row_losses[row] - rd.row_losses[row])
+                / (f64::from(up_z(&z, i, h)[i]) - f64::from(up_z(&z, i, -h)[i]));
+            assert!(
+                (fdb - b[i]).abs() < 1e-5,
+                "{ce:?} backward i={i}: fd {fdb} vs {}",
+                b[i]
+            );
             assert!(
                 (fdg - r.grad[i]).abs() < 1e-5,
                 "{ce:?} i={i}: fd {fdg} vs {}",
@@ -82,4 +114,49 @@ fn finite_difference_gradient() {
             );
         }
     }
+}
+
+/// `z` with entry `i` moved by `h`.
+fn up_z(z: &[f32], i: usize, h: f32) -> Vec<f32> {
+    let mut v = z.to_vec();
+    v[i] += h;
+    v
+}
+
+#[test]
+fn softcap_saturates_and_unmasks_like_the_composition() {
+    // cap tanh(z / cap): +-inf become +-cap (so -inf is no longer a mask), and a
+    // saturated logit gets exactly zero gradient, as autograd through torch.tanh.
+    let ce = CrossEntropy::new(3).softcap(2.0).reduction(Reduction::Sum);
+    let z = [f32::INFINITY, f32::NEG_INFINITY, 0.0];
+    let lse = (2f64.exp() + (-2f64).exp() + 1.0).ln();
+    for k in xent::Kernel::available() {
+        let ce = ce.clone().kernel(k);
+        let mut g = z;
+        let loss = ce.forward_backward(&mut g, &[2u8]).unwrap();
+        assert!(
+            (f64::from(loss.value) - lse).abs() < 1e-6,
+            "{k:?} {}",
+            loss.value
+        );
+        assert_eq!(&g[..2], &[0.0, 0.0], "{k:?}");
+        assert!((f64::from(g[2]) - (1.0 / (2f64.exp() + (-2f64).exp() + 1.0) - 1.0)).abs() < 1e-6);
+        assert_eq!(loss.correct, 0);
+    }
+}
+
+#[test]
+fn z_loss_pulls_lse_to_zero() {
+    // The z-loss part is reported alone as well as inside the value, and its gradient
+    // 2 zc lse p adds to softmax - onehot.
+    let ce = CrossEntropy::new(2).z_loss(0.5).reduction(Reduction::Sum);
+    let z = [1.0f32, 1.0];
+    let lse = 1.0 + 2f64.ln();
+    let mut g = z;
+    let loss = ce.forward_backward(&mut g, &[0u8]).unwrap();
+    assert!((f64::from(loss.z_loss) - 0.5 * lse * lse).abs() < 1e-6);
+    assert!((f64::from(loss.value) - (2f64.ln() + 0.5 * lse * lse)).abs() < 1e-6);
+    let extra = 2.0 * 0.5 * lse * 0.5;
+    assert!((f64::from(g[0]) - (-0.5 + extra)).abs() < 1e-6);
+    assert!((f64::from(g[1]) - (0.5 + extra)).abs() < 1e-6);
 }

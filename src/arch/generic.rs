@@ -16,6 +16,20 @@ pub(crate) struct RowsJob<'a> {
     pub smooth: Smooth<'a>,
     /// The per-class constant of the gradient (label smoothing); weights span a whole row.
     pub beta: Beta<'a>,
+    /// Logit soft-capping, if any.
+    pub cap: Option<Cap>,
+}
+
+/// Logit soft-capping `z -> cap tanh(z / cap)` (Gemma 2), with `inv = 1 / cap`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Cap {
+    pub cap: f32,
+    pub inv: f32,
+}
+
+impl Cap {
+    /// Placeholder for loops instantiated without capping (never read).
+    const NONE: Cap = Cap { cap: 1.0, inv: 1.0 };
 }
 
 /// One row's target and gradient coefficients, from the driver.
@@ -25,6 +39,8 @@ pub(crate) struct RowPlan {
     pub target: Option<usize>,
     /// The gradient is `g_j = (grad_a / S) e_j - beta_j`, then `g_t -= tfix`.
     pub grad_a: f64,
+    /// z-loss: `2 coefficient scale`; the gradient gains `zloss lse p_j`.
+    pub zloss: f64,
     pub tfix: f32,
     /// Write a zero gradient for this row (mean over a zero total weight).
     pub zero_grad: bool,
@@ -74,6 +90,41 @@ fn exp_any<S: Simd>(s: S, x: S::F) -> S::F {
     let hi = s.splat(EXP_CLAMP_HI);
     exp(s, s.select(s.gt(x, hi), hi, x))
 }
+
+/// `cap tanh(z / cap)`, as `sign(x) (1 - e) / (1 + e)` with `e = exp(-2 |x|)`, `x = z / cap`,
+/// so the exp only sees its own domain (`<= 0`); +-inf give +-cap and NaN stays NaN.
+///
+/// Error: `e` carries 2 ulp and `x` half an ulp, so `tanh` is within about `6u` absolute
+/// (`u = 2^-23`) and the capped logit within `7u cap` absolute: what the softmax feels is an
+/// absolute error of the logit, and near 0 that is far below an ulp of `cap`.
+#[inline(always)]
+pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
+    let (zero, one) = (s.splat(0.0), s.splat(1.0));
+    let x = s.mul(z, s.splat(c.inv));
+    let neg = s.lt(x, zero);
+    let ax = s.select(neg, s.sub(zero, x), x);
+    let e = exp(s, s.mul(ax, s.splat(-2.0)));
+    let t = s.div(s.sub(one, e), s.add(one, e));
+    s.mul(s.select(neg, s.sub(zero, t), t), s.splat(c.cap))
+}
+
+/// [`softcap`] of one value, through the same vector code so it matches the lanes exactly.
+#[inline(always)]
+pub(crate) fn softcap_one<S: Simd>(s: S, z: f32, c: Cap) -> f32 {
+    s.to_array(softcap(s, s.splat(z), c))[0]
+}
+
+/// The chain-rule factor of soft-capping at a capped value `y = cap tanh(z / cap)`:
+/// `dy/dz = 1 - tanh^2 = 1 - (y / cap)^2`. A division rather than a multiplication by
+/// `1 / cap`, so that a saturated `y = +-cap` gives `tanh = +-1` and a slope of exactly 0.
+#[inline(always)]
+fn softcap_slope<S: Simd>(s: S, y: S::F, c: Cap) -> S::F {
+    let t = s.div(y, s.splat(c.cap));
+    s.mul_add(s.sub(s.splat(0.0), t), t, s.splat(1.0))
+}
+
+/// Ones, for building a lane-validity mask with a tail load.
+static LANE_ONES: [f32; 16] = [1.0; 16];
 
 /// Sum of the lanes in a fixed pairwise order (depends only on `LANES`).
 #[inline(always)]
@@ -184,10 +235,15 @@ unsafe fn max_argmax_run<S: Simd>(s: S, p: *const f32, n: usize) -> (f32, usize)
 /// Pass 2: `e_j = exp(z_j - m)`, returns `(sum e_j, smoothing sum)`, storing `e` to `dst`
 /// when `STORE`. `next` is prefetched alongside (the next row; any address).
 ///
+/// With soft-capping, `z_j` is first replaced by `y_j = cap tanh(z_j / cap)` (and `m` must
+/// be the capped max); the pass then stores `y` rather than `e`, since the gradient's chain
+/// factor `1 - (y / cap)^2` needs `y`, and the scale pass recomputes `e` from it.
+///
 /// # Safety
 /// `src..src + n` readable; if `STORE`, `dst..dst + n` writable (it may equal `src`);
 /// weighted smoothing slices hold `n` values.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn exp_pass<S: Simd, const STORE: bool>(
     s: S,
     src: *const f32,
@@ -195,18 +251,32 @@ unsafe fn exp_pass<S: Simd, const STORE: bool>(
     n: usize,
     m: f32,
     smooth: Smooth<'_>,
+    cap: Option<Cap>,
     next: *const f32,
 ) -> (f32, f64) {
-    // The smoothing variants are separate loops so the common case carries no extra work.
+    // The smoothing and capping variants are separate loops so the common case carries
+    // no extra work.
+    let null = core::ptr::null();
     // SAFETY: the caller's obligations are forwarded unchanged.
     unsafe {
-        match smooth {
-            Smooth::Off => exp_pass_mode::<S, STORE, 0>(s, src, dst, n, m, core::ptr::null(), next),
-            Smooth::Uniform => {
-                exp_pass_mode::<S, STORE, 1>(s, src, dst, n, m, core::ptr::null(), next)
+        match (smooth, cap) {
+            (Smooth::Off, None) => {
+                exp_pass_mode::<S, STORE, 0, false>(s, src, dst, n, m, null, Cap::NONE, next)
             }
-            Smooth::Weighted(w) => {
-                exp_pass_mode::<S, STORE, 2>(s, src, dst, n, m, w.as_ptr(), next)
+            (Smooth::Uniform, None) => {
+                exp_pass_mode::<S, STORE, 1, false>(s, src, dst, n, m, null, Cap::NONE, next)
+            }
+            (Smooth::Weighted(w), None) => {
+                exp_pass_mode::<S, STORE, 2, false>(s, src, dst, n, m, w.as_ptr(), Cap::NONE, next)
+            }
+            (Smooth::Off, Some(c)) => {
+                exp_pass_mode::<S, STORE, 0, true>(s, src, dst, n, m, null, c, next)
+            }
+            (Smooth::Uniform, Some(c)) => {
+                exp_pass_mode::<S, STORE, 1, true>(s, src, dst, n, m, null, c, next)
+            }
+            (Smooth::Weighted(w), Some(c)) => {
+                exp_pass_mode::<S, STORE, 2, true>(s, src, dst, n, m, w.as_ptr(), c, next)
             }
         }
     }
@@ -215,13 +285,15 @@ unsafe fn exp_pass<S: Simd, const STORE: bool>(
 /// # Safety
 /// As [`exp_pass`]; `w..w + n` readable when `SM == 2`.
 #[inline(always)]
-unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
     s: S,
     src: *const f32,
     dst: *mut f32,
     n: usize,
     m: f32,
     w: *const f32,
+    cap: Cap,
     next: *const f32,
 ) -> (f32, f64) {
     let l = S::LANES;
@@ -241,14 +313,18 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8>(
             s.prefetch(next.wrapping_add(i + l));
         }
         // SAFETY: bounds: `i + 2 * LANES <= n` by the loop condition.
-        let (z0, z1) = unsafe { (s.load(src.add(i)), s.load(src.add(i + l))) };
+        let (mut z0, mut z1) = unsafe { (s.load(src.add(i)), s.load(src.add(i + l))) };
+        if CAP {
+            (z0, z1) = (softcap(s, z0, cap), softcap(s, z1, cap));
+        }
         let (x0, x1) = (s.sub(z0, mv), s.sub(z1, mv));
         let (e0, e1) = (exp(s, x0), exp(s, x1));
         if STORE {
+            let (o0, o1) = if CAP { (z0, z1) } else { (e0, e1) };
             // SAFETY: bounds: as the loads; `dst` holds `n` (caller's obligation).
             unsafe {
-                s.store(dst.add(i), e0);
-                s.store(dst.add(i + l), e1);
+                s.store(dst.add(i), o0);
+                s.store(dst.add(i + l), o1);
             }
         }
         s0 = s.add(s0, e0);
@@ -273,12 +349,22 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8>(
         let r = (n - i).min(l);
         // Both loads happen before the store: in place, `dst == src`.
         // SAFETY: bounds: a full load when `r == LANES` (`i + LANES <= n`), otherwise a
-        // tail load of exactly `src[i..n]`; -inf pads give e = 0, pads of `m` give
-        // `z - m = 0` for the smoothing sum.
+        // tail load of exactly `src[i..n]` (and of `LANE_ONES[..r]`, 16 >= LANES values).
+        // Without capping, -inf pads give e = 0 and pads of `m` give `z - m = 0` for the
+        // smoothing sum; capping would turn a -inf pad into -cap, so there the pads are
+        // replaced after the transform through the lane mask.
         let (z, zd) = unsafe {
             if r == l {
                 let z = s.load(src.add(i));
+                let z = if CAP { softcap(s, z, cap) } else { z };
                 (z, z)
+            } else if CAP {
+                let y = softcap(s, s.load_tail(src.add(i), r, 0.0), cap);
+                let valid = s.gt(s.load_tail(LANE_ONES.as_ptr(), r, 0.0), zero);
+                (
+                    s.select(valid, y, s.splat(f32::NEG_INFINITY)),
+                    s.select(valid, y, mv),
+                )
             } else {
                 (
                     s.load_tail(src.add(i), r, f32::NEG_INFINITY),
@@ -288,12 +374,13 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8>(
         };
         let e = exp(s, s.sub(z, mv));
         if STORE {
+            let o = if CAP { zd } else { e };
             // SAFETY: bounds: as the load.
             unsafe {
                 if r == l {
-                    s.store(dst.add(i), e)
+                    s.store(dst.add(i), o)
                 } else {
-                    s.store_tail(dst.add(i), r, e)
+                    s.store_tail(dst.add(i), r, o)
                 }
             }
         }
@@ -333,17 +420,19 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8>(
 #[inline(always)]
 unsafe fn scale_pass<S: Simd>(s: S, dst: *mut f32, n: usize, alpha: f32, beta: Beta<'_>) {
     // SAFETY: `dst` is both source and destination; obligations forwarded.
-    unsafe { affine_pass::<S, false>(s, dst, dst, n, 0.0, alpha, beta) }
+    unsafe { affine_pass::<S, false, false, false>(s, dst, dst, n, 0.0, alpha, beta, Cap::NONE) }
 }
 
-/// `dst_j = alpha * f(src_j) - beta_j`, with `f(z) = exp(z - m)` when `EXP`, else the
-/// identity.
+/// `dst_j = (alpha * f(y_j) - beta_j) * slope(y_j)`: `y = cap tanh(src / cap)` when
+/// `CAP_IN`, else `y = src`; `f(y) = exp(y - m)` when `EXP`, else the identity; `slope` is
+/// the soft-capping chain factor `1 - (y / cap)^2` when `CHAIN`, else 1.
 ///
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable (may equal `src`); `Beta::Weighted`
 /// slices hold `n` values.
 #[inline(always)]
-unsafe fn affine_pass<S: Simd, const EXP: bool>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn affine_pass<S: Simd, const EXP: bool, const CAP_IN: bool, const CHAIN: bool>(
     s: S,
     src: *const f32,
     dst: *mut f32,
@@ -351,6 +440,7 @@ unsafe fn affine_pass<S: Simd, const EXP: bool>(
     m: f32,
     alpha: f32,
     beta: Beta<'_>,
+    cap: Cap,
 ) {
     let l = S::LANES;
     let av = s.splat(alpha);
@@ -372,7 +462,8 @@ unsafe fn affine_pass<S: Simd, const EXP: bool>(
                 s.load_tail(src.add(i), r, 0.0)
             }
         };
-        let e = if EXP { exp(s, s.sub(z, mv)) } else { z };
+        let y = if CAP_IN { softcap(s, z, cap) } else { z };
+        let e = if EXP { exp(s, s.sub(y, mv)) } else { y };
         let nb = if wptr.is_null() {
             bv
         } else {
@@ -386,7 +477,10 @@ unsafe fn affine_pass<S: Simd, const EXP: bool>(
             };
             s.mul(w, bv)
         };
-        let g = s.mul_add(e, av, nb);
+        let mut g = s.mul_add(e, av, nb);
+        if CHAIN {
+            g = s.mul(g, softcap_slope(s, y, cap));
+        }
         // SAFETY: bounds: as the load, into `dst` which holds `n`.
         unsafe {
             if r == l {
@@ -465,13 +559,19 @@ pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
         let (m, am) = unsafe { max_argmax(s, row, c) };
         // SAFETY: bounds: `t < c` (plan contract, checked by the driver's validation).
         let zt = unsafe { *row.add(t) };
+        // Capping is monotone: the capped max is the cap of the max, and the argmax is
+        // taken on the raw logits.
+        let (m, zt) = match job.cap {
+            Some(cp) => (softcap_one(s, m, cp), softcap_one(s, zt, cp)),
+            None => (m, zt),
+        };
         let next = row.wrapping_add(c);
         // SAFETY: bounds: row `r` of `src` and `dst`, `c` elements each.
         let (sum, wsum) = unsafe {
             if dst.is_null() || p.zero_grad {
-                exp_pass::<S, false>(s, row, row_dst, c, m, job.smooth, next)
+                exp_pass::<S, false>(s, row, row_dst, c, m, job.smooth, job.cap, next)
             } else {
-                exp_pass::<S, true>(s, row, row_dst, c, m, job.smooth, next)
+                exp_pass::<S, true>(s, row, row_dst, c, m, job.smooth, job.cap, next)
             }
         };
         out(
@@ -494,13 +594,54 @@ pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
             unsafe { fill_zero(s, row_dst, c) };
             continue;
         }
-        let alpha = (p.grad_a / f64::from(sum)) as f32;
-        // SAFETY: bounds: row `r` of `dst`; weighted beta spans a whole row of `c`.
-        unsafe {
-            scale_pass(s, row_dst, c, alpha, job.beta);
-            // The target correction goes last, onto the stored probability term.
-            *row_dst.add(t) -= p.tfix;
+        let sum = f64::from(sum);
+        let mut a = p.grad_a;
+        if p.zloss != 0.0 {
+            a += p.zloss * (f64::from(m) + sum.ln());
         }
+        let alpha = a / sum;
+        match job.cap {
+            // SAFETY: bounds: row `r` of `dst`; weighted beta spans a whole row of `c`.
+            None => unsafe {
+                scale_pass(s, row_dst, c, alpha as f32, job.beta);
+                // The target correction goes last, onto the stored probability term.
+                *row_dst.add(t) -= p.tfix;
+            },
+            Some(cp) => {
+                // SAFETY: bounds: as above; pass 2 stored the capped logits `y` there.
+                unsafe {
+                    affine_pass::<S, true, false, true>(
+                        s,
+                        row_dst,
+                        row_dst,
+                        c,
+                        m,
+                        alpha as f32,
+                        job.beta,
+                        cp,
+                    )
+                };
+                // The target entry, in f64 from the statistics, stored last:
+                // `(alpha e_t - beta_t - tfix) (1 - (y_t / cap)^2)`.
+                let yt = f64::from(zt) / f64::from(cp.cap);
+                let g = (alpha * (f64::from(zt) - f64::from(m)).exp()
+                    - beta_at(job.beta, t)
+                    - f64::from(p.tfix))
+                    * ((1.0 - yt) * (1.0 + yt));
+                // SAFETY: bounds: `t < c`, inside row `r` of `dst`.
+                unsafe { *row_dst.add(t) = g as f32 };
+            }
+        }
+    }
+}
+
+/// `beta_t` of one class, in f64.
+#[inline(always)]
+pub(crate) fn beta_at(beta: Beta<'_>, j: usize) -> f64 {
+    match beta {
+        Beta::Zero => 0.0,
+        Beta::Uniform(b) => f64::from(b),
+        Beta::Weighted(b, w) => f64::from(b) * f64::from(w[j]),
     }
 }
 
@@ -526,13 +667,13 @@ pub(crate) unsafe fn softmax_rows<S: Simd>(
             let (m, _) = max_argmax(s, row, c);
             let next = row.wrapping_add(c);
             if log {
-                let (sum, _) = exp_pass::<S, false>(s, row, out, c, m, Smooth::Off, next);
+                let (sum, _) = exp_pass::<S, false>(s, row, out, c, m, Smooth::Off, None, next);
                 let lse = f64::from(sum).ln() as f32;
                 // `(z - m) - lse` rather than `z - (m + lse)`: `z - m` is exact for nearby
                 // values, so large logits keep their small log-probabilities.
                 shift_run(s, row, out, c, m, lse);
             } else {
-                let (sum, _) = exp_pass::<S, true>(s, row, out, c, m, Smooth::Off, next);
+                let (sum, _) = exp_pass::<S, true>(s, row, out, c, m, Smooth::Off, None, next);
                 scale_pass(s, out, c, (1.0 / f64::from(sum)) as f32, Beta::Zero);
             }
         }
@@ -597,9 +738,12 @@ pub(crate) unsafe fn stats<S: Simd>(
     z: *const f32,
     n: usize,
     smooth: Smooth<'_>,
+    cap: Option<Cap>,
 ) -> BlockStats {
     // SAFETY: obligations forwarded.
     let (m, am) = unsafe { max_argmax(s, z, n) };
+    // Capped logits are never -inf, so capping needs no special case.
+    let m = cap.map_or(m, |cp| softcap_one(s, m, cp));
     if m == f32::NEG_INFINITY && n > 0 {
         // Rare: no finite value. Scalar scan (exp would see -inf - -inf = NaN).
         // SAFETY: bounds: `z[..n]` readable (caller's obligation).
@@ -623,7 +767,16 @@ pub(crate) unsafe fn stats<S: Simd>(
     }
     // SAFETY: obligations forwarded; `dst` is unused without STORE.
     let (sum, wsum) = unsafe {
-        exp_pass::<S, false>(s, z, core::ptr::null_mut(), n, m, smooth, core::ptr::null())
+        exp_pass::<S, false>(
+            s,
+            z,
+            core::ptr::null_mut(),
+            n,
+            m,
+            smooth,
+            cap,
+            core::ptr::null(),
+        )
     };
     BlockStats {
         max: m,
@@ -633,12 +786,14 @@ pub(crate) unsafe fn stats<S: Simd>(
     }
 }
 
-/// `dst_j = alpha * exp(src_j - m) - beta_j`.
+/// `dst_j = alpha * exp(y_j - m) - beta_j` with `y = z`, or with soft-capping
+/// `dst_j = (alpha * exp(y_j - m) - beta_j) (1 - (y_j / cap)^2)`, `y = cap tanh(z / cap)`.
 ///
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable (may equal `src`); weighted slices
 /// hold `n`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn grad_from_stats<S: Simd>(
     s: S,
     src: *const f32,
@@ -647,9 +802,15 @@ pub(crate) unsafe fn grad_from_stats<S: Simd>(
     m: f32,
     alpha: f32,
     beta: Beta<'_>,
+    cap: Option<Cap>,
 ) {
     // SAFETY: forwarded.
-    unsafe { affine_pass::<S, true>(s, src, dst, n, m, alpha, beta) }
+    unsafe {
+        match cap {
+            None => affine_pass::<S, true, false, false>(s, src, dst, n, m, alpha, beta, Cap::NONE),
+            Some(c) => affine_pass::<S, true, true, true>(s, src, dst, n, m, alpha, beta, c),
+        }
+    }
 }
 
 /// The kernel's exp in place.

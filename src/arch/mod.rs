@@ -238,14 +238,14 @@ pub(crate) enum Smooth<'a> {
     Weighted(&'a [f32]),
 }
 
-pub(crate) use generic::{RowOut, RowPlan, RowsJob};
+pub(crate) use generic::{Cap, RowOut, RowPlan, RowsJob};
 
 /// Generates, inside a variant's module, the `#[target_feature]` entry points that
 /// instantiate the generic algorithms for that variant's token type.
 macro_rules! instantiate_kernel {
     ($tok:ty $(, #[$attr:meta])*) => {
         use crate::arch::generic;
-        use crate::arch::{Beta, BlockStats, Io, RowOut, RowPlan, RowsJob, Smooth};
+        use crate::arch::{Beta, BlockStats, Cap, Io, RowOut, RowPlan, RowsJob, Smooth};
 
         impl $tok {
             /// Cross-entropy over a chunk of rows on the fused path. `plan(r)` gives row
@@ -315,37 +315,37 @@ macro_rules! instantiate_kernel {
             }
 
             /// Statistics of one run of classes (a block, a row, a shard).
-            pub(crate) fn stats(self, z: &[f32], smooth: Smooth<'_>) -> BlockStats {
+            pub(crate) fn stats(self, z: &[f32], smooth: Smooth<'_>, cap: Option<Cap>) -> BlockStats {
                 $(#[$attr])*
-                unsafe fn inner(t: $tok, z: &[f32], s: Smooth<'_>) -> BlockStats {
+                unsafe fn inner(t: $tok, z: &[f32], s: Smooth<'_>, c: Option<Cap>) -> BlockStats {
                     // SAFETY: bounds: `z` is a live slice of `z.len()` f32s and
-                    // `Smooth::Weighted` slices are as long as `z` (caller's contract).
-                    unsafe { generic::stats(t, z.as_ptr(), z.len(), s) }
+                    // `Smooth::Weighted` slices are as long as `z` (checked below).
+                    unsafe { generic::stats(t, z.as_ptr(), z.len(), s, c) }
                 }
                 if let Smooth::Weighted(w) = smooth {
                     assert_eq!(w.len(), z.len());
                 }
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
-                unsafe { inner(self, z, smooth) }
+                unsafe { inner(self, z, smooth, cap) }
             }
 
             /// Gradient of one run from merged statistics:
-            /// `g_j = alpha * exp(z_j - max) - beta_j`.
-            pub(crate) fn grad_from_stats(self, io: Io<'_>, max: f32, alpha: f32, beta: Beta<'_>) {
+            /// `g_j = alpha * exp(z_j - max) - beta_j` (times the soft-capping factor).
+            pub(crate) fn grad_from_stats(self, io: Io<'_>, max: f32, alpha: f32, beta: Beta<'_>, cap: Option<Cap>) {
                 $(#[$attr])*
-                unsafe fn inner(t: $tok, mut io: Io<'_>, m: f32, a: f32, b: Beta<'_>) {
+                unsafe fn inner(t: $tok, mut io: Io<'_>, m: f32, a: f32, b: Beta<'_>, c: Option<Cap>) {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`),
                     // and `Beta::Weighted` slices hold `len` (checked below).
-                    unsafe { generic::grad_from_stats(t, src, dst, len, m, a, b) }
+                    unsafe { generic::grad_from_stats(t, src, dst, len, m, a, b, c) }
                 }
                 assert!(!matches!(io, Io::Read(_)));
                 if let Beta::Weighted(_, w) = beta {
                     assert_eq!(w.len(), io.len());
                 }
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
-                unsafe { inner(self, io, max, alpha, beta) }
+                unsafe { inner(self, io, max, alpha, beta, cap) }
             }
 
             /// `out_j = (z_j - max) - shift` (log-softmax of a run from merged statistics).
@@ -360,6 +360,16 @@ macro_rules! instantiate_kernel {
                 assert!(!matches!(io, Io::Read(_)));
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
                 unsafe { inner(self, io, max, shift) }
+            }
+
+            /// `cap * tanh(z / cap)` of one value, as the kernels compute it.
+            pub(crate) fn softcap(self, z: f32, cap: Cap) -> f32 {
+                $(#[$attr])*
+                unsafe fn inner(t: $tok, z: f32, c: Cap) -> f32 {
+                    generic::softcap_one(t, z, c)
+                }
+                // SAFETY: feature: the token proves the enabled features. No pointers.
+                unsafe { inner(self, z, cap) }
             }
 
             /// The kernel's exp, in place over a slice.

@@ -29,6 +29,17 @@
 //!   formed in f32 (three roundings, `3u` of it) and a group of up to 16 rows is added by a
 //!   4-level tree (`4u`); the final rounding to f32 adds `u`: `8u |value|` in all (for
 //!   the non-negative weights used here, the rows' losses do not cancel).
+//! * Soft-capping: the kernel's `y = cap tanh(z / cap)` is within `delta = 4u cap`
+//!   absolute (`src/arch/generic.rs`), so each `d_j = y_j - m` carries `2 delta` more, every
+//!   `e_j` and `S` carry `2 delta` more relative error, and the row loss `4 delta (c + k W)`
+//!   more. The chain factor `s = 1 - (y / cap)^2` is within `11u` absolute, so a gradient
+//!   entry `g' s` carries `|s| err(g') + 11u |g'|`. All `d_j` above are on the capped values.
+//! * z-loss `zc lse^2`: `lse = m + ln S` is formed in f64 from the f32 `S`, within
+//!   `eps_l = gamma_S + 2 delta`, so the term carries `zc (2 |lse| + eps_l) eps_l`; in the
+//!   gradient `a` becomes `a + 2 zc lse` and the lse error adds `2 zc eps_l p_j`.
+//! * Backward from a saved `lse` (f32, taken as exact): `e_j = exp(y_j - lse)` carries
+//!   `(2 + |y_j - lse| / 2) u + 2 delta`, `alpha` one rounding, the fused multiply-add one
+//!   more: as the gradient above with `gamma_S` replaced by 0.
 
 #![allow(dead_code)]
 
@@ -65,6 +76,31 @@ pub fn row_max(z: &[f32]) -> f64 {
         .fold(f64::NEG_INFINITY, |a, &v| a.max(f64::from(v)))
 }
 
+/// The logits the loss sees, in f64: soft-capped when that option is on.
+pub fn capped(ce: &CrossEntropy, z: &[f32]) -> Vec<f64> {
+    match ce.get_softcap() {
+        None => z.iter().map(|&v| f64::from(v)).collect(),
+        Some(cap) => {
+            let cap = f64::from(cap);
+            z.iter()
+                .map(|&v| cap * (f64::from(v) / cap).tanh())
+                .collect()
+        }
+    }
+}
+
+/// Max over non-NaN entries of f64 values.
+fn max64(y: &[f64]) -> f64 {
+    y.iter()
+        .filter(|v| !v.is_nan())
+        .fold(f64::NEG_INFINITY, |a, &v| a.max(v))
+}
+
+/// The soft-capping error bound `delta` (module docs), 0 without capping.
+pub fn cap_delta(ce: &CrossEntropy) -> f64 {
+    ce.get_softcap().map_or(0.0, |c| 4.0 * U * f64::from(c))
+}
+
 /// The mean's divisor and the gradient scale the reference uses.
 fn scale_of<T: Target>(ce: &CrossEntropy, targets: &[T]) -> f64 {
     let ignore = ce.get_ignore_index().map(i128::from);
@@ -75,66 +111,97 @@ fn scale_of<T: Target>(ce: &CrossEntropy, targets: &[T]) -> f64 {
         .map(|t| w(t.class() as usize))
         .sum();
     match ce.get_reduction() {
-        Reduction::Sum => 1.0,
-        _ if weight == 0.0 => 0.0,
-        _ => 1.0 / weight,
+        Reduction::Mean if weight == 0.0 => 0.0,
+        Reduction::Mean => 1.0 / weight,
+        _ => 1.0,
     }
 }
 
-/// Tolerance of the reduced loss value for this call (module docs).
-pub fn loss_tolerance<T: Target>(
-    ce: &CrossEntropy,
-    logits: &[f32],
-    targets: &[T],
-    reference: f64,
-) -> f64 {
+/// The absolute error bound of one counted row's unreduced loss, and of its z-loss part
+/// (module docs).
+pub fn row_loss_tolerance(ce: &CrossEntropy, z: &[f32], t: usize, lse: f64) -> (f64, f64) {
     let c = ce.classes();
     let eps = f64::from(ce.get_label_smoothing());
     let w = |j: usize| ce.get_class_weights().map_or(1.0, |w| f64::from(w[j]));
     let w_total: f64 = (0..c).map(w).sum();
     let k = eps / c as f64;
-    let gs = gamma_s(c);
+    let delta = cap_delta(ce);
+    let gs = gamma_s(c) + 2.0 * delta;
+    let y = capped(ce, z);
+    let m = max64(&y);
+    let cw = (1.0 - eps) * w(t);
+    // A zero weight makes the row's term exactly 0 even if its logits are not finite.
+    let mut tol = mul0(gs + (y[t] - m).abs() * U + 2.0 * delta, cw.abs());
+    if k != 0.0 {
+        // An infinite sum means a masked class: the loss is +inf, compared exactly.
+        let wd: f64 = (0..c).map(|j| (w(j) * (y[j] - m)).abs()).sum();
+        tol += k * (w_total.abs() * gs + (c as f64 / 16.0 + 8.0) * U * wd + 2.0 * delta * w_total);
+    }
+    let zc = f64::from(ce.get_z_loss());
+    let ztol = if zc == 0.0 {
+        0.0
+    } else {
+        zc * (2.0 * lse.abs() + gs) * gs
+    };
+    (tol + ztol, ztol)
+}
+
+/// Tolerance of the reduced loss value and of the reduced z-loss for this call.
+pub fn loss_tolerance<T: Target>(
+    ce: &CrossEntropy,
+    logits: &[f32],
+    targets: &[T],
+    want: &xent::reference::Reference,
+) -> (f64, f64) {
+    let c = ce.classes();
     let ignore = ce.get_ignore_index().map(i128::from);
-    let mut tol = 0.0;
+    let (mut tol, mut ztol) = (0.0, 0.0);
     for (r, t) in targets.iter().enumerate() {
         if Some(t.class()) == ignore {
             continue;
         }
-        let t = t.class() as usize;
-        let z = &logits[r * c..(r + 1) * c];
-        let m = row_max(z);
-        let cw = (1.0 - eps) * w(t);
-        // A zero weight makes the row's term exactly 0 even if its logits are not finite.
-        tol += mul0(gs + (f64::from(z[t]) - m).abs() * U, cw.abs());
-        if k != 0.0 {
-            // An infinite sum means a masked class: the loss is +inf, compared exactly.
-            let wd: f64 = (0..c).map(|j| (w(j) * (f64::from(z[j]) - m)).abs()).sum();
-            tol += k * (w_total.abs() * gs + (c as f64 / 16.0 + 8.0) * U * wd);
-        }
+        let (a, b) = row_loss_tolerance(
+            ce,
+            &logits[r * c..(r + 1) * c],
+            t.class() as usize,
+            want.lse[r],
+        );
+        tol += a;
+        ztol += b;
     }
-    mul0(tol, scale_of(ce, targets).abs())
-        + 8.0 * U * reference.abs()
-        + f64::from(f32::MIN_POSITIVE)
+    let scale = scale_of(ce, targets).abs();
+    let tiny = f64::from(f32::MIN_POSITIVE);
+    (
+        mul0(tol, scale) + 8.0 * U * want.value.abs() + tiny,
+        mul0(ztol, scale) + 8.0 * U * want.z_loss.abs() + tiny,
+    )
 }
 
-/// Checks a gradient against the reference, element by element (module docs).
+/// Checks a gradient against the reference, element by element (module docs). `saved`
+/// holds the f32 log-sum-exp and upstream gradients of a backward call (`gamma_S` then
+/// drops out and `scale` is the row's upstream gradient).
+#[allow(clippy::too_many_arguments)]
 pub fn check_grad<T: Target>(
     ce: &CrossEntropy,
     logits: &[f32],
     targets: &[T],
     got: &[f32],
     want: &[f64],
+    want_lse: &[f64],
+    saved: Option<(&[f32], &[f32])>,
     what: &str,
 ) -> Result<(), String> {
     let c = ce.classes();
     let eps = f64::from(ce.get_label_smoothing());
+    let zc = f64::from(ce.get_z_loss());
     let w = |j: usize| ce.get_class_weights().map_or(1.0, |w| f64::from(w[j]));
     let w_total: f64 = (0..c).map(w).sum();
     let k = eps / c as f64;
     let ignore = ce.get_ignore_index().map(i128::from);
-    let scale = scale_of(ce, targets);
-    let gs = gamma_s(c);
-    if scale == 0.0 {
+    let call_scale = scale_of(ce, targets);
+    let delta = cap_delta(ce);
+    let capping = ce.get_softcap().is_some();
+    if call_scale == 0.0 && saved.is_none() {
         // A mean over zero weight: the gradient is exactly zero everywhere (documented).
         return match got.iter().position(|&g| g != 0.0) {
             None => Ok(()),
@@ -144,28 +211,49 @@ pub fn check_grad<T: Target>(
             )),
         };
     }
-    let probs = xent::reference::softmax(logits, c).map_err(|e| e.to_string())?;
     for (r, t) in targets.iter().enumerate() {
+        let row_got = &got[r * c..(r + 1) * c];
         if Some(t.class()) == ignore {
             // Ignored rows: exactly zero, whatever they hold.
-            let row = &got[r * c..(r + 1) * c];
-            if !row.iter().all(|&g| g == 0.0) {
-                return Err(format!("{what}: ignored row {r} = {row:?}"));
+            if !row_got.iter().all(|&g| g == 0.0) {
+                return Err(format!("{what}: ignored row {r} = {row_got:?}"));
             }
             continue;
         }
         let z = &logits[r * c..(r + 1) * c];
-        let m = row_max(z);
+        let y = capped(ce, z);
+        let (scale, lse, gs, m) = match saved {
+            None => {
+                let gs = gamma_s(c) + 2.0 * delta;
+                (call_scale, want_lse[r], gs, max64(&y))
+            }
+            Some((lse, up)) => (f64::from(up[r]), f64::from(lse[r]), 0.0, f64::from(lse[r])),
+        };
         let cw = (1.0 - eps) * w(t.class() as usize);
-        let a = cw + k * w_total;
+        let a = cw + k * w_total + 2.0 * zc * lse;
+        let eps_l = gamma_s(c) + 2.0 * delta;
         for j in 0..c {
             let i = r * c + j;
-            let d = (f64::from(z[j]) - m).abs();
+            let d = (y[j] - m).abs();
+            let p = (y[j] - lse).exp();
             // `p == 0` exactly where `d` is infinite (a mask): no room for error there.
-            let tol = mul0(gs + (d / 2.0 + 5.0) * U, (scale * a * probs[i]).abs())
-                + 2.0 * U * (scale * k * w(j)).abs()
+            let mut tol = mul0(
+                gs + (d / 2.0 + 5.0) * U + 2.0 * delta,
+                (scale * a * p).abs(),
+            ) + 2.0 * U * (scale * k * w(j)).abs()
                 + 2.0 * U * (scale * cw).abs()
                 + (scale * a).abs() * 2f64.powi(-125);
+            if zc != 0.0 && saved.is_none() {
+                tol += (scale * 2.0 * zc * eps_l * p).abs();
+            }
+            if capping {
+                let s = ce
+                    .get_softcap()
+                    .map_or(1.0, |cap| 1.0 - (y[j] / f64::from(cap)).powi(2));
+                let onehot = if j == t.class() as usize { 1.0 } else { 0.0 };
+                let g_prime = scale * (a * p - k * w(j) - cw * onehot);
+                tol = tol * s.abs() + 11.0 * U * g_prime.abs() + U * want[i].abs();
+            }
             if !close(f64::from(got[i]), want[i], tol) {
                 return Err(format!(
                     "{what}: grad[{r},{j}] = {} want {} (tol {tol:e}) z={z:?} t={}",
@@ -179,7 +267,7 @@ pub fn check_grad<T: Target>(
     Ok(())
 }
 
-/// Checks loss value, counts and weight against the reference.
+/// Checks loss value, z-loss, counts and weight against the reference.
 pub fn check_loss<T: Target>(
     ce: &CrossEntropy,
     z: &[f32],
@@ -188,11 +276,17 @@ pub fn check_loss<T: Target>(
     want: &xent::reference::Reference,
     what: &str,
 ) -> Result<(), String> {
-    let tol = loss_tolerance(ce, z, t, want.value);
+    let (tol, ztol) = loss_tolerance(ce, z, t, want);
     if !close(f64::from(got.value), want.value, tol) {
         return Err(format!(
             "{what}: loss {} want {} (tol {tol:e})",
             got.value, want.value
+        ));
+    }
+    if !close(f64::from(got.z_loss), want.z_loss, ztol) {
+        return Err(format!(
+            "{what}: z-loss {} want {} (tol {ztol:e})",
+            got.z_loss, want.z_loss
         ));
     }
     if (got.rows, got.correct) != (want.rows, want.correct) || got.weight != want.weight {
@@ -201,6 +295,49 @@ pub fn check_loss<T: Target>(
             (got.rows, got.correct, got.weight),
             (want.rows, want.correct, want.weight)
         ));
+    }
+    Ok(())
+}
+
+/// Checks per-row losses and log-sum-exp against the reference.
+pub fn check_rows<T: Target>(
+    ce: &CrossEntropy,
+    z: &[f32],
+    t: &[T],
+    losses: &[f32],
+    lse: &[f32],
+    want: &xent::reference::Reference,
+    what: &str,
+) -> Result<(), String> {
+    let c = ce.classes();
+    let ignore = ce.get_ignore_index().map(i128::from);
+    let gs = gamma_s(c) + 2.0 * cap_delta(ce);
+    for (r, tr) in t.iter().enumerate() {
+        if Some(tr.class()) == ignore {
+            if losses[r] != 0.0 || lse[r] != 0.0 {
+                return Err(format!(
+                    "{what}: ignored row {r}: loss {} lse {}",
+                    losses[r], lse[r]
+                ));
+            }
+            continue;
+        }
+        let row = &z[r * c..(r + 1) * c];
+        let (tol, _) = row_loss_tolerance(ce, row, tr.class() as usize, want.lse[r]);
+        let tol = tol + U * want.row_losses[r].abs() + f64::from(f32::MIN_POSITIVE);
+        if !close(f64::from(losses[r]), want.row_losses[r], tol) {
+            return Err(format!(
+                "{what}: row loss {r} = {} want {} (tol {tol:e})",
+                losses[r], want.row_losses[r]
+            ));
+        }
+        let tol = gs + U * want.lse[r].abs();
+        if !close(f64::from(lse[r]), want.lse[r], tol) {
+            return Err(format!(
+                "{what}: lse {r} = {} want {} (tol {tol:e})",
+                lse[r], want.lse[r]
+            ));
+        }
     }
     Ok(())
 }
@@ -232,6 +369,8 @@ pub fn check_all_entry_points<T: Target>(
             t,
             &g,
             &want.grad,
+            &want.lse,
+            None,
             &format!("{what} forward_backward"),
         )?;
         let mut g2 = vec![f32::NAN; z.len()];
@@ -243,6 +382,63 @@ pub fn check_all_entry_points<T: Target>(
             || (fwd.rows, fwd.correct) != (fb.rows, fb.correct)
         {
             return Err(format!("{what}: forward and forward_backward differ"));
+        }
+        // Per-row outputs: the same loss from the fused or blocked path, rows checked.
+        let rows = t.len();
+        let (mut losses, mut lse) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
+        let outs = xent::RowOutputs::new().losses(&mut losses).lse(&mut lse);
+        let fw = ce.forward_with(z, t, outs).map_err(err)?;
+        check_loss(&ce, z, t, &fw, &want, &format!("{what} forward_with"))?;
+        check_rows(
+            &ce,
+            z,
+            t,
+            &losses,
+            &lse,
+            &want,
+            &format!("{what} forward_with"),
+        )?;
+        let mut g3 = z.to_vec();
+        let (mut losses3, mut lse3) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
+        let outs = xent::RowOutputs::new().losses(&mut losses3).lse(&mut lse3);
+        let fbw = ce.forward_backward_with(&mut g3, t, outs).map_err(err)?;
+        if bits(&losses) != bits(&losses3)
+            || bits(&lse) != bits(&lse3)
+            || fbw.value.to_bits() != fw.value.to_bits()
+        {
+            return Err(format!(
+                "{what}: forward_with and forward_backward_with differ"
+            ));
+        }
+        check_grad(
+            &ce,
+            z,
+            t,
+            &g3,
+            &want.grad,
+            &want.lse,
+            None,
+            &format!("{what} forward_backward_with"),
+        )?;
+        // Backward from the saved lse with per-row upstream gradients.
+        let up: Vec<f32> = (0..rows).map(|r| [1.0, 0.5, -2.0, 0.0][r % 4]).collect();
+        let want_b = xent::reference::backward(&ce, z, t, &lse, &up).map_err(|e| e.to_string())?;
+        let mut gb = z.to_vec();
+        ce.backward(&mut gb, t, &lse, &up).map_err(err)?;
+        check_grad(
+            &ce,
+            z,
+            t,
+            &gb,
+            &want_b,
+            &want.lse,
+            Some((&lse, &up)),
+            &format!("{what} backward"),
+        )?;
+        let mut gbi = vec![f32::NAN; z.len()];
+        ce.backward_into(z, t, &lse, &up, &mut gbi).map_err(err)?;
+        if bits(&gb) != bits(&gbi) {
+            return Err(format!("{what}: backward in place and into differ"));
         }
     }
     Ok(())
@@ -371,6 +567,16 @@ pub fn differential(data: &[u8]) {
         let w: Vec<f32> = (0..classes).map(|_| f32::from(b.u8()) / 25.5).collect();
         ce = ce.class_weights(w);
     }
+    let llm = b.u8();
+    if llm & 1 != 0 {
+        ce = ce.z_loss(f32::from(b.u8()) / 255.0 * [1e-4, 1e-2, 1.0, 0.0][usize::from(llm >> 6)]);
+    }
+    if llm & 2 != 0 {
+        ce = ce.softcap(0.25 + f32::from(b.u8()) / 4.0);
+    }
+    if llm & 4 != 0 {
+        ce = ce.reduction(Reduction::None);
+    }
     let raw = opts & 0x40 != 0;
     let z: Vec<f32> = (0..rows * classes)
         .map(|i| {
@@ -451,6 +657,12 @@ pub fn bad_input(data: &[u8]) {
     if opts & 16 != 0 {
         ce = ce.reduction(Reduction::Sum);
     }
+    if opts & 32 != 0 {
+        ce = ce.z_loss(b.f32_bits());
+    }
+    if opts & 64 != 0 {
+        ce = ce.softcap(b.f32_bits());
+    }
     let z: Vec<f32> = (0..len).map(|_| b.f32_bits()).collect();
     let nt = usize::from(b.u8()) % 12;
     let raw: Vec<u64> = (0..nt).map(|_| b.u64() % 24).collect();
@@ -513,6 +725,29 @@ fn api_calls<T: Target>(ce: &CrossEntropy, z: &[f32], t: &[T], glen: usize) {
     let gb = bits(&g);
     if ce.forward_backward_into(z, t, &mut g).is_err() {
         keep(&gb, &g, "forward_backward_into");
+    }
+    let rows = glen % 8;
+    let (mut l1, mut l2) = (vec![f32::NAN; rows], vec![f32::NAN; (glen / 8) % 8]);
+    let (b1, b2) = (bits(&l1), bits(&l2));
+    let outs = xent::RowOutputs::new().losses(&mut l1).lse(&mut l2);
+    if ce.forward_with(z, t, outs).is_err() {
+        keep(&b1, &l1, "forward_with losses");
+        keep(&b2, &l2, "forward_with lse");
+    }
+    let mut buf = z.to_vec();
+    let outs = xent::RowOutputs::new().lse(&mut l2);
+    if ce.forward_backward_with(&mut buf, t, outs).is_err() {
+        keep(&zb, &buf, "forward_backward_with");
+        keep(&b2, &l2, "forward_backward_with lse");
+    }
+    let (lse, up) = (vec![0.5f32; rows], vec![1.0f32; (glen / 8) % 8]);
+    let mut buf = z.to_vec();
+    if ce.backward(&mut buf, t, &lse, &up).is_err() {
+        keep(&zb, &buf, "backward");
+    }
+    let mut g = vec![f32::NAN; glen];
+    if ce.backward_into(z, t, &lse, &lse, &mut g).is_err() {
+        keep(&gb, &g, "backward_into");
     }
     let mut buf = z.to_vec();
     if ce.softmax(&mut buf).is_err() {

@@ -56,7 +56,11 @@ pub fn classes() -> impl Strategy<Value = usize> {
 /// Every option combination over `classes`.
 pub fn options(classes: usize) -> impl Strategy<Value = CrossEntropy> {
     (
-        any::<bool>(),
+        prop_oneof![
+            Just(Reduction::Mean),
+            Just(Reduction::Sum),
+            Just(Reduction::None)
+        ],
         prop_oneof![
             Just(None),
             Just(Some(-100i64)),
@@ -64,11 +68,14 @@ pub fn options(classes: usize) -> impl Strategy<Value = CrossEntropy> {
         ],
         prop_oneof![2 => Just(0.0f32), 2 => 0.0f32..=1.0, 1 => Just(1.0f32)],
         prop::option::of(prop::collection::vec(0.1f32..10.0, classes)),
+        prop_oneof![3 => Just(0.0f32), 1 => 0.0f32..0.1, 1 => Just(1.0f32)],
+        prop_oneof![3 => Just(None), 1 => (0.5f32..50.0).prop_map(Some)],
     )
-        .prop_map(move |(sum, ignore, eps, weights)| {
-            let mut ce = CrossEntropy::new(classes).label_smoothing(eps);
-            if sum {
-                ce = ce.reduction(Reduction::Sum);
+        .prop_map(move |(red, ignore, eps, weights, zl, cap)| {
+            let mut ce = CrossEntropy::new(classes).label_smoothing(eps).z_loss(zl);
+            ce = ce.reduction(red);
+            if let Some(cap) = cap {
+                ce = ce.softcap(cap);
             }
             if let Some(i) = ignore {
                 ce = ce.ignore_index(i);

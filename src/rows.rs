@@ -1,0 +1,271 @@
+//! Per-row outputs (unreduced losses, log-sum-exp) and the backward pass that reuses a
+//! saved log-sum-exp.
+//!
+//! With `lse_i = ln sum_j exp(y_ij)` saved by a forward call (`y` the logits, soft-capped
+//! if that option is on), the probabilities are `p_ij = exp(y_ij - lse_i)` directly: the
+//! backward pass is a single read-and-write sweep per row, with no max or sum pass. For
+//! per-row upstream gradients `u_i` it writes the gradient of `sum_i u_i loss_i`:
+//!
+//! ```text
+//! g_ij = u_i ((a_i + 2 zc lse_i) p_ij - k w_j - c_i [j = t_i]) * s_ij
+//! ```
+//!
+//! with `c_i = (1 - eps) w_t`, `k = eps / C`, `a_i = c_i + k sum_j w_j`, `zc` the z-loss
+//! coefficient and `s_ij = 1 - (y_ij / cap)^2` the soft-capping chain factor (1 without).
+
+use crate::arch::generic::beta_at;
+use crate::arch::{Beta, Io};
+use crate::kernel::with_backend;
+use crate::parallel::{SplitRows, for_row_chunks_with};
+use crate::{CrossEntropy, Error, Target};
+
+/// Caller buffers for per-row results, one `f32` per row, for
+/// [`CrossEntropy::forward_with`] and [`CrossEntropy::forward_backward_with`].
+///
+/// ```
+/// let (mut losses, mut lse) = (vec![0.0f32; 4], vec![0.0f32; 4]);
+/// let outputs = xent::RowOutputs::new().losses(&mut losses).lse(&mut lse);
+/// # drop(outputs);
+/// ```
+#[derive(Debug, Default)]
+pub struct RowOutputs<'a> {
+    losses: Option<&'a mut [f32]>,
+    lse: Option<&'a mut [f32]>,
+}
+
+impl<'a> RowOutputs<'a> {
+    /// No per-row outputs.
+    pub fn new() -> Self {
+        RowOutputs::default()
+    }
+
+    /// Write each row's unreduced loss (weighted, smoothed, z-loss included; 0 for an
+    /// ignored row) into `buf`, one value per row.
+    pub fn losses(mut self, buf: &'a mut [f32]) -> Self {
+        self.losses = Some(buf);
+        self
+    }
+
+    /// Write each row's log-sum-exp (of the soft-capped logits when capping is on; 0 for
+    /// an ignored row, NaN for a row whose loss is NaN) into `buf`, one value per row.
+    pub fn lse(mut self, buf: &'a mut [f32]) -> Self {
+        self.lse = Some(buf);
+        self
+    }
+
+    /// The buffers, after checking their lengths against `rows`.
+    pub(crate) fn checked(self, rows: usize) -> Result<Sinks<'a>, Error> {
+        for b in [&self.losses, &self.lse].into_iter().flatten() {
+            if b.len() != rows {
+                return Err(Error::OutputLength {
+                    len: b.len(),
+                    expected: rows,
+                });
+            }
+        }
+        Ok(Sinks {
+            loss: self.losses,
+            lse: self.lse,
+        })
+    }
+}
+
+/// Length-checked per-row output buffers, cut along with the rows.
+#[derive(Debug, Default)]
+pub(crate) struct Sinks<'a> {
+    loss: Option<&'a mut [f32]>,
+    lse: Option<&'a mut [f32]>,
+}
+
+impl Sinks<'_> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.loss.is_none() && self.lse.is_none()
+    }
+
+    /// Zeros every buffer (the value of ignored rows).
+    pub(crate) fn fill_zero(&mut self) {
+        for b in [&mut self.loss, &mut self.lse].into_iter().flatten() {
+            b.fill(0.0);
+        }
+    }
+
+    /// Row `r`'s results.
+    pub(crate) fn put(&mut self, r: usize, loss: f64, lse: f64) {
+        if let Some(b) = &mut self.loss {
+            b[r] = loss as f32;
+        }
+        if let Some(b) = &mut self.lse {
+            b[r] = lse as f32;
+        }
+    }
+}
+
+/// Splits an optional per-row buffer after `rows` rows.
+fn split_opt(b: Option<&mut [f32]>, rows: usize) -> (Option<&mut [f32]>, Option<&mut [f32]>) {
+    match b {
+        None => (None, None),
+        Some(b) => {
+            let (x, y) = b.split_at_mut(rows);
+            (Some(x), Some(y))
+        }
+    }
+}
+
+impl SplitRows for Sinks<'_> {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        let (l0, l1) = split_opt(self.loss, rows);
+        let (s0, s1) = split_opt(self.lse, rows);
+        (Sinks { loss: l0, lse: s0 }, Sinks { loss: l1, lse: s1 })
+    }
+}
+
+/// The per-row inputs of a backward call, cut along with the rows.
+struct Upstream<'a> {
+    lse: &'a [f32],
+    grad: &'a [f32],
+}
+
+impl SplitRows for Upstream<'_> {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        let (l0, l1) = self.lse.split_at(rows);
+        let (g0, g1) = self.grad.split_at(rows);
+        (
+            Upstream { lse: l0, grad: g0 },
+            Upstream { lse: l1, grad: g1 },
+        )
+    }
+}
+
+impl CrossEntropy {
+    /// The gradient of `sum_i upstream[i] * loss_i` with respect to the logits, written
+    /// over them, where `loss_i` are the unreduced row losses of
+    /// [`forward_with`](Self::forward_with) and `lse` the log-sum-exp it wrote for the same
+    /// logits. The reduction is not applied (the upstream gradients carry it: pass
+    /// `1 / Loss::weight` in every entry for a mean). Ignored rows get a zero gradient. One
+    /// read-and-write pass per row: no max, no sum.
+    ///
+    /// NaN in `lse` or `upstream` gives NaN in that row's gradient.
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), plus [`Error::InputLength`] when `lse` or `upstream`
+    /// does not hold one value per row. On error the logits are unchanged.
+    ///
+    /// ```
+    /// use xent::{CrossEntropy, Reduction, RowOutputs};
+    /// let ce = CrossEntropy::new(2).reduction(Reduction::None);
+    /// let z = [0.0f32, 0.0, 1.0, -1.0];
+    /// let mut lse = [0.0f32; 2];
+    /// ce.forward_with(&z, &[1u8, 0], RowOutputs::new().lse(&mut lse))?;
+    /// // Later: the upstream gradient of each row's loss.
+    /// let mut g = z;
+    /// ce.backward(&mut g, &[1u8, 0], &lse, &[2.0, 0.0])?;
+    /// assert_eq!(&g[..2], &[1.0, -1.0]); // 2 * (softmax - onehot)
+    /// assert_eq!(&g[2..], &[0.0, 0.0]);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn backward<T: Target>(
+        &self,
+        logits: &mut [f32],
+        targets: &[T],
+        lse: &[f32],
+        upstream: &[f32],
+    ) -> Result<(), Error> {
+        self.backward_io(Io::InPlace(logits), targets, lse, upstream)
+    }
+
+    /// [`backward`](Self::backward) into a separate gradient buffer of the logits' length.
+    ///
+    /// # Errors
+    /// As [`backward`](Self::backward), plus [`Error::OutputLength`]; on error `grad` is
+    /// unchanged.
+    ///
+    /// ```
+    /// let ce = xent::CrossEntropy::new(2);
+    /// let mut g = [0.0f32; 2];
+    /// ce.backward_into(&[0.0, 0.0], &[0u8], &[std::f32::consts::LN_2], &[1.0], &mut g)?;
+    /// assert!((g[0] + 0.5).abs() < 1e-6 && (g[1] - 0.5).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn backward_into<T: Target>(
+        &self,
+        logits: &[f32],
+        targets: &[T],
+        lse: &[f32],
+        upstream: &[f32],
+        grad: &mut [f32],
+    ) -> Result<(), Error> {
+        if grad.len() != logits.len() {
+            return Err(Error::OutputLength {
+                len: grad.len(),
+                expected: logits.len(),
+            });
+        }
+        self.backward_io(Io::Into(logits, grad), targets, lse, upstream)
+    }
+
+    fn backward_io<T: Target>(
+        &self,
+        io: Io<'_>,
+        targets: &[T],
+        lse: &[f32],
+        upstream: &[f32],
+    ) -> Result<(), Error> {
+        let ck = self.check(io.len(), targets, None)?;
+        let rows = targets.len();
+        for (what, b) in [("lse", lse), ("upstream", upstream)] {
+            if b.len() != rows {
+                return Err(Error::InputLength {
+                    what,
+                    len: b.len(),
+                    expected: rows,
+                });
+            }
+        }
+        let c = self.classes();
+        let up = Upstream {
+            lse,
+            grad: upstream,
+        };
+        for_row_chunks_with(
+            io,
+            up,
+            c,
+            |row0, mut chunk, up| {
+                let mut rest = chunk.reborrow();
+                for (r, (&lse, &u)) in up.lse.iter().zip(up.grad).enumerate() {
+                    let (mut row, tail) = rest.split_at(c);
+                    rest = tail;
+                    let Some((t, a, tfix, beta)) =
+                        ck.upstream_plan(targets[row0 + r], f64::from(u))
+                    else {
+                        row.dst_mut().fill(0.0);
+                        continue;
+                    };
+                    let lse64 = f64::from(lse);
+                    let alpha = a + 2.0 * u as f64 * ck.zc() * lse64;
+                    let zt = row.src()[t];
+                    let yt = match ck.cap {
+                        Some(cap) => with_backend!(ck.backend, k => k.softcap(zt, cap)),
+                        None => zt,
+                    };
+                    with_backend!(ck.backend, k => k.grad_from_stats(row.reborrow(), lse, alpha as f32, beta, ck.cap));
+                    let dst = &mut row.dst_mut()[t];
+                    match ck.cap {
+                        None => *dst -= tfix as f32,
+                        Some(cap) => {
+                            let y = f64::from(yt) / f64::from(cap.cap);
+                            let e = (f64::from(yt) - lse64).exp();
+                            *dst = ((alpha * e - beta_at(beta, t) - tfix) * ((1.0 - y) * (1.0 + y)))
+                                as f32;
+                        }
+                    }
+                }
+            },
+            |()| {},
+        );
+        Ok(())
+    }
+}
+
+/// Keeps `Beta` in the signature of `upstream_plan` readable.
+pub(crate) type UpstreamPlan<'a> = Option<(usize, f64, f64, Beta<'a>)>;
