@@ -462,7 +462,7 @@ pub(crate) struct RowSums {
 }
 
 impl RowSums {
-    fn add(&mut self, o: RowSums) {
+    pub(crate) fn add(&mut self, o: RowSums) {
         self.loss += o.loss;
         self.z += o.z;
         self.correct += o.correct;
@@ -475,7 +475,7 @@ pub(crate) struct Checked<'a> {
     counted: usize,
     weight: f64,
     pub(crate) backend: Backend,
-    weights: Option<&'a [f32]>,
+    pub(crate) weights: Option<&'a [f32]>,
     ignore: Option<i128>,
     eps: f64,
     /// `eps / C`: the smoothing weight of each class.
@@ -494,7 +494,7 @@ pub(crate) struct Checked<'a> {
 impl Checked<'_> {
     /// Target of a row, `None` if ignored (range already checked).
     #[inline]
-    fn target<T: Target>(&self, t: T) -> Option<usize> {
+    pub(crate) fn target<T: Target>(&self, t: T) -> Option<usize> {
         let t = t.class();
         if Some(t) == self.ignore {
             None
@@ -512,7 +512,7 @@ impl Checked<'_> {
     /// The row's gradient plan. With `a = c + k S_w`, the gradient of the row loss
     /// `c (lse - z_t) + k (S_w lse - sum_j w_j z_j)` is `a p_j - k w_j - c [j = t]`.
     #[inline]
-    fn plan<T: Target>(&self, t: T) -> RowPlan {
+    pub(crate) fn plan<T: Target>(&self, t: T) -> RowPlan {
         match self.target(t) {
             None => RowPlan {
                 target: None,
@@ -538,13 +538,13 @@ impl Checked<'_> {
     /// its statistics: `c (ln S - (z_t - m)) + k (S_w ln S - sum_j w_j (z_j - m))` plus
     /// `zc lse^2`, `lse = m + ln S`.
     #[inline]
-    fn row_loss(&self, t: usize, m: &Merged, target_logit: f32) -> RowLoss {
+    pub(crate) fn row_loss(&self, t: usize, m: &Merged, target_logit: f32) -> RowLoss {
         let ln_s = m.ln_sum();
         // In f64: `z_t - max` can overflow f32 when the logits span +-3.4e38.
         let target_rel = f64::from(target_logit) - f64::from(m.max);
         let mut loss = self.nll_weight(t) * (ln_s - target_rel);
         if self.k != 0.0 {
-            loss += self.k * (self.sum_w * ln_s - m.wsum);
+            loss += self.k * (self.sum_w * ln_s - m.smooth_sum);
         }
         let lse = f64::from(m.max) + ln_s;
         let z = if self.zc != 0.0 {
@@ -580,7 +580,7 @@ impl Checked<'_> {
         self.zc
     }
 
-    fn smooth(&self) -> Smooth<'_> {
+    pub(crate) fn smooth(&self) -> Smooth<'_> {
         match (self.k != 0.0, self.weights) {
             (false, _) => Smooth::Off,
             (true, None) => Smooth::Uniform,
@@ -588,7 +588,7 @@ impl Checked<'_> {
         }
     }
 
-    fn beta(&self) -> Beta<'_> {
+    pub(crate) fn beta(&self) -> Beta<'_> {
         let b = (self.scale * self.k) as f32;
         match (self.k != 0.0, self.weights) {
             (false, _) => Beta::Zero,
@@ -599,11 +599,11 @@ impl Checked<'_> {
 }
 
 /// One row's results.
-struct RowLoss {
-    loss: f64,
-    z: f64,
-    lse: f64,
-    correct: bool,
+pub(crate) struct RowLoss {
+    pub loss: f64,
+    pub z: f64,
+    pub lse: f64,
+    pub correct: bool,
 }
 
 impl Checked<'_> {
@@ -705,15 +705,15 @@ fn fused<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T], sinks: Sinks<'_
     sums
 }
 
-/// Per-row results of the blocked path's merge phase.
-struct RowGrad {
-    max: f32,
-    alpha: f64,
-    target: Option<usize>,
+/// Per-row gradient coefficients from merged statistics (blocked path, shards).
+pub(crate) struct RowGrad {
+    pub max: f32,
+    pub alpha: f64,
+    pub target: Option<usize>,
     /// The capped target logit (soft-capping only).
-    yt: f32,
-    tfix: f32,
-    zero: bool,
+    pub yt: f32,
+    pub tfix: f32,
+    pub zero: bool,
 }
 
 /// Rows longer than `FUSED_MAX_CLASSES`: statistics per block (in parallel), merged per
@@ -759,14 +759,7 @@ fn blocked<T: Target>(
     for (r, &t) in targets.iter().enumerate() {
         let plan = ck.plan(t);
         let Some(t) = plan.target else {
-            grads.push(RowGrad {
-                max: 0.0,
-                alpha: 0.0,
-                target: None,
-                yt: 0.0,
-                tfix: 0.0,
-                zero: true,
-            });
+            grads.push(RowGrad::IGNORED);
             continue;
         };
         let row_stats = blocks.next().unwrap_or(&[]);
@@ -786,23 +779,7 @@ fn blocked<T: Target>(
             z: row.z,
             correct: usize::from(row.correct),
         });
-        let sum = if m.max == f32::NEG_INFINITY {
-            f64::NAN
-        } else {
-            m.sum
-        };
-        let mut a = plan.grad_a;
-        if plan.zloss != 0.0 {
-            a += plan.zloss * row.lse;
-        }
-        grads.push(RowGrad {
-            max: m.max,
-            alpha: a / sum,
-            target: Some(t),
-            yt,
-            tfix: plan.tfix,
-            zero: plan.zero_grad,
-        });
+        grads.push(ck.row_grad(&plan, &m, row.lse, yt));
     }
     // Phase 3: gradient blocks.
     if !matches!(io, Io::Read(_)) {
@@ -817,34 +794,79 @@ fn blocked<T: Target>(
                 rest = tail;
             }
         }
-        map_ordered(pieces, par, |_, (r, b, mut piece)| {
-            let g = &grads[r];
-            let lo = b * BLOCK_CLASSES;
-            if g.zero {
-                piece.dst_mut().fill(0.0);
-                return;
-            }
-            let n = piece.len();
-            let block_beta = match beta {
-                Beta::Weighted(k, w) => Beta::Weighted(k, &w[lo..lo + n]),
-                other => other,
-            };
-            with_backend!(ck.backend, k => k.grad_from_stats(piece.reborrow(), g.max, g.alpha as f32, block_beta, ck.cap));
-            if let Some(t) = g.target.filter(|&t| t >= lo && t < lo + n) {
-                let dst = &mut piece.dst_mut()[t - lo];
-                match ck.cap {
-                    None => *dst -= g.tfix,
-                    Some(_) => *dst = capped_target_grad(ck, g, beta_at(beta, t)),
-                }
-            }
+        map_ordered(pieces, par, |_, (r, b, piece)| {
+            write_grad_run(ck, piece, b * BLOCK_CLASSES, &grads[r], beta);
         });
     }
     sums
 }
 
+impl Checked<'_> {
+    /// A counted row's gradient coefficients from its merged statistics and `lse`.
+    pub(crate) fn row_grad(&self, plan: &RowPlan, m: &Merged, lse: f64, yt: f32) -> RowGrad {
+        let sum = if m.max == f32::NEG_INFINITY {
+            f64::NAN
+        } else {
+            m.sum
+        };
+        let mut a = plan.grad_a;
+        if plan.zloss != 0.0 {
+            a += plan.zloss * lse;
+        }
+        RowGrad {
+            max: m.max,
+            alpha: a / sum,
+            target: plan.target,
+            yt,
+            tfix: plan.tfix,
+            zero: plan.zero_grad,
+        }
+    }
+}
+
+/// The gradient of a run of classes `[lo, lo + piece.len())` of one row from the row's
+/// coefficients; `beta` spans the whole row (weights are sliced here).
+pub(crate) fn write_grad_run(
+    ck: &Checked<'_>,
+    mut piece: Io<'_>,
+    lo: usize,
+    g: &RowGrad,
+    beta: Beta<'_>,
+) {
+    if g.zero {
+        piece.dst_mut().fill(0.0);
+        return;
+    }
+    let n = piece.len();
+    let run_beta = match beta {
+        Beta::Weighted(k, w) => Beta::Weighted(k, &w[lo..lo + n]),
+        other => other,
+    };
+    with_backend!(ck.backend, k => k.grad_from_stats(piece.reborrow(), g.max, g.alpha as f32, run_beta, ck.cap));
+    if let Some(t) = g.target.filter(|&t| t >= lo && t < lo + n) {
+        let dst = &mut piece.dst_mut()[t - lo];
+        match ck.cap {
+            None => *dst -= g.tfix,
+            Some(_) => *dst = capped_target_grad(ck, g, beta_at(beta, t)),
+        }
+    }
+}
+
+impl RowGrad {
+    /// An ignored row: zero gradient.
+    pub(crate) const IGNORED: RowGrad = RowGrad {
+        max: 0.0,
+        alpha: 0.0,
+        target: None,
+        yt: 0.0,
+        tfix: 0.0,
+        zero: true,
+    };
+}
+
 /// The target entry of a soft-capped row's gradient, in f64 from the statistics:
 /// `(alpha e_t - beta_t - tfix) (1 - (y_t / cap)^2)`.
-fn capped_target_grad(ck: &Checked<'_>, g: &RowGrad, beta_t: f64) -> f32 {
+pub(crate) fn capped_target_grad(ck: &Checked<'_>, g: &RowGrad, beta_t: f64) -> f32 {
     let cap = ck.cap.map_or(1.0, |c| f64::from(c.cap));
     let y = f64::from(g.yt) / cap;
     let e = (f64::from(g.yt) - f64::from(g.max)).exp();

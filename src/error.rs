@@ -79,6 +79,12 @@ pub enum Error {
         /// Classes per row.
         classes: usize,
     },
+    /// A counted row's merged [`ShardStats`](crate::ShardStats) carry no target logit:
+    /// the shard that holds the row's target was not merged in.
+    ShardMissingTarget {
+        /// The row.
+        row: usize,
+    },
     /// The requested kernel cannot run on this CPU (see [`Kernel::available`]).
     KernelUnavailable(Kernel),
 }
@@ -136,6 +142,11 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "shard of {width} classes at offset {offset} does not fit in {classes} classes"
+            ),
+            Error::ShardMissingTarget { row } => write!(
+                f,
+                "merged shard statistics of row {row} have no target logit: \
+                 the shard holding the target was not merged"
             ),
             Error::KernelUnavailable(k) => write!(
                 f,

@@ -91,6 +91,7 @@ mod loss;
 mod parallel;
 pub mod reference;
 mod rows;
+mod shard;
 mod softmax;
 mod stats;
 mod target;
@@ -100,6 +101,8 @@ pub use error::Error;
 pub use kernel::Kernel;
 pub use loss::Loss;
 pub use rows::RowOutputs;
+pub use shard::Shard;
+pub use stats::ShardStats;
 pub use target::Target;
 
 /// Row-wise softmax of `x` (rows of `classes`) in place, with [`Kernel::Auto`]; see

@@ -160,11 +160,9 @@ pub(crate) fn row_stats(b: Backend, row: &[f32], smooth: Smooth<'_>, weight: f64
         merged = Some(merged.map_or(m, |acc| acc.merge(m)));
     }
     merged.unwrap_or(Merged {
-        max: f32::NEG_INFINITY,
         argmax: 0,
-        sum: 0.0,
-        wsum: 0.0,
-        weight,
+        smooth_weight: weight,
+        ..Merged::EMPTY
     })
 }
 

@@ -14,4 +14,5 @@ mod errors;
 mod exp;
 mod kernels;
 mod oracle;
+mod shard;
 mod softmax;

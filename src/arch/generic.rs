@@ -561,6 +561,7 @@ pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
         let zt = unsafe { *row.add(t) };
         // Capping is monotone: the capped max is the cap of the max, and the argmax is
         // taken on the raw logits.
+        let top = m;
         let (m, zt) = match job.cap {
             Some(cp) => (softcap_one(s, m, cp), softcap_one(s, zt, cp)),
             None => (m, zt),
@@ -579,6 +580,7 @@ pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
             RowOut {
                 stats: BlockStats {
                     max: m,
+                    top,
                     argmax: am,
                     sum,
                     wsum,
@@ -743,6 +745,7 @@ pub(crate) unsafe fn stats<S: Simd>(
     // SAFETY: obligations forwarded.
     let (m, am) = unsafe { max_argmax(s, z, n) };
     // Capped logits are never -inf, so capping needs no special case.
+    let top = m;
     let m = cap.map_or(m, |cp| softcap_one(s, m, cp));
     if m == f32::NEG_INFINITY && n > 0 {
         // Rare: no finite value. Scalar scan (exp would see -inf - -inf = NaN).
@@ -760,6 +763,7 @@ pub(crate) unsafe fn stats<S: Simd>(
         };
         return BlockStats {
             max: m,
+            top,
             argmax: am,
             sum: if nan { f32::NAN } else { 0.0 },
             wsum,
@@ -780,6 +784,7 @@ pub(crate) unsafe fn stats<S: Simd>(
     };
     BlockStats {
         max: m,
+        top,
         argmax: am,
         sum,
         wsum,

@@ -209,7 +209,10 @@ impl Io<'_> {
 /// when asked for), and the first index of the maximum relative to the run's start.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct BlockStats {
+    /// Max of the (soft-capped) values.
     pub max: f32,
+    /// Max of the raw values (equal to `max` without capping): decides the argmax.
+    pub top: f32,
     pub argmax: usize,
     pub sum: f32,
     pub wsum: f64,

@@ -1,0 +1,189 @@
+//! Vocabulary sharding: statistics per shard, merged in any order, reproduce the
+//! unsharded loss and gradient (checked against the reference with the shared tolerance
+//! model), for 1 to 8 shards of uneven (even empty) widths.
+
+use crate::check::{check_grad, check_loss};
+use crate::common::*;
+use proptest::prelude::*;
+use xent::{CrossEntropy, Error, Kernel, Shard, ShardStats};
+
+/// Cuts `0..c` at the given fractions into `n` shards (some possibly empty).
+fn shards(c: usize, cuts: &[u16]) -> Vec<Shard> {
+    let mut at: Vec<usize> = cuts.iter().map(|&f| usize::from(f) * c / 65535).collect();
+    at.extend([0, c]);
+    at.sort_unstable();
+    at.windows(2)
+        .map(|w| Shard::new(w[0], w[1] - w[0]))
+        .collect()
+}
+
+/// Runs the sharded protocol: stats per shard, merge in `order`, loss and gradient.
+fn sharded(
+    ce: &CrossEntropy,
+    z: &[f32],
+    t: &[i64],
+    parts: &[Shard],
+    order: &[usize],
+) -> Result<(xent::Loss, Vec<f32>), Error> {
+    let c = ce.classes();
+    let rows = t.len();
+    let slice = |s: Shard| -> Vec<f32> {
+        (0..rows)
+            .flat_map(|r| z[r * c + s.offset..r * c + s.offset + s.width].to_vec())
+            .collect()
+    };
+    let mut per_shard = Vec::new();
+    for &s in parts {
+        let mut out = vec![ShardStats::EMPTY; rows];
+        ce.shard_stats(&slice(s), s, t, &mut out)?;
+        per_shard.push(out);
+    }
+    let merged: Vec<ShardStats> = (0..rows)
+        .map(|r| {
+            order.iter().fold(ShardStats::EMPTY, |acc, &i| {
+                acc.merge(per_shard[i % parts.len()][r])
+            })
+        })
+        .collect();
+    let loss = ce.shard_loss(&merged, t)?;
+    let mut grad = vec![f32::NAN; z.len()];
+    for &s in parts {
+        let mut g = slice(s);
+        ce.shard_backward(&mut g, s, t, &merged)?;
+        for r in 0..rows {
+            grad[r * c + s.offset..r * c + s.offset + s.width]
+                .copy_from_slice(&g[r * s.width..(r + 1) * s.width]);
+        }
+    }
+    Ok((loss, grad))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn shards_reproduce_the_unsharded_loss_and_gradient(
+        (ce, z, t) in case(),
+        cuts in prop::collection::vec(any::<u16>(), 0..8),
+        order_seed in any::<u64>(),
+    ) {
+        let parts = shards(ce.classes(), &cuts);
+        // Every shard exactly once, in a seeded order.
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        let mut s = order_seed | 1;
+        for i in (1..order.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            order.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let want = xent::reference::cross_entropy(&ce, &z, &t).unwrap();
+        for k in Kernel::available() {
+            let ce = ce.clone().kernel(k);
+            let (loss, grad) = sharded(&ce, &z, &t, &parts, &order).unwrap();
+            let what = format!("{k:?} {} shards {parts:?}", parts.len());
+            check_loss(&ce, &z, &t, &loss, &want, &what).map_err(TestCaseError::fail)?;
+            check_grad(&ce, &z, &t, &grad, &want.grad, &want.lse, None, &what)
+                .map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
+#[test]
+fn merge_is_order_independent_for_the_argmax_and_lse() {
+    let c = 1000;
+    // Finite logits (with smoothing a -inf would make the loss +inf in both orders).
+    let z: Vec<f32> = seeded_row(3, c)
+        .iter()
+        .map(|v| v.clamp(-50.0, 50.0))
+        .collect();
+    let t = [17i64];
+    let ce = CrossEntropy::new(c).label_smoothing(0.1).z_loss(1e-3);
+    let parts = shards(c, &[100, 9000, 30000, 30001, 65535]);
+    let fwd: Vec<usize> = (0..parts.len()).collect();
+    let rev: Vec<usize> = fwd.iter().rev().copied().collect();
+    let (a, ga) = sharded(&ce, &z, &t, &parts, &fwd).unwrap();
+    let (b, gb) = sharded(&ce, &z, &t, &parts, &rev).unwrap();
+    assert_eq!((a.rows, a.correct), (b.rows, b.correct));
+    assert!(a.value.is_finite());
+    assert!((a.value - b.value).abs() <= 1e-5 * a.value.abs());
+    for (x, y) in ga.iter().zip(&gb) {
+        assert!((x - y).abs() <= 1e-6, "{x} vs {y}");
+    }
+}
+
+#[test]
+fn shard_errors_leave_buffers_alone() {
+    let ce = CrossEntropy::new(4);
+    let t = [1u8, 3];
+    let z = [0.5f32; 4];
+    let mut out = [ShardStats::EMPTY; 2];
+    let e = ce
+        .shard_stats(&z, Shard::new(3, 2), &t, &mut out)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::ShardRange {
+            offset: 3,
+            width: 2,
+            classes: 4
+        }
+    );
+    assert!(e.to_string().contains('3'));
+    let e = ce
+        .shard_stats(&z, Shard::new(usize::MAX, 2), &t, &mut out)
+        .unwrap_err();
+    assert!(matches!(e, Error::ShardRange { .. }));
+    let e = ce
+        .shard_stats(&z[..3], Shard::new(0, 2), &t, &mut out)
+        .unwrap_err();
+    assert_eq!(e, Error::LogitsShape { len: 3, classes: 2 });
+    let e = ce
+        .shard_stats(&z, Shard::new(0, 1), &t, &mut out)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::TargetsLength {
+            targets: 2,
+            rows: 4
+        }
+    );
+    let e = ce
+        .shard_stats(&z, Shard::new(0, 2), &t, &mut out[..1])
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::OutputLength {
+            len: 1,
+            expected: 2
+        }
+    );
+    let e = ce
+        .shard_stats(&z, Shard::new(0, 2), &[1u8, 4], &mut out)
+        .unwrap_err();
+    assert!(matches!(e, Error::TargetOutOfRange { row: 1, .. }));
+    assert_eq!(out, [ShardStats::EMPTY; 2]);
+    // Statistics without the target's shard: an error, not a silent NaN.
+    ce.shard_stats(&z, Shard::new(0, 2), &t, &mut out).unwrap();
+    let e = ce.shard_loss(&out, &t).unwrap_err();
+    assert_eq!(e, Error::ShardMissingTarget { row: 1 });
+    let mut g = z;
+    assert_eq!(
+        ce.shard_backward(&mut g, Shard::new(0, 2), &t, &out)
+            .unwrap_err(),
+        e
+    );
+    assert_eq!(g, z);
+    let e = ce.shard_loss(&out[..1], &t).unwrap_err();
+    assert_eq!(
+        e,
+        Error::InputLength {
+            what: "stats",
+            len: 1,
+            expected: 2
+        }
+    );
+    // An empty shard is valid and merges as the identity.
+    let mut empty = [ShardStats::EMPTY; 2];
+    ce.shard_stats(&[], Shard::new(4, 0), &t, &mut empty)
+        .unwrap();
+    assert_eq!(empty[0].merge(out[0]), out[0]);
+}
