@@ -86,6 +86,7 @@ mod api;
 mod arch;
 mod error;
 pub mod exp;
+mod half_logits;
 mod kernel;
 mod loss;
 mod parallel;
@@ -98,6 +99,8 @@ mod target;
 
 pub use api::{CrossEntropy, Reduction};
 pub use error::Error;
+pub use half;
+pub use half_logits::HalfFloat;
 pub use kernel::Kernel;
 pub use loss::Loss;
 pub use rows::RowOutputs;

@@ -12,6 +12,7 @@ mod determinism;
 mod edge_cases;
 mod errors;
 mod exp;
+mod half;
 mod kernels;
 mod oracle;
 mod shard;

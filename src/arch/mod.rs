@@ -44,6 +44,7 @@
 //! row, never on the row's address or on which thread runs it, so every result is a
 //! function of the input values alone.
 
+pub(crate) mod convert;
 pub(crate) mod generic;
 pub(crate) mod portable;
 #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,7 @@
 //! arbitrary bytes into calls and panics on any disagreement. A crash input found by
 //! fuzzing becomes a regression test by copying it into `fuzz/regressions/<target>/`,
 //! which `tests/corpus.rs` replays on every `cargo test`. Only `xent` and `std` are used,
-//! so the file compiles in both crates.
+//! so the file compiles in both crates (and `half`, which `xent` re-exports).
 //!
 //! # Tolerance model
 //!
@@ -444,6 +444,82 @@ pub fn check_all_entry_points<T: Target>(
     Ok(())
 }
 
+/// The half-precision path against the f32 path on the widened logits, for bf16 and f16
+/// (see `tests/half.rs` for why they must agree bit for bit).
+pub fn check_half<T: Target>(ce: &CrossEntropy, z: &[f32], t: &[T]) -> Result<(), String> {
+    half_agrees(
+        ce,
+        z,
+        t,
+        xent::half::bf16::from_f32,
+        xent::half::bf16::to_f32,
+        xent::half::bf16::to_bits,
+    )?;
+    half_agrees(
+        ce,
+        z,
+        t,
+        xent::half::f16::from_f32,
+        xent::half::f16::to_f32,
+        xent::half::f16::to_bits,
+    )
+}
+
+/// One 16-bit type: `narrow`/`widen` are the exact software conversions.
+fn half_agrees<T: Target, H: xent::HalfFloat + std::fmt::Debug>(
+    ce: &CrossEntropy,
+    z: &[f32],
+    t: &[T],
+    narrow: impl Fn(f32) -> H,
+    widen: impl Fn(H) -> f32,
+    to_bits: impl Fn(H) -> u16,
+) -> Result<(), String> {
+    let zh: Vec<H> = z.iter().map(|&v| narrow(v)).collect();
+    let zw: Vec<f32> = zh.iter().map(|&v| widen(v)).collect();
+    let rows = t.len();
+    let fail = |e: xent::Error| e.to_string();
+    for k in Kernel::available() {
+        let ce = ce.clone().kernel(k);
+        let what = format!("{k:?} {}", std::any::type_name::<H>());
+        let f = ce.forward(&zw, t).map_err(fail)?;
+        let h = ce.forward_half(&zh, t).map_err(fail)?;
+        if f.value.to_bits() != h.value.to_bits() || (f.rows, f.correct) != (h.rows, h.correct) {
+            return Err(format!("{what}: forward {f:?} vs half {h:?}"));
+        }
+        let mut g32 = zw.clone();
+        let l32 = ce.forward_backward(&mut g32, t).map_err(fail)?;
+        let mut gh = zh.clone();
+        let lh = ce.forward_backward_half(&mut gh, t).map_err(fail)?;
+        if l32.value.to_bits() != lh.value.to_bits() || l32.z_loss.to_bits() != lh.z_loss.to_bits()
+        {
+            return Err(format!("{what}: forward_backward {l32:?} vs half {lh:?}"));
+        }
+        for (i, (&g, &h)) in g32.iter().zip(&gh).enumerate() {
+            let want = narrow(g);
+            // vcvtneps2bf16 (AVX-512 BF16) flushes subnormal inputs to zero.
+            let flushed = g.is_subnormal() && widen(h) == 0.0;
+            if !(to_bits(h) == to_bits(want) || flushed || (g.is_nan() && widen(h).is_nan())) {
+                return Err(format!(
+                    "{what}: grad[{i}] f32 {g:e} -> {want:?}, half path {h:?}"
+                ));
+            }
+        }
+        let (mut l1, mut s1) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        let (mut l2, mut s2) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        let mut a = zw.clone();
+        let outs = xent::RowOutputs::new().losses(&mut l1).lse(&mut s1);
+        ce.forward_backward_with(&mut a, t, outs).map_err(fail)?;
+        let mut b = zh.clone();
+        let outs = xent::RowOutputs::new().losses(&mut l2).lse(&mut s2);
+        ce.forward_backward_half_with(&mut b, t, outs)
+            .map_err(fail)?;
+        if bits(&l1) != bits(&l2) || bits(&s1) != bits(&s2) {
+            return Err(format!("{what}: per-row outputs differ"));
+        }
+    }
+    Ok(())
+}
+
 /// Softmax, log-softmax and log-sum-exp on every kernel against the reference.
 pub fn check_softmax_family(c: usize, z: &[f32]) -> Result<(), String> {
     let p = xent::reference::softmax(z, c).map_err(|e| e.to_string())?;
@@ -622,6 +698,7 @@ pub fn differential(data: &[u8]) {
         }
         _ => check_all_entry_points(&ce, &z, &t),
     };
+    let result = result.and_then(|()| check_half(&ce, &z, &t));
     if let Err(e) = result.and_then(|()| check_softmax_family(classes, &z)) {
         panic!("{e}\noptions: {ce:?}");
     }
@@ -748,6 +825,16 @@ fn api_calls<T: Target>(ce: &CrossEntropy, z: &[f32], t: &[T], glen: usize) {
     let mut g = vec![f32::NAN; glen];
     if ce.backward_into(z, t, &lse, &lse, &mut g).is_err() {
         keep(&gb, &g, "backward_into");
+    }
+    let mut hb: Vec<xent::half::bf16> = z.iter().map(|&v| xent::half::bf16::from_f32(v)).collect();
+    let before: Vec<u16> = hb.iter().map(|v| v.to_bits()).collect();
+    let _ = ce.forward_half(&hb, t);
+    if ce.forward_backward_half(&mut hb, t).is_err() {
+        let after: Vec<u16> = hb.iter().map(|v| v.to_bits()).collect();
+        assert!(
+            before == after,
+            "forward_backward_half: buffer changed ({ce:?})"
+        );
     }
     let mut buf = z.to_vec();
     if ce.softmax(&mut buf).is_err() {

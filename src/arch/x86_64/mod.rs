@@ -7,6 +7,7 @@
 
 pub(crate) mod avx2;
 pub(crate) mod avx512;
+mod convert;
 
 pub(crate) use avx2::Avx2;
 pub(crate) use avx512::Avx512;

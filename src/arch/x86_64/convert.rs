@@ -1,0 +1,187 @@
+//! Half-precision conversions with the x86 conversion instructions; the tails (fewer than
+//! a vector) use the exact software conversions of `arch::convert`.
+
+use super::{Avx2, Avx512};
+use crate::arch::convert::{HalfFormat, narrow_one, widen_one};
+use core::arch::x86_64::*;
+
+/// Rounds 8 (AVX2) or 16 (AVX-512) f32 bit patterns to bf16 the way `half::bf16::from_f32`
+/// does: add `0x7fff` plus the lowest kept bit (round to nearest, ties to even), keep the
+/// top 16 bits; a NaN keeps its top bits with the quiet bit set.
+const BF16_ROUND: i32 = 0x7fff;
+const BF16_QUIET: i32 = 0x40;
+
+impl Avx512 {
+    /// Widens `src` into `dst` (`src.len() == dst.len()`).
+    pub(crate) fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]) {
+        #[target_feature(enable = "avx512f")]
+        fn inner(f: HalfFormat, src: &[u16], dst: &mut [f32]) {
+            let n = src.len().min(dst.len());
+            let mut i = 0;
+            while i + 16 <= n {
+                // SAFETY: bounds: `i + 16 <= n` elements of both slices; unaligned
+                // loads/stores. feature: avx512f is enabled on this function.
+                unsafe {
+                    let h = _mm256_loadu_si256(src.as_ptr().add(i).cast());
+                    let v = match f {
+                        HalfFormat::Bf16 => {
+                            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                        }
+                        HalfFormat::F16 => _mm512_cvtph_ps(h),
+                    };
+                    _mm512_storeu_ps(dst.as_mut_ptr().add(i), v);
+                }
+                i += 16;
+            }
+            for j in i..n {
+                dst[j] = widen_one(f, src[j]);
+            }
+        }
+        // SAFETY: feature: the `Avx512` token proves avx512f was detected.
+        unsafe { inner(f, src, dst) }
+    }
+
+    /// Narrows `src` into `dst` with round-to-nearest-even. With AVX-512 BF16 the bf16
+    /// case uses `vcvtneps2bf16`, which also flushes subnormal inputs (below 1.2e-38) to
+    /// zero; the software path keeps them.
+    pub(crate) fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+        #[target_feature(enable = "avx512f")]
+        fn inner(f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+            let n = src.len().min(dst.len());
+            let mut i = 0;
+            while i + 16 <= n {
+                // SAFETY: bounds: `i + 16 <= n` elements of both slices; unaligned
+                // loads/stores. feature: avx512f is enabled on this function.
+                unsafe {
+                    let v = _mm512_loadu_ps(src.as_ptr().add(i));
+                    let h = match f {
+                        HalfFormat::Bf16 => {
+                            let x = _mm512_castps_si512(v);
+                            let hi = _mm512_srli_epi32::<16>(x);
+                            let lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+                            let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(BF16_ROUND));
+                            let r = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, bias));
+                            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                            let q = _mm512_or_si512(hi, _mm512_set1_epi32(BF16_QUIET));
+                            _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q))
+                        }
+                        HalfFormat::F16 => {
+                            _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+                        }
+                    };
+                    _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), h);
+                }
+                i += 16;
+            }
+            for j in i..n {
+                dst[j] = narrow_one(f, src[j]);
+            }
+        }
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        fn inner_bf16(src: &[f32], dst: &mut [u16]) {
+            let n = src.len().min(dst.len());
+            let mut i = 0;
+            while i + 16 <= n {
+                // SAFETY: bounds: `i + 16 <= n` elements of both slices; `__m256bh` and
+                // `__m256i` are both 32 bytes of plain bits. feature: avx512f and
+                // avx512bf16 are enabled on this function.
+                unsafe {
+                    let v = _mm512_loadu_ps(src.as_ptr().add(i));
+                    let h: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(v));
+                    _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), h);
+                }
+                i += 16;
+            }
+            for j in i..n {
+                dst[j] = narrow_one(HalfFormat::Bf16, src[j]);
+            }
+        }
+        if f == HalfFormat::Bf16 && is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: feature: the token proves avx512f and avx512bf16 was just detected.
+            unsafe { inner_bf16(src, dst) }
+        } else {
+            // SAFETY: feature: the `Avx512` token proves avx512f was detected.
+            unsafe { inner(f, src, dst) }
+        }
+    }
+}
+
+impl Avx2 {
+    /// Widens `src` into `dst`; f16 needs F16C (detected here), else software.
+    pub(crate) fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]) {
+        #[target_feature(enable = "avx2,f16c")]
+        fn inner(f: HalfFormat, src: &[u16], dst: &mut [f32]) {
+            let n = src.len().min(dst.len());
+            let mut i = 0;
+            while i + 8 <= n {
+                // SAFETY: bounds: `i + 8 <= n` elements of both slices; unaligned
+                // loads/stores. feature: avx2 and f16c are enabled on this function.
+                unsafe {
+                    let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+                    let v = match f {
+                        HalfFormat::Bf16 => {
+                            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+                        }
+                        HalfFormat::F16 => _mm256_cvtph_ps(h),
+                    };
+                    _mm256_storeu_ps(dst.as_mut_ptr().add(i), v);
+                }
+                i += 8;
+            }
+            for j in i..n {
+                dst[j] = widen_one(f, src[j]);
+            }
+        }
+        if is_x86_feature_detected!("f16c") {
+            // SAFETY: feature: the token proves avx2; f16c was just detected.
+            unsafe { inner(f, src, dst) }
+        } else {
+            crate::arch::portable::Portable::new().widen(f, src, dst)
+        }
+    }
+
+    /// Narrows `src` into `dst` with round-to-nearest-even; f16 needs F16C (detected
+    /// here), else software.
+    pub(crate) fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+        #[target_feature(enable = "avx2,f16c")]
+        fn inner(f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+            let n = src.len().min(dst.len());
+            let mut i = 0;
+            while i + 8 <= n {
+                // SAFETY: bounds: `i + 8 <= n` elements of both slices; unaligned
+                // loads/stores. feature: avx2 and f16c are enabled on this function.
+                unsafe {
+                    let v = _mm256_loadu_ps(src.as_ptr().add(i));
+                    let h = match f {
+                        HalfFormat::Bf16 => {
+                            let x = _mm256_castps_si256(v);
+                            let hi = _mm256_srli_epi32::<16>(x);
+                            let lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
+                            let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(BF16_ROUND));
+                            let r = _mm256_srli_epi32::<16>(_mm256_add_epi32(x, bias));
+                            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                            let q = _mm256_or_si256(hi, _mm256_set1_epi32(BF16_QUIET));
+                            let r = _mm256_blendv_epi8(r, q, nan);
+                            // Pack the 32-bit lanes (all <= 0xffff) to 16 bits; `packus`
+                            // works per 128-bit half, so gather halves 0 and 2.
+                            let p = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(r, r));
+                            _mm256_castsi256_si128(p)
+                        }
+                        HalfFormat::F16 => _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v),
+                    };
+                    _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
+                }
+                i += 8;
+            }
+            for j in i..n {
+                dst[j] = narrow_one(f, src[j]);
+            }
+        }
+        if is_x86_feature_detected!("f16c") {
+            // SAFETY: feature: the token proves avx2; f16c was just detected.
+            unsafe { inner(f, src, dst) }
+        } else {
+            crate::arch::portable::Portable::new().narrow(f, src, dst)
+        }
+    }
+}

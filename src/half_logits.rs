@@ -1,0 +1,224 @@
+//! Cross-entropy on bf16 or f16 logits, with the gradient written back in the same type.
+//!
+//! # Memory passes
+//!
+//! The batch is cut into tiles of whole rows of about 64 K logits (the same shape-only
+//! boundaries as the f32 path's parallel chunks). Per tile:
+//!
+//! 1. widen the tile's 16-bit logits into an f32 scratch buffer (256 KiB, stays in L2),
+//! 2. run the f32 kernels on the scratch, in place (max pass, exp pass, scale pass),
+//! 3. narrow the f32 gradient back over the 16-bit logits, rounding to nearest even.
+//!
+//! So DRAM sees one 2-byte read and one 2-byte write per logit, half of the f32 traffic,
+//! and every value is computed in f32: in particular the target entry `(p_t - 1) / N` is
+//! formed in f32 from the row statistics (stored last, see the kernels) and rounded to 16
+//! bits once, instead of losing its bits to the cancellation `p_t - 1` would suffer in
+//! bf16. Rows longer than a tile take one row per tile (the blocked path for rows over
+//! 131 072 classes).
+//!
+//! The scratch buffer is per thread and reused, so after the first call on a thread no
+//! memory is allocated.
+
+use crate::api::{Checked, RowSums};
+use crate::arch::Io;
+use crate::arch::convert::{HalfFormat, bits, bits_mut};
+use crate::kernel::with_backend;
+use crate::parallel::{SplitRows, go_parallel, rows_per_chunk};
+use crate::rows::{RowOutputs, Sinks};
+use crate::{CrossEntropy, Error, Loss, Target};
+use core::cell::Cell;
+use rayon::prelude::*;
+
+mod sealed {
+    /// Keeps [`HalfFloat`](super::HalfFloat) implemented only by this crate.
+    pub trait Sealed: crate::arch::convert::Bits16 {
+        const FORMAT: crate::arch::convert::HalfFormat;
+    }
+    impl Sealed for half::bf16 {
+        const FORMAT: crate::arch::convert::HalfFormat = crate::arch::convert::HalfFormat::Bf16;
+    }
+    impl Sealed for half::f16 {
+        const FORMAT: crate::arch::convert::HalfFormat = crate::arch::convert::HalfFormat::F16;
+    }
+}
+
+/// A 16-bit logit type: [`half::bf16`] or [`half::f16`] (sealed).
+pub trait HalfFloat: sealed::Sealed + Copy + Send + Sync + 'static {}
+impl HalfFloat for half::bf16 {}
+impl HalfFloat for half::f16 {}
+
+thread_local! {
+    /// The per-thread f32 tile buffer (taken out while in use, so a task that rayon runs
+    /// on this thread while another waits simply gets a fresh one).
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// The 16-bit buffers of one call: read only, or gradient in place.
+enum HalfIo<'a, H> {
+    Read(&'a [H]),
+    InPlace(&'a mut [H]),
+}
+
+impl<H> HalfIo<'_, H> {
+    fn len(&self) -> usize {
+        match self {
+            HalfIo::Read(s) => s.len(),
+            HalfIo::InPlace(s) => s.len(),
+        }
+    }
+
+    fn split_at(self, n: usize) -> (Self, Self) {
+        match self {
+            HalfIo::Read(s) => {
+                let (a, b) = s.split_at(n);
+                (HalfIo::Read(a), HalfIo::Read(b))
+            }
+            HalfIo::InPlace(s) => {
+                let (a, b) = s.split_at_mut(n);
+                (HalfIo::InPlace(a), HalfIo::InPlace(b))
+            }
+        }
+    }
+}
+
+impl CrossEntropy {
+    /// [`forward`](Self::forward) on bf16 or f16 logits (computed in f32).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward).
+    ///
+    /// ```
+    /// use half::bf16;
+    /// let ce = xent::CrossEntropy::new(2);
+    /// let z = [bf16::from_f32(0.0), bf16::from_f32(0.0)];
+    /// let loss = ce.forward_half(&z, &[1u8])?;
+    /// assert!((loss.value - std::f32::consts::LN_2).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn forward_half<H: HalfFloat, T: Target>(
+        &self,
+        logits: &[H],
+        targets: &[T],
+    ) -> Result<Loss, Error> {
+        let ck = self.check(logits.len(), targets, None)?;
+        Ok(self.run_half(&ck, HalfIo::Read(logits), targets, Sinks::default()))
+    }
+
+    /// [`forward_backward`](Self::forward_backward) on bf16 or f16 logits: the loss, and
+    /// the gradient written over the logits in the same type (computed in f32, rounded to
+    /// nearest even once).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward); on error the logits are unchanged.
+    ///
+    /// ```
+    /// use half::f16;
+    /// let ce = xent::CrossEntropy::new(2).reduction(xent::Reduction::Sum);
+    /// let mut z = [f16::from_f32(0.0), f16::from_f32(0.0)];
+    /// ce.forward_backward_half(&mut z, &[1u8])?;
+    /// assert_eq!([z[0].to_f32(), z[1].to_f32()], [0.5, -0.5]);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn forward_backward_half<H: HalfFloat, T: Target>(
+        &self,
+        logits: &mut [H],
+        targets: &[T],
+    ) -> Result<Loss, Error> {
+        let ck = self.check(logits.len(), targets, None)?;
+        Ok(self.run_half(&ck, HalfIo::InPlace(logits), targets, Sinks::default()))
+    }
+
+    /// [`forward_backward_half`](Self::forward_backward_half) with the per-row outputs of
+    /// [`forward_with`](Self::forward_with) (row losses and log-sum-exp, in f32).
+    ///
+    /// # Errors
+    /// As [`forward_with`](Self::forward_with); on error nothing is written.
+    ///
+    /// ```
+    /// use half::bf16;
+    /// let ce = xent::CrossEntropy::new(2);
+    /// let mut z = [bf16::from_f32(1.0), bf16::from_f32(1.0)];
+    /// let mut lse = [0.0f32];
+    /// ce.forward_backward_half_with(&mut z, &[0u8], xent::RowOutputs::new().lse(&mut lse))?;
+    /// assert!((lse[0] - (1.0 + std::f32::consts::LN_2)).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn forward_backward_half_with<H: HalfFloat, T: Target>(
+        &self,
+        logits: &mut [H],
+        targets: &[T],
+        outputs: RowOutputs<'_>,
+    ) -> Result<Loss, Error> {
+        let ck = self.check(logits.len(), targets, None)?;
+        let sinks = outputs.checked(targets.len())?;
+        Ok(self.run_half(&ck, HalfIo::InPlace(logits), targets, sinks))
+    }
+
+    /// Tiles of whole rows: widen, f32 kernels, narrow; tile sums added in tile order.
+    fn run_half<H: HalfFloat, T: Target>(
+        &self,
+        ck: &Checked<'_>,
+        io: HalfIo<'_, H>,
+        targets: &[T],
+        sinks: Sinks<'_>,
+    ) -> Loss {
+        let c = self.classes();
+        let per = rows_per_chunk(c);
+        let tile_len = per * c;
+        let parallel = go_parallel(io.len());
+        let mut tiles = Vec::new();
+        let mut sums = RowSums::default();
+        let mut rest = (io, sinks);
+        let mut row0 = 0;
+        while rest.0.len() > 0 {
+            let n = tile_len.min(rest.0.len());
+            let (head, tail) = rest.0.split_at(n);
+            let (sh, st) = rest.1.split_rows(n / c);
+            if parallel {
+                tiles.push((row0, head, sh));
+            } else {
+                sums.add(tile::<H, T>(ck, head, &targets[row0..row0 + n / c], sh));
+            }
+            rest = (tail, st);
+            row0 += n / c;
+        }
+        if parallel {
+            let parts: Vec<RowSums> = tiles
+                .into_par_iter()
+                .map(|(r0, t, s)| {
+                    let rows = t.len() / c;
+                    tile::<H, T>(ck, t, &targets[r0..r0 + rows], s)
+                })
+                .collect();
+            parts.into_iter().for_each(|p| sums.add(p));
+        }
+        self.reduce(ck, sums)
+    }
+}
+
+/// One tile: widen into the thread's scratch, run the f32 rows, narrow the gradient back.
+fn tile<H: HalfFloat, T: Target>(
+    ck: &Checked<'_>,
+    io: HalfIo<'_, H>,
+    targets: &[T],
+    sinks: Sinks<'_>,
+) -> RowSums {
+    let fmt: HalfFormat = <H as sealed::Sealed>::FORMAT;
+    let mut buf = SCRATCH.with(Cell::take);
+    buf.clear();
+    buf.resize(io.len(), 0.0);
+    let sums = match io {
+        HalfIo::Read(src) => {
+            with_backend!(ck.backend, k => k.widen(fmt, bits(src), &mut buf));
+            ck.run_rows(Io::Read(&buf), targets, sinks)
+        }
+        HalfIo::InPlace(dst) => {
+            with_backend!(ck.backend, k => k.widen(fmt, bits(dst), &mut buf));
+            let sums = ck.run_rows(Io::InPlace(&mut buf), targets, sinks);
+            with_backend!(ck.backend, k => k.narrow(fmt, &buf, bits_mut(dst)));
+            sums
+        }
+    };
+    SCRATCH.with(|s| s.set(buf));
+    sums
+}

@@ -1,0 +1,84 @@
+//! bf16 and f16 logits: the half-precision path runs the f32 kernels on widened tiles
+//! whose boundaries are the f32 path's chunk boundaries, so its loss must equal the f32
+//! path's on the widened logits bit for bit, and its gradient must be exactly that f32
+//! gradient rounded to nearest even. (The f32 path itself is checked against the
+//! reference everywhere else.) The one documented exception: AVX-512 BF16's
+//! `vcvtneps2bf16` flushes subnormal f32 gradients to zero.
+
+use crate::check::check_half;
+use crate::common::*;
+use half::bf16;
+use proptest::prelude::*;
+use xent::CrossEntropy;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bf16_and_f16_are_the_f32_path_rounded((ce, z, t) in case()) {
+        check_half(&ce, &z, &t).map_err(TestCaseError::fail)?;
+    }
+
+}
+
+#[test]
+fn many_tiles_and_long_rows_on_every_thread_count() {
+    // Several tiles (parallel), and rows longer than the fused limit (blocked path).
+    for (rows, c) in [(70_000usize, 3usize), (40, 4099), (2, 140_001)] {
+        let z: Vec<bf16> = seeded_row(11, rows * c)
+            .iter()
+            .map(|&v| bf16::from_f32(v.clamp(-60.0, 60.0)))
+            .collect();
+        let t: Vec<u32> = (0..rows as u32).map(|r| r * 7 % c as u32).collect();
+        let ce = CrossEntropy::new(c).z_loss(1e-4).label_smoothing(0.05);
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let mut g = z.clone();
+                    let l = ce.forward_backward_half(&mut g, &t).unwrap();
+                    (
+                        l.value.to_bits(),
+                        g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    )
+                })
+        };
+        let one = run(1);
+        assert!(run(2) == one && run(3) == one, "{rows}x{c}");
+        // And against the f32 path on the widened logits.
+        let zw: Vec<f32> = z.iter().map(|v| v.to_f32()).collect();
+        let mut g32 = zw.clone();
+        let l32 = ce.forward_backward(&mut g32, &t).unwrap();
+        assert_eq!(l32.value.to_bits(), one.0);
+        let flushed = |g: f32, h: u16| g.is_subnormal() && bf16::from_bits(h).to_f32() == 0.0;
+        assert!(
+            g32.iter()
+                .zip(&one.1)
+                .all(|(&g, &h)| bf16::from_f32(g).to_bits() == h || flushed(g, h))
+        );
+    }
+}
+
+#[test]
+fn target_gradient_keeps_its_bits() {
+    // A confident correct prediction: p_t - 1 is tiny and negative. Formed in f32 (an
+    // absolute error of a few f32 ulps of p_t ~ 1) and rounded to bf16 once, it keeps
+    // about 2 significant digits; computed from a bf16 p_t (which rounds to 1.0) it would
+    // be exactly 0.
+    let ce = CrossEntropy::new(4).reduction(xent::Reduction::Sum);
+    let mut z = [12.0, 0.0, 0.0, 0.0].map(bf16::from_f32);
+    ce.forward_backward_half(&mut z, &[0u8]).unwrap();
+    let want = 3.0 * (-12f64).exp() / (1.0 + 3.0 * (-12f64).exp()); // 1 - p_t
+    let got = -f64::from(z[0].to_f32());
+    let f32_err = 8.0 * f64::from(f32::EPSILON);
+    assert!(
+        (got - want).abs() <= f32_err + want * 2f64.powi(-8),
+        "{got} vs {want}"
+    );
+    assert!(
+        bf16::from_f32(1.0 - want as f32).to_f32() == 1.0,
+        "the naive bf16 p_t is 1"
+    );
+}
