@@ -432,7 +432,7 @@ impl CrossEntropy {
         targets: &[T],
         sinks: Sinks<'_>,
     ) -> Loss {
-        let sums = ck.run_rows(io, targets, sinks);
+        let sums = ck.run_rows(io, targets, sinks, None);
         self.reduce(ck, sums)
     }
 
@@ -471,7 +471,7 @@ impl RowSums {
 
 /// A validated call: everything the row loops need.
 pub(crate) struct Checked<'a> {
-    classes: usize,
+    pub(crate) classes: usize,
     counted: usize,
     weight: f64,
     pub(crate) backend: Backend,
@@ -614,6 +614,7 @@ impl Checked<'_> {
         io: Io<'_>,
         targets: &[T],
         sinks: Sinks<'_>,
+        prefetch: Option<(usize, usize)>,
     ) -> RowSums {
         // The row-group path computes its losses in f32 at a fixed scale and has no
         // per-row outputs: options beyond PyTorch's take the fused path.
@@ -626,7 +627,7 @@ impl Checked<'_> {
                 correct,
             }
         } else if self.classes <= FUSED_MAX_CLASSES {
-            fused(self, io, targets, sinks)
+            fused(self, io, targets, sinks, prefetch)
         } else {
             blocked(self, io, targets, sinks)
         }
@@ -668,12 +669,19 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
 
 /// Rows that fit in L2: three passes per row inside the kernel, chunks of rows across
 /// threads, chunk sums added in chunk order.
-fn fused<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T], sinks: Sinks<'_>) -> RowSums {
-    let job = RowsJob {
+fn fused<T: Target>(
+    ck: &Checked<'_>,
+    io: Io<'_>,
+    targets: &[T],
+    sinks: Sinks<'_>,
+    prefetch: Option<(usize, usize)>,
+) -> RowSums {
+    let job = |row0: usize| RowsJob {
         classes: ck.classes,
         smooth: ck.smooth(),
         beta: ck.beta(),
         cap: ck.cap,
+        prefetch: prefetch.map(|(base, stride)| (base.wrapping_add(row0 * stride), stride)),
     };
     let mut sums = RowSums::default();
     for_row_chunks_with(
@@ -697,7 +705,7 @@ fn fused<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T], sinks: Sinks<'_
                     });
                 }
             };
-            with_backend!(ck.backend, k => k.ce_rows(chunk, &job, plan, out));
+            with_backend!(ck.backend, k => k.ce_rows(chunk, &job(row0), plan, out));
             sums
         },
         |s| sums.add(s),

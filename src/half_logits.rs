@@ -207,14 +207,19 @@ fn tile<H: HalfFloat, T: Target>(
     let mut buf = SCRATCH.with(Cell::take);
     buf.clear();
     buf.resize(io.len(), 0.0);
+    // While a row of the tile is computed, the kernel prefetches the 16-bit logits of the
+    // rows after it (running into the next tile), so DRAM reads overlap the exps.
+    let row_bytes = 2 * ck.classes;
     let sums = match io {
         HalfIo::Read(src) => {
+            let hint = Some((src.as_ptr().addr(), row_bytes));
             with_backend!(ck.backend, k => k.widen(fmt, bits(src), &mut buf));
-            ck.run_rows(Io::Read(&buf), targets, sinks)
+            ck.run_rows(Io::Read(&buf), targets, sinks, hint)
         }
         HalfIo::InPlace(dst) => {
+            let hint = Some((dst.as_ptr().addr(), row_bytes));
             with_backend!(ck.backend, k => k.widen(fmt, bits(dst), &mut buf));
-            let sums = ck.run_rows(Io::InPlace(&mut buf), targets, sinks);
+            let sums = ck.run_rows(Io::InPlace(&mut buf), targets, sinks, hint);
             with_backend!(ck.backend, k => k.narrow(fmt, &buf, bits_mut(dst)));
             sums
         }

@@ -18,6 +18,11 @@ pub(crate) struct RowsJob<'a> {
     pub beta: Beta<'a>,
     /// Logit soft-capping, if any.
     pub cap: Option<Cap>,
+    /// Where to prefetch from while a row is computed: `(address of the chunk's row 0,
+    /// bytes per row)` of the memory the next rows really come from (the 16-bit logits
+    /// when the rows are an f32 tile widened from them); `None` prefetches the next row
+    /// of `src`. Addresses only: a prefetch never faults and nothing is dereferenced.
+    pub prefetch: Option<(usize, usize)>,
 }
 
 /// Logit soft-capping `z -> cap tanh(z / cap)` (Gemma 2), with `inv = 1 / cap`.
@@ -91,12 +96,14 @@ fn exp_any<S: Simd>(s: S, x: S::F) -> S::F {
     exp(s, s.select(s.gt(x, hi), hi, x))
 }
 
-/// `cap tanh(z / cap)`, as `sign(x) (1 - e) / (1 + e)` with `e = exp(-2 |x|)`, `x = z / cap`,
+/// `cap tanh(z / cap)`, as `sign(x) (1 - 2e / (1 + e))` with `e = exp(-2 |x|)`, `x = z / cap`,
 /// so the exp only sees its own domain (`<= 0`); +-inf give +-cap and NaN stays NaN.
 ///
-/// Error: `e` carries 2 ulp and `x` half an ulp, so `tanh` is within about `6u` absolute
-/// (`u = 2^-23`) and the capped logit within `7u cap` absolute: what the softmax feels is an
-/// absolute error of the logit, and near 0 that is far below an ulp of `cap`.
+/// Error (`u = 2^-23`): `x` carries about `u` relative, which moves `tanh` by at most
+/// `0.45u`; `e`'s 2 ulp move it by at most `u`; the reciprocal (2 ulp), the sum and the
+/// fused multiply-add add at most `3.5u` absolute; the final product half an ulp. So the
+/// capped logit is within `5u cap` absolute: what the softmax feels is an absolute error of
+/// the logit, and near 0 that is far below an ulp of `cap`.
 #[inline(always)]
 pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
     let (zero, one) = (s.splat(0.0), s.splat(1.0));
@@ -104,7 +111,10 @@ pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
     let neg = s.lt(x, zero);
     let ax = s.select(neg, s.sub(zero, x), x);
     let e = exp(s, s.mul(ax, s.splat(-2.0)));
-    let t = s.div(s.sub(one, e), s.add(one, e));
+    // `1 - 2e / (1 + e)`: exactly 1 once `e` is negligible (saturation, +-inf), whatever
+    // the last bit of the reciprocal.
+    let two_e = s.add(e, e);
+    let t = s.mul_add(s.sub(s.splat(0.0), two_e), s.recip(s.add(one, e)), one);
     s.mul(s.select(neg, s.sub(zero, t), t), s.splat(c.cap))
 }
 
@@ -115,12 +125,16 @@ pub(crate) fn softcap_one<S: Simd>(s: S, z: f32, c: Cap) -> f32 {
 }
 
 /// The chain-rule factor of soft-capping at a capped value `y = cap tanh(z / cap)`:
-/// `dy/dz = 1 - tanh^2 = 1 - (y / cap)^2`. A division rather than a multiplication by
-/// `1 / cap`, so that a saturated `y = +-cap` gives `tanh = +-1` and a slope of exactly 0.
+/// `dy/dz = 1 - tanh^2 = 1 - (y / cap)^2`, within `13u` absolute. A saturated `y = +-cap`
+/// gets exactly 0, as autograd through `tanh` gives (`y * (1 / cap)` alone could be an
+/// ulp away from 1).
 #[inline(always)]
 fn softcap_slope<S: Simd>(s: S, y: S::F, c: Cap) -> S::F {
-    let t = s.div(y, s.splat(c.cap));
-    s.mul_add(s.sub(s.splat(0.0), t), t, s.splat(1.0))
+    let zero = s.splat(0.0);
+    let t = s.mul(y, s.splat(c.inv));
+    let f = s.mul_add(s.sub(zero, t), t, s.splat(1.0));
+    let saturated = s.eq(s.select(s.lt(y, zero), s.sub(zero, y), y), s.splat(c.cap));
+    s.select(saturated, zero, f)
 }
 
 /// Ones, for building a lane-validity mask with a tail load.
@@ -566,7 +580,12 @@ pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
             Some(cp) => (softcap_one(s, m, cp), softcap_one(s, zt, cp)),
             None => (m, zt),
         };
-        let next = row.wrapping_add(c);
+        let next = match job.prefetch {
+            None => row.wrapping_add(c),
+            Some((base, stride)) => {
+                core::ptr::without_provenance(base.wrapping_add((r + 1).wrapping_mul(stride)))
+            }
+        };
         // SAFETY: bounds: row `r` of `src` and `dst`, `c` elements each.
         let (sum, wsum) = unsafe {
             if dst.is_null() || p.zero_grad {

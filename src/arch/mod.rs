@@ -116,6 +116,10 @@ pub(crate) unsafe trait Simd: Copy {
 
     fn eq(self, a: Self::F, b: Self::F) -> Self::M;
     fn div(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `1 / d` for `d` in `[1, 2]`, within 2 ulp: a hardware reciprocal estimate refined
+    /// by one Newton step where that is cheaper than a division (a 512-bit `vdivps` issues
+    /// once per 10 or more cycles), else a division.
+    fn recip(self, d: Self::F) -> Self::F;
     /// For positive normal `x`: `(e, m)` with `x = m 2^e`, `m` in `[1, 2)`. NaN gives a
     /// NaN `m`. (Zero, infinities and subnormals do not occur where it is used.)
     fn split_exponent(self, x: Self::F) -> (Self::F, Self::F);

@@ -1,0 +1,201 @@
+//! What the language-model options cost: bf16/f16 logits against f32 and against a 16-bit
+//! memory pass, z-loss and soft-capping against the plain kernel, the backward pass from a
+//! saved log-sum-exp, and the vocabulary-sharded protocol, all measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example llm_throughput
+//! cargo run --release --example llm_throughput -- --quick   # 4096x32000 only
+//! ```
+//!
+//! Each line is a median time per logit at 1 and 2 threads; `%` columns compare with the
+//! in-place memory pass over the same bytes (4 bytes per logit for f32, 2 for bf16/f16)
+//! or with the plain f32 kernel in the same run.
+
+use rayon::prelude::*;
+use std::hint::black_box;
+use std::time::Instant;
+use xent::half::{bf16, f16};
+use xent::{CrossEntropy, RowOutputs, Shard, ShardStats};
+
+/// Median seconds of `reps` runs of `f` (after one warm-up).
+fn median(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// In-place read+write pass over f32.
+fn memory_pass(x: &mut [f32]) {
+    x.par_chunks_mut(1 << 16)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = *v * 0.999 + 1e-6));
+}
+
+/// In-place read+write pass over 16-bit values (the bf16 roofline).
+fn memory_pass16(x: &mut [u16]) {
+    x.par_chunks_mut(1 << 17).for_each(|c| {
+        c.iter_mut()
+            .for_each(|v| *v = v.wrapping_mul(3).wrapping_add(1))
+    });
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let mut shapes = vec![(4096usize, 32_000usize)];
+    if !quick {
+        shapes.push((1024, 128_256));
+    }
+    println!(
+        "kernel {:?}; {} logical CPUs; ns per logit (median)",
+        xent::Kernel::Auto.resolve()?,
+        std::thread::available_parallelism()?
+    );
+    for (rows, c) in shapes {
+        let n = rows * c;
+        let mut s = 0x2545_f491u32;
+        let z: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
+            })
+            .collect();
+        let targets: Vec<u32> = (0..rows as u32)
+            .map(|r| r.wrapping_mul(2_654_435_761) % c as u32)
+            .collect();
+        let mut x = z.clone();
+        let mut xb: Vec<bf16> = z.iter().map(|&v| bf16::from_f32(v)).collect();
+        let mut xh: Vec<f16> = z.iter().map(|&v| f16::from_f32(v)).collect();
+        let mut raw16: Vec<u16> = xb.iter().map(|v| v.to_bits()).collect();
+        let plain = CrossEntropy::new(c);
+        let zl = plain.clone().z_loss(1e-4);
+        let cap = plain.clone().softcap(30.0);
+        let both = plain.clone().z_loss(1e-4).softcap(30.0);
+        let reps = (1_500_000_000 / (n * 4)).clamp(3, 11);
+        let mut lse = vec![0.0f32; rows];
+        plain.forward_with(&z, &targets, RowOutputs::new().lse(&mut lse))?;
+        let up = vec![1.0 / rows as f32; rows];
+        // Eight uneven shards for the sharded protocol.
+        let cuts: Vec<usize> = (0..=8).map(|i| i * i * c / 64).collect();
+        let shards: Vec<Shard> = cuts
+            .windows(2)
+            .map(|w| Shard::new(w[0], w[1] - w[0]))
+            .collect();
+        let mut shard_data: Vec<Vec<f32>> = shards
+            .iter()
+            .map(|s| {
+                (0..rows)
+                    .flat_map(|r| z[r * c + s.offset..r * c + s.offset + s.width].to_vec())
+                    .collect()
+            })
+            .collect();
+        println!("\n{rows}x{c}");
+        println!(
+            "{:<34} {:>10} {:>8} {:>10} {:>8}",
+            "", "1 thread", "%", "2 threads", "%"
+        );
+        let line = |name: &str, what: &mut (dyn FnMut() + Send), base: &dyn Fn(usize) -> f64| {
+            let mut cells = Vec::new();
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("thread pool");
+                let t = pool.install(|| median(reps, &mut *what)) * 1e9 / n as f64;
+                cells.push((t, 100.0 * base(threads) / t));
+            }
+            println!(
+                "{name:<34} {:>10.3} {:>7.0}% {:>10.3} {:>7.0}%",
+                cells[0].0, cells[0].1, cells[1].0, cells[1].1
+            );
+            [cells[0].0, cells[1].0]
+        };
+        let none = |_: usize| f64::NAN;
+        let mem = line(
+            "memory pass f32 (roofline)",
+            &mut || memory_pass(&mut x),
+            &none,
+        );
+        let mem16 = line(
+            "memory pass 16-bit (roofline)",
+            &mut || memory_pass16(&mut raw16),
+            &none,
+        );
+        let vs_mem = |t: usize| mem[t - 1];
+        let vs_mem16 = |t: usize| mem16[t - 1];
+        let f32_fb = line(
+            "f32 forward_backward (% mem)",
+            &mut || {
+                black_box(plain.forward_backward(&mut x, &targets).unwrap());
+            },
+            &vs_mem,
+        );
+        let vs_plain = |t: usize| f32_fb[t - 1];
+        line(
+            "bf16 forward_backward (% mem16)",
+            &mut || {
+                black_box(plain.forward_backward_half(&mut xb, &targets).unwrap());
+            },
+            &vs_mem16,
+        );
+        line(
+            "f16 forward_backward (% mem16)",
+            &mut || {
+                black_box(plain.forward_backward_half(&mut xh, &targets).unwrap());
+            },
+            &vs_mem16,
+        );
+        line(
+            "f32 + z-loss (% plain)",
+            &mut || {
+                black_box(zl.forward_backward(&mut x, &targets).unwrap());
+            },
+            &vs_plain,
+        );
+        line(
+            "f32 + softcap (% plain)",
+            &mut || {
+                black_box(cap.forward_backward(&mut x, &targets).unwrap());
+            },
+            &vs_plain,
+        );
+        line(
+            "f32 + z-loss + softcap (% plain)",
+            &mut || {
+                black_box(both.forward_backward(&mut x, &targets).unwrap());
+            },
+            &vs_plain,
+        );
+        line(
+            "backward from saved lse (% plain)",
+            &mut || plain.backward(&mut x, &targets, &lse, &up).unwrap(),
+            &vs_plain,
+        );
+        line(
+            "8 shards: stats+merge+loss+bwd (% plain)",
+            &mut || {
+                let mut merged = vec![ShardStats::EMPTY; rows];
+                let mut part = vec![ShardStats::EMPTY; rows];
+                for (d, &s) in shard_data.iter().zip(&shards) {
+                    plain.shard_stats(d, s, &targets, &mut part).unwrap();
+                    for (m, p) in merged.iter_mut().zip(&part) {
+                        *m = m.merge(*p);
+                    }
+                }
+                black_box(plain.shard_loss(&merged, &targets).unwrap());
+                for (d, &s) in shard_data.iter_mut().zip(&shards) {
+                    plain.shard_backward(d, s, &targets, &merged).unwrap();
+                }
+            },
+            &vs_plain,
+        );
+    }
+    Ok(())
+}
