@@ -98,8 +98,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         println!("\n{rows}x{c}");
         println!(
-            "{:<34} {:>10} {:>8} {:>10} {:>8}",
-            "", "1 thread", "%", "2 threads", "%"
+            "{:<42} {:>9} {:>6} {:>9} {:>6}",
+            "", "1 thread", "%", "2 thr", "%"
         );
         let line = |name: &str, what: &mut (dyn FnMut() + Send), base: &dyn Fn(usize) -> f64| {
             let mut cells = Vec::new();
@@ -111,9 +111,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let t = pool.install(|| median(reps, &mut *what)) * 1e9 / n as f64;
                 cells.push((t, 100.0 * base(threads) / t));
             }
+            let pct = |p: f64| {
+                if p.is_nan() {
+                    String::new()
+                } else {
+                    format!("{p:.0}%")
+                }
+            };
             println!(
-                "{name:<34} {:>10.3} {:>7.0}% {:>10.3} {:>7.0}%",
-                cells[0].0, cells[0].1, cells[1].0, cells[1].1
+                "{name:<42} {:>9.3} {:>6} {:>9.3} {:>6}",
+                cells[0].0,
+                pct(cells[0].1),
+                cells[1].0,
+                pct(cells[1].1)
             );
             [cells[0].0, cells[1].0]
         };

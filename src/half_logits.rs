@@ -205,7 +205,8 @@ fn tile<H: HalfFloat, T: Target>(
 ) -> RowSums {
     let fmt: HalfFormat = <H as sealed::Sealed>::FORMAT;
     let mut buf = SCRATCH.with(Cell::take);
-    buf.clear();
+    // Every element is overwritten by the widening; `resize` only writes when it grows
+    // (the first tile on a thread, or a longer one), so tiles after that cost nothing here.
     buf.resize(io.len(), 0.0);
     // While a row of the tile is computed, the kernel prefetches the 16-bit logits of the
     // rows after it (running into the next tile), so DRAM reads overlap the exps.

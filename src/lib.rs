@@ -19,6 +19,21 @@
 //! smoothing `eps`, which makes the row loss `(1-eps) w_t (lse - z_t) + eps/C sum_j w_j
 //! (lse - z_j)`; and per-class weights `w`. [`mod@reference`] spells every formula out in f64.
 //!
+//! ## Language-model heads
+//!
+//! * [`CrossEntropy::z_loss`] (PaLM) adds `zc lse^2` per counted row, reported alone in
+//!   [`Loss::z_loss`]; [`CrossEntropy::softcap`] (Gemma 2) computes on `cap tanh(z / cap)`
+//!   with the chain rule in the gradient. Both are fused into the same three passes.
+//! * [`CrossEntropy::forward_half`] / [`forward_backward_half`](CrossEntropy::forward_backward_half)
+//!   take [`half::bf16`] or [`half::f16`] logits and write the gradient back in the same
+//!   type, computing in f32 on L2-resident tiles (module docs of the half-precision path).
+//! * [`RowOutputs`] with [`forward_with`](CrossEntropy::forward_with) gives per-row losses
+//!   ([`Reduction::None`]) and log-sum-exp; [`CrossEntropy::backward`] forms the gradient
+//!   for per-row upstream gradients from a saved log-sum-exp in one pass.
+//! * [`ShardStats`], [`CrossEntropy::shard_stats`], [`ShardStats::merge`],
+//!   [`CrossEntropy::shard_loss`] and [`CrossEntropy::shard_backward`] split the vocabulary
+//!   across workers and reproduce the unsharded loss and gradient.
+//!
 //! ## Memory passes per row
 //!
 //! 1. read the row: max, argmax, target logit;
