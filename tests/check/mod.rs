@@ -827,6 +827,22 @@ fn api_calls<T: Target>(ce: &CrossEntropy, z: &[f32], t: &[T], glen: usize) {
     if ce.backward_into(z, t, &lse, &lse, &mut g).is_err() {
         keep(&gb, &g, "backward_into");
     }
+    // Shards: arbitrary geometry from the lengths at hand.
+    let (offset, width) = (glen % 5, glen / 5 % 5);
+    let shard = xent::Shard::new(offset, width);
+    let mut st = vec![xent::ShardStats::EMPTY; rows];
+    let sb = st.clone();
+    if ce.shard_stats(z, shard, t, &mut st).is_err() {
+        assert!(
+            st == sb,
+            "shard_stats: buffer changed by a failed call ({ce:?})"
+        );
+    }
+    let _ = ce.shard_loss(&st, t);
+    let mut buf = z.to_vec();
+    if ce.shard_backward(&mut buf, shard, t, &st).is_err() {
+        keep(&zb, &buf, "shard_backward");
+    }
     let mut hb: Vec<xent::half::bf16> = z.iter().map(|&v| xent::half::bf16::from_f32(v)).collect();
     let before: Vec<u16> = hb.iter().map(|v| v.to_bits()).collect();
     let _ = ce.forward_half(&hb, t);
