@@ -42,6 +42,35 @@ pub struct Reference {
     pub lse: Vec<f64>,
 }
 
+/// The options of a call, as f64 numbers.
+struct Opts {
+    c: usize,
+    eps: f64,
+    zc: f64,
+    /// Class weights (all 1 without weights).
+    w: Vec<f64>,
+    w_total: f64,
+    ignore: Option<i128>,
+}
+
+impl Opts {
+    fn of(ce: &CrossEntropy) -> Opts {
+        let c = ce.classes();
+        let w: Vec<f64> = match ce.get_class_weights() {
+            Some(ws) => ws.iter().map(|&v| f64::from(v)).collect(),
+            None => vec![1.0; c],
+        };
+        Opts {
+            c,
+            eps: f64::from(ce.get_label_smoothing()),
+            zc: f64::from(ce.get_z_loss()),
+            w_total: w.iter().sum(),
+            w,
+            ignore: ce.get_ignore_index().map(i128::from),
+        }
+    }
+}
+
 /// The logits the loss sees: soft-capped when that option is on.
 fn capped(ce: &CrossEntropy, z: &[f32]) -> Vec<f64> {
     match ce.get_softcap() {
@@ -81,13 +110,15 @@ pub fn cross_entropy<T: Target>(
     targets: &[T],
 ) -> Result<Reference, Error> {
     ce.check(logits.len(), targets, None)?;
-    let c = ce.classes();
-    let eps = f64::from(ce.get_label_smoothing());
-    let zc = f64::from(ce.get_z_loss());
-    let weights = ce.get_class_weights();
-    let w = |j: usize| weights.map_or(1.0, |w| f64::from(w[j]));
-    let w_total: f64 = (0..c).map(w).sum();
-    let ignore = ce.get_ignore_index().map(i128::from);
+    let Opts {
+        c,
+        eps,
+        zc,
+        ref w,
+        w_total,
+        ignore,
+    } = Opts::of(ce);
+    let w = |j: usize| w[j];
     let counted: Vec<(usize, usize)> = (targets.iter().enumerate())
         .filter(|(_, t)| Some(t.class()) != ignore)
         .map(|(r, t)| (r, t.class() as usize))
@@ -173,13 +204,15 @@ pub fn backward<T: Target>(
             });
         }
     }
-    let c = ce.classes();
-    let eps = f64::from(ce.get_label_smoothing());
-    let zc = f64::from(ce.get_z_loss());
-    let weights = ce.get_class_weights();
-    let w = |j: usize| weights.map_or(1.0, |w| f64::from(w[j]));
-    let w_total: f64 = (0..c).map(w).sum();
-    let ignore = ce.get_ignore_index().map(i128::from);
+    let Opts {
+        c,
+        eps,
+        zc,
+        ref w,
+        w_total,
+        ignore,
+    } = Opts::of(ce);
+    let w = |j: usize| w[j];
     let mut grad = vec![0.0; logits.len()];
     for (r, t) in targets.iter().enumerate() {
         if Some(t.class()) == ignore {
