@@ -14,86 +14,80 @@ const BF16_QUIET: i32 = 0x40;
 /// AVX-512F widening loop (16 lanes), software tail.
 #[target_feature(enable = "avx512f")]
 fn widen_avx512(f: HalfFormat, src: &[u16], dst: &mut [f32]) {
-    {
-        let n = src.len().min(dst.len());
-        let mut i = 0;
-        while i + 16 <= n {
-            // SAFETY: bounds: `i + 16 <= n` elements of both slices; unaligned
-            // loads/stores. feature: avx512f is enabled on this function.
-            unsafe {
-                let h = _mm256_loadu_si256(src.as_ptr().add(i).cast());
-                let v = match f {
-                    HalfFormat::Bf16 => {
-                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
-                    }
-                    HalfFormat::F16 => _mm512_cvtph_ps(h),
-                };
-                _mm512_storeu_ps(dst.as_mut_ptr().add(i), v);
-            }
-            i += 16;
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: bounds: `i + 16 <= n` elements of both slices; unaligned
+        // loads/stores. feature: avx512f is enabled on this function.
+        unsafe {
+            let h = _mm256_loadu_si256(src.as_ptr().add(i).cast());
+            let v = match f {
+                HalfFormat::Bf16 => {
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                }
+                HalfFormat::F16 => _mm512_cvtph_ps(h),
+            };
+            _mm512_storeu_ps(dst.as_mut_ptr().add(i), v);
         }
-        for j in i..n {
-            dst[j] = widen_one(f, src[j]);
-        }
+        i += 16;
+    }
+    for j in i..n {
+        dst[j] = widen_one(f, src[j]);
     }
 }
 
 /// AVX-512F narrowing loop (16 lanes; bf16 by integer rounding), software tail.
 #[target_feature(enable = "avx512f")]
 fn narrow_avx512(f: HalfFormat, src: &[f32], dst: &mut [u16]) {
-    {
-        let n = src.len().min(dst.len());
-        let mut i = 0;
-        while i + 16 <= n {
-            // SAFETY: bounds: `i + 16 <= n` elements of both slices; unaligned
-            // loads/stores. feature: avx512f is enabled on this function.
-            unsafe {
-                let v = _mm512_loadu_ps(src.as_ptr().add(i));
-                let h = match f {
-                    HalfFormat::Bf16 => {
-                        let x = _mm512_castps_si512(v);
-                        let hi = _mm512_srli_epi32::<16>(x);
-                        let lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
-                        let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(BF16_ROUND));
-                        let r = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, bias));
-                        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                        let q = _mm512_or_si512(hi, _mm512_set1_epi32(BF16_QUIET));
-                        _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q))
-                    }
-                    HalfFormat::F16 => {
-                        _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
-                    }
-                };
-                _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), h);
-            }
-            i += 16;
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: bounds: `i + 16 <= n` elements of both slices; unaligned
+        // loads/stores. feature: avx512f is enabled on this function.
+        unsafe {
+            let v = _mm512_loadu_ps(src.as_ptr().add(i));
+            let h = match f {
+                HalfFormat::Bf16 => {
+                    let x = _mm512_castps_si512(v);
+                    let hi = _mm512_srli_epi32::<16>(x);
+                    let lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+                    let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(BF16_ROUND));
+                    let r = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, bias));
+                    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                    let q = _mm512_or_si512(hi, _mm512_set1_epi32(BF16_QUIET));
+                    _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q))
+                }
+                HalfFormat::F16 => {
+                    _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+                }
+            };
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), h);
         }
-        for j in i..n {
-            dst[j] = narrow_one(f, src[j]);
-        }
+        i += 16;
+    }
+    for j in i..n {
+        dst[j] = narrow_one(f, src[j]);
     }
 }
 
 /// AVX-512 BF16 narrowing with `vcvtneps2bf16` (flushes subnormal inputs to zero).
 #[target_feature(enable = "avx512f,avx512bf16")]
 fn narrow_avx512_bf16(src: &[f32], dst: &mut [u16]) {
-    {
-        let n = src.len().min(dst.len());
-        let mut i = 0;
-        while i + 16 <= n {
-            // SAFETY: bounds: `i + 16 <= n` elements of both slices; `__m256bh` and
-            // `__m256i` are both 32 bytes of plain bits. feature: avx512f and
-            // avx512bf16 are enabled on this function.
-            unsafe {
-                let v = _mm512_loadu_ps(src.as_ptr().add(i));
-                let h: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(v));
-                _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), h);
-            }
-            i += 16;
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: bounds: `i + 16 <= n` elements of both slices; `__m256bh` and
+        // `__m256i` are both 32 bytes of plain bits. feature: avx512f and
+        // avx512bf16 are enabled on this function.
+        unsafe {
+            let v = _mm512_loadu_ps(src.as_ptr().add(i));
+            let h: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(v));
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), h);
         }
-        for j in i..n {
-            dst[j] = narrow_one(HalfFormat::Bf16, src[j]);
-        }
+        i += 16;
+    }
+    for j in i..n {
+        dst[j] = narrow_one(HalfFormat::Bf16, src[j]);
     }
 }
 
@@ -121,65 +115,61 @@ impl Avx512 {
 /// AVX2+F16C widening loop (8 lanes), software tail.
 #[target_feature(enable = "avx2,f16c")]
 fn widen_avx2(f: HalfFormat, src: &[u16], dst: &mut [f32]) {
-    {
-        let n = src.len().min(dst.len());
-        let mut i = 0;
-        while i + 8 <= n {
-            // SAFETY: bounds: `i + 8 <= n` elements of both slices; unaligned
-            // loads/stores. feature: avx2 and f16c are enabled on this function.
-            unsafe {
-                let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
-                let v = match f {
-                    HalfFormat::Bf16 => {
-                        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
-                    }
-                    HalfFormat::F16 => _mm256_cvtph_ps(h),
-                };
-                _mm256_storeu_ps(dst.as_mut_ptr().add(i), v);
-            }
-            i += 8;
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: bounds: `i + 8 <= n` elements of both slices; unaligned
+        // loads/stores. feature: avx2 and f16c are enabled on this function.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+            let v = match f {
+                HalfFormat::Bf16 => {
+                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+                }
+                HalfFormat::F16 => _mm256_cvtph_ps(h),
+            };
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), v);
         }
-        for j in i..n {
-            dst[j] = widen_one(f, src[j]);
-        }
+        i += 8;
+    }
+    for j in i..n {
+        dst[j] = widen_one(f, src[j]);
     }
 }
 
 /// AVX2+F16C narrowing loop (8 lanes; bf16 by integer rounding), software tail.
 #[target_feature(enable = "avx2,f16c")]
 fn narrow_avx2(f: HalfFormat, src: &[f32], dst: &mut [u16]) {
-    {
-        let n = src.len().min(dst.len());
-        let mut i = 0;
-        while i + 8 <= n {
-            // SAFETY: bounds: `i + 8 <= n` elements of both slices; unaligned
-            // loads/stores. feature: avx2 and f16c are enabled on this function.
-            unsafe {
-                let v = _mm256_loadu_ps(src.as_ptr().add(i));
-                let h = match f {
-                    HalfFormat::Bf16 => {
-                        let x = _mm256_castps_si256(v);
-                        let hi = _mm256_srli_epi32::<16>(x);
-                        let lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
-                        let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(BF16_ROUND));
-                        let r = _mm256_srli_epi32::<16>(_mm256_add_epi32(x, bias));
-                        let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-                        let q = _mm256_or_si256(hi, _mm256_set1_epi32(BF16_QUIET));
-                        let r = _mm256_blendv_epi8(r, q, nan);
-                        // Pack the 32-bit lanes (all <= 0xffff) to 16 bits; `packus`
-                        // works per 128-bit half, so gather halves 0 and 2.
-                        let p = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(r, r));
-                        _mm256_castsi256_si128(p)
-                    }
-                    HalfFormat::F16 => _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v),
-                };
-                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
-            }
-            i += 8;
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: bounds: `i + 8 <= n` elements of both slices; unaligned
+        // loads/stores. feature: avx2 and f16c are enabled on this function.
+        unsafe {
+            let v = _mm256_loadu_ps(src.as_ptr().add(i));
+            let h = match f {
+                HalfFormat::Bf16 => {
+                    let x = _mm256_castps_si256(v);
+                    let hi = _mm256_srli_epi32::<16>(x);
+                    let lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
+                    let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(BF16_ROUND));
+                    let r = _mm256_srli_epi32::<16>(_mm256_add_epi32(x, bias));
+                    let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+                    let q = _mm256_or_si256(hi, _mm256_set1_epi32(BF16_QUIET));
+                    let r = _mm256_blendv_epi8(r, q, nan);
+                    // Pack the 32-bit lanes (all <= 0xffff) to 16 bits; `packus`
+                    // works per 128-bit half, so gather halves 0 and 2.
+                    let p = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(r, r));
+                    _mm256_castsi256_si128(p)
+                }
+                HalfFormat::F16 => _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v),
+            };
+            _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
         }
-        for j in i..n {
-            dst[j] = narrow_one(f, src[j]);
-        }
+        i += 8;
+    }
+    for j in i..n {
+        dst[j] = narrow_one(f, src[j]);
     }
 }
 
