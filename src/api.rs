@@ -381,22 +381,27 @@ impl CrossEntropy {
         }
         let weights = self.weights.as_deref();
         let ignore = self.ignore_index.map(i128::from);
-        let (mut counted, mut weight) = (0usize, 0f64);
-        for (row, &t) in targets.iter().enumerate() {
-            let t = t.class();
-            if Some(t) == ignore {
-                continue;
-            }
-            if t < 0 || t >= classes as i128 {
-                return Err(Error::TargetOutOfRange {
-                    row,
-                    target: t,
-                    classes,
-                });
-            }
-            counted += 1;
-            weight += weights.map_or(1.0, |w| f64::from(w[t as usize]));
+        let out_of_range = |t: i128| Some(t) != ignore && (t < 0 || t >= classes as i128);
+        // One branch-free sweep at the kernel's vector width; the offending row is searched
+        // for only when there is one. (Without weights the total weight is the count: a
+        // serial f64 sum would cost four cycles of latency per row.)
+        let (counted, bad) =
+            with_backend!(backend, k => k.scan_targets(targets, classes, self.ignore_index));
+        if bad && let Some(row) = targets.iter().position(|t| out_of_range(t.class())) {
+            return Err(Error::TargetOutOfRange {
+                row,
+                target: targets[row].class(),
+                classes,
+            });
         }
+        let weight = match weights {
+            None => counted as f64,
+            Some(w) => targets
+                .iter()
+                .filter(|t| Some(t.class()) != ignore)
+                .map(|t| f64::from(w[t.class() as usize]))
+                .sum(),
+        };
         let eps = f64::from(self.label_smoothing);
         let sum_w = weights.map_or(classes as f64, |w| w.iter().map(|&v| f64::from(v)).sum());
         let (scale, zero_grad) = match self.reduction {
@@ -653,9 +658,27 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
         ck.classes,
         |row0, chunk| {
             let targets = &targets[row0..];
-            let plan = |r: usize| match ck.target(targets[r]) {
-                None => (-1.0, 0.0),
-                Some(t) => (t as f32, ck.weights.map_or(1.0, |w| w[t])),
+            // Branch-free loops over a group's rows (they vectorise): validated targets
+            // are a class or the ignore index, both exact as i64, and no valid target
+            // equals i64::MIN unless the ignore index does.
+            let ignore = ck.ignore.map_or(i64::MIN, |i| i as i64);
+            let plan = |r0: usize, tg: &mut [f32], wt: &mut [f32]| {
+                for (t, &x) in tg.iter_mut().zip(&targets[r0..]) {
+                    let x = x.low();
+                    *t = if x == ignore { -1.0 } else { x as i32 as f32 };
+                }
+                match ck.weights {
+                    None => {
+                        for (w, &t) in wt.iter_mut().zip(tg.iter()) {
+                            *w = if t < 0.0 { 0.0 } else { 1.0 };
+                        }
+                    }
+                    Some(ws) => {
+                        for (w, &t) in wt.iter_mut().zip(tg.iter()) {
+                            *w = if t < 0.0 { 0.0 } else { ws[t as usize] };
+                        }
+                    }
+                }
             };
             with_backend!(ck.backend, k => k.ce_small(chunk, &job, plan))
         },

@@ -1,7 +1,14 @@
 //! Integer target types accepted without copying.
 
-mod sealed {
-    pub trait Sealed {}
+pub(crate) mod sealed {
+    pub trait Sealed {
+        /// The value as `i64`, wrapping: exact for every target that passed validation
+        /// (a class `0..C`, or equal to the `i64` ignore index), which is all the kernels'
+        /// drivers read it for. Cheap where `i128` would not be (vector compares).
+        fn low(self) -> i64;
+        /// Whether the type has negative values.
+        const SIGNED: bool;
+    }
 }
 
 /// An integer class index: implemented for `u8`, `u16`, `u32`, `u64`, `usize`, `i32` and
@@ -14,7 +21,13 @@ pub trait Target: Copy + Send + Sync + sealed::Sealed + 'static {
 
 macro_rules! impl_target {
     ($($t:ty),*) => {$(
-        impl sealed::Sealed for $t {}
+        impl sealed::Sealed for $t {
+            #[inline(always)]
+            fn low(self) -> i64 {
+                self as i64
+            }
+            const SIGNED: bool = <$t>::MIN != 0;
+        }
         impl Target for $t {
             #[inline(always)]
             fn class(self) -> i128 {
@@ -24,3 +37,24 @@ macro_rules! impl_target {
     )*};
 }
 impl_target!(u8, u16, u32, u64, usize, i32, i64);
+
+/// One sweep over the targets: how many rows count (are not ignored), and whether any
+/// target is neither the ignore index nor a class in `0..classes`.
+///
+/// Written in 64-bit operations only, so that it vectorises, and exact for every type:
+/// `low() as u64` is the value itself for every value in `0..2^64` and at least `2^63`
+/// for a negative one, so `< classes` is exactly `0 <= t < classes`; and a target equals
+/// the ignore index `i` exactly when its low bits do and, for an unsigned type, `i >= 0`.
+#[inline(always)]
+pub(crate) fn scan<T: Target>(targets: &[T], classes: usize, ignore: Option<i64>) -> (usize, bool) {
+    let ignore = ignore.filter(|&i| T::SIGNED || i >= 0);
+    let (has, index) = (ignore.is_some(), ignore.unwrap_or(0));
+    let (mut counted, mut bad) = (0usize, false);
+    for &t in targets {
+        let low = t.low();
+        let ignored = has & (low == index);
+        bad |= !ignored & (low as u64 >= classes as u64);
+        counted += usize::from(!ignored);
+    }
+    (counted, bad)
+}

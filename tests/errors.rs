@@ -152,6 +152,63 @@ fn wide_targets_do_not_wrap() {
     assert_eq!(huge.forward(&[], &[0u32; 0]).unwrap().rows, 0);
 }
 
+/// The target sweep works on the low 64 bits at vector width; values that agree with the
+/// ignore index or a class only in those bits must still be rejected, at the right row,
+/// wherever they sit in a long batch.
+#[test]
+fn targets_equal_to_the_ignore_index_only_modulo_2_64_are_rejected() {
+    let rows = 1000;
+    let z = vec![0.0f32; rows * 3];
+    let ce = CrossEntropy::new(3).ignore_index(-100);
+    for bad_row in [0, 1, 16, 517, rows - 1] {
+        let check = |t: &dyn Fn(usize) -> Result<xent::Loss, xent::Error>, target: i128| {
+            assert_eq!(
+                t(bad_row).unwrap_err(),
+                Error::TargetOutOfRange {
+                    row: bad_row,
+                    target,
+                    classes: 3
+                }
+            );
+        };
+        // 2^64 - 100 has the bit pattern of -100.
+        let alias = (-100i64) as u64;
+        let mk = |r: usize, v: u64| -> Vec<u64> {
+            (0..rows)
+                .map(|i| if i == r { v } else { (i % 3) as u64 })
+                .collect()
+        };
+        check(&|r| ce.forward(&z, &mk(r, alias)), i128::from(alias));
+        let as_usize =
+            |r: usize| -> Vec<usize> { mk(r, alias).iter().map(|&v| v as usize).collect() };
+        check(&|r| ce.forward(&z, &as_usize(r)), i128::from(alias));
+        // 2^63 is i64::MIN's pattern; without an ignore index, i64::MIN itself.
+        check(&|r| ce.forward(&z, &mk(r, 1 << 63)), 1i128 << 63);
+        let plain = CrossEntropy::new(3);
+        let signed = |r: usize| -> Vec<i64> {
+            (0..rows)
+                .map(|i| if i == r { i64::MIN } else { (i % 3) as i64 })
+                .collect()
+        };
+        check(&|r| plain.forward(&z, &signed(r)), i128::from(i64::MIN));
+        // -1 in i32 against class counts near u32::MAX is still negative.
+        let small =
+            |r: usize| -> Vec<i32> { (0..rows).map(|i| if i == r { -1 } else { 0 }).collect() };
+        check(&|r| ce.forward(&z, &small(r)), -1);
+    }
+    // The ignore index itself, in every type that can hold it, is ignored.
+    let t: Vec<u8> = (0..rows)
+        .map(|i| if i % 5 == 0 { 200 } else { (i % 3) as u8 })
+        .collect();
+    let ce = CrossEntropy::new(3).ignore_index(200);
+    assert_eq!(ce.forward(&z, &t).unwrap().rows, rows - rows / 5);
+    let t: Vec<i32> = (0..rows)
+        .map(|i| if i % 5 == 0 { -100 } else { (i % 3) as i32 })
+        .collect();
+    let ce = CrossEntropy::new(3).ignore_index(-100);
+    assert_eq!(ce.forward(&z, &t).unwrap().rows, rows - rows / 5);
+}
+
 #[test]
 fn gradient_buffer_length() {
     let ce = CrossEntropy::new(2);

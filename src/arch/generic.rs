@@ -886,6 +886,16 @@ pub(crate) fn ln<S: Simd>(s: S, x: S::F) -> S::F {
     s.mul_add(e, s.splat(LN2_HI), s.mul_add(e, s.splat(LN2_LO), ln_m))
 }
 
+/// Groups the row-group path takes through each of its two phases at a time: the exps
+/// and gradients of a batch of groups, then the batch's logs and losses. The log and the
+/// loss sit at the end of a long chain of dependent operations that starts at a group's
+/// loads; leaving them to a second loop lets the out-of-order core overlap the groups'
+/// chains instead of waiting out each one.
+const BATCH_GROUPS: usize = 16;
+
+/// Rows of one batch at most (`BATCH_GROUPS` groups of at most 16 lanes).
+const BATCH_ROWS: usize = BATCH_GROUPS * 16;
+
 /// Per-call constants of the row-group path.
 pub(crate) struct SmallJob<'a> {
     pub classes: usize,
@@ -903,9 +913,11 @@ pub(crate) struct SmallJob<'a> {
 }
 
 /// Cross-entropy over `len / C` rows of `C <= SMALL_MAX_CLASSES` classes, `LANES` rows at
-/// a time with one row per lane (strided gathers and scatters), so that the max, the sums,
-/// the log and the loss are all vertical. `plan(r)` gives row `r`'s target as f32 (-1 for
-/// an ignored row) and its class weight. Returns the loss sum and the correct count.
+/// a time with one row per lane (the group's `LANES * C` contiguous floats transposed in
+/// registers, [`Simd::load_columns`]), so that the max, the sums, the log and the loss are
+/// all vertical. `plan(r0, targets, weights)` fills, for rows `r0..r0 + n` (`n` the
+/// slices' length), each row's target as f32 (-1 for an ignored row) and its class weight
+/// (0 for an ignored row). Returns the loss sum and the correct count.
 ///
 /// The row loss is formed in f32 at scale 2^-64 (so a spread of +-3.4e38 cannot overflow),
 /// a group's rows are added by a fixed pairwise tree, and the group sums in f64.
@@ -924,7 +936,7 @@ pub(crate) unsafe fn ce_small<S: Simd, P>(
     plan: P,
 ) -> (f64, usize)
 where
-    P: FnMut(usize) -> (f32, f32),
+    P: FnMut(usize, &mut [f32], &mut [f32]),
 {
     // One instantiation per class count: the class vectors live in registers and the
     // loops over classes unroll.
@@ -954,81 +966,168 @@ unsafe fn ce_small_c<S: Simd, P, const C: usize>(
     mut plan: P,
 ) -> (f64, usize)
 where
-    P: FnMut(usize) -> (f32, f32),
+    P: FnMut(usize, &mut [f32], &mut [f32]),
 {
-    let c = C;
     let g = S::LANES;
-    let rows = len / c;
-    let (mut loss, mut correct) = (0f64, s.splat(0.0));
-    let mut r0 = 0;
-    while r0 < rows {
-        let n = (rows - r0).min(g);
-        let mut tg = [-1f32; 16];
-        let mut wt = [0f32; 16];
-        for k in 0..n {
-            (tg[k], wt[k]) = plan(r0 + k);
-        }
-        let (l, ok) = if n == g {
-            // A null `dst` (forward only) must stay null, not become a small offset.
-            let d = if dst.is_null() {
-                dst
-            } else {
-                dst.wrapping_add(r0 * c)
-            };
-            // SAFETY: bounds: rows `r0..r0 + LANES` lie inside `src` (and `dst`).
-            unsafe { small_group::<S, C>(s, src.add(r0 * c), d, job, &tg, &wt) }
+    let rows = len / C;
+    let zero = s.splat(0.0);
+    let empty = GroupStats {
+        m: zero,
+        zt: zero,
+        am: zero,
+        sum: zero,
+        wsum: zero,
+    };
+    let mut st = SmallState {
+        tg: [-1.0; BATCH_ROWS + 16],
+        wt: [0.0; BATCH_ROWS + 16],
+        stats: [empty; BATCH_GROUPS],
+        loss: s.wide_zero(),
+        correct: zero,
+    };
+    let mut b0 = 0;
+    while b0 < rows {
+        let nb = (rows - b0).min(BATCH_GROUPS * g);
+        plan(b0, &mut st.tg[..nb], &mut st.wt[..nb]);
+        st.tg[nb..nb + 16].fill(-1.0);
+        st.wt[nb..nb + 16].fill(0.0);
+        let full = nb / g;
+        // A null `dst` (forward only) must stay null, not become a small offset.
+        let d = if dst.is_null() {
+            dst
         } else {
+            dst.wrapping_add(b0 * C)
+        };
+        // SAFETY: bounds: the batch's full groups, rows `b0..b0 + full * LANES`, lie
+        // inside `src` (and `dst`); `st` holds their planned rows from 0.
+        unsafe { small_batch::<S, C>(s, src.add(b0 * C), d, job, &mut st, 0, full) };
+        let n = nb - full * g;
+        if n > 0 {
             // The last, partial group runs on a zero-padded copy; padding lanes are
             // ignored rows, and only the real rows are copied back.
+            let r0 = b0 + full * g;
             let mut zb = [0f32; 16 * SMALL_MAX_CLASSES];
             let mut gb = [0f32; 16 * SMALL_MAX_CLASSES];
-            // SAFETY: bounds: `n * c <= 16 * SMALL_MAX_CLASSES` elements of row `r0` on
-            // lie inside `src`; the local buffers hold `LANES * c`.
-            unsafe { core::ptr::copy_nonoverlapping(src.add(r0 * c), zb.as_mut_ptr(), n * c) };
+            // SAFETY: bounds: `n * C <= 16 * SMALL_MAX_CLASSES` elements of row `r0` on lie
+            // inside `src`; the local buffers hold `LANES * C`.
+            unsafe { core::ptr::copy_nonoverlapping(src.add(r0 * C), zb.as_mut_ptr(), n * C) };
             let out = if dst.is_null() { dst } else { gb.as_mut_ptr() };
-            // SAFETY: bounds: the local buffers hold `16 * SMALL_MAX_CLASSES >= LANES * c`.
-            let res = unsafe { small_group::<S, C>(s, zb.as_ptr(), out, job, &tg, &wt) };
+            // SAFETY: bounds: the local buffers hold one group; its planned rows start at
+            // `full * LANES` in `st`, padded to a whole group.
+            unsafe { small_batch::<S, C>(s, zb.as_ptr(), out, job, &mut st, full * g, 1) };
             if !dst.is_null() {
-                // SAFETY: bounds: rows `r0..r0 + n` of `dst`, `n * c` elements.
-                unsafe { core::ptr::copy_nonoverlapping(gb.as_ptr(), dst.add(r0 * c), n * c) };
+                // SAFETY: bounds: rows `r0..r0 + n` of `dst`, `n * C` elements.
+                unsafe { core::ptr::copy_nonoverlapping(gb.as_ptr(), dst.add(r0 * C), n * C) };
             }
-            res
-        };
-        loss += l;
-        correct = s.add(correct, ok);
-        r0 += n;
+        }
+        b0 += nb;
     }
-    let count = s.to_array(correct)[..g].iter().map(|&v| v as usize).sum();
-    (loss, count)
+    let count = s.to_array(st.correct)[..g]
+        .iter()
+        .map(|&v| v as usize)
+        .sum();
+    (s.wide_sum(st.loss) * WSUM_UNSCALE, count)
 }
 
-/// One group of `LANES` rows; returns the loss sum (f64, unscaled) and a vector of 1.0
-/// in the lanes whose prediction is correct.
+/// The row-group path's state over one call: a batch's planned targets (f32, -1 for an
+/// ignored row) and weights, with 16 slots past the batch kept "ignored" for a partial
+/// group's padding lanes; the exp phase's results for the loss phase; and the
+/// accumulators. Each lane sums its rows' losses (at scale 2^-64) in f64: the widening is
+/// exact, no group needs a horizontal add, and the order is the same whatever the thread
+/// count.
+struct SmallState<S: Simd> {
+    tg: [f32; BATCH_ROWS + 16],
+    wt: [f32; BATCH_ROWS + 16],
+    stats: [GroupStats<S::F>; BATCH_GROUPS],
+    loss: S::Wide,
+    correct: S::F,
+}
+
+/// What a group's exp phase leaves for its loss phase: per row, the max, the target
+/// logit, the argmax (as f32), the sum of exps and the smoothing sum at scale 2^-64.
+#[derive(Clone, Copy)]
+struct GroupStats<F> {
+    m: F,
+    zt: F,
+    am: F,
+    sum: F,
+    wsum: F,
+}
+
+/// `groups` consecutive groups of `LANES` rows, planned in `st` from row `first`: the
+/// exp phase of every group, then the loss phase of every group, which adds each row's
+/// loss to its lane's accumulator and counts the correct predictions.
 ///
 /// # Safety
-/// `src + r * c + j` readable for `r < LANES`, `j < c`; the same writable from `dst`
-/// unless it is null; `c <= SMALL_MAX_CLASSES`.
+/// `src..src + groups * LANES * C` readable; the same writable from `dst` unless it is
+/// null.
 #[inline(always)]
-unsafe fn small_group<S: Simd, const C: usize>(
+unsafe fn small_batch<S: Simd, const C: usize>(
     s: S,
     src: *const f32,
     dst: *mut f32,
     job: &SmallJob<'_>,
-    tg: &[f32; 16],
-    wt: &[f32; 16],
-) -> (f64, S::F) {
-    const SC: f32 = 1.0 / 18_446_744_073_709_551_616.0; // 2^-64, see WSUM_SCALE
-    let c = C;
+    st: &mut SmallState<S>,
+    first: usize,
+    groups: usize,
+) {
+    let g = S::LANES;
+    assert!(groups <= BATCH_GROUPS && first + groups * g <= BATCH_ROWS + 16);
+    let (tg, wt) = (&st.tg[first..], &st.wt[first..]);
+    // SAFETY: bounds: group `k`'s targets and weights are `tg`/`wt[k * LANES..][..LANES]`,
+    // inside the arrays for `k < groups` (asserted).
+    let lanes = |k: usize| unsafe {
+        (
+            s.load(tg.as_ptr().add(k * g)),
+            s.load(wt.as_ptr().add(k * g)),
+        )
+    };
+    for (k, stats) in st.stats[..groups].iter_mut().enumerate() {
+        let d = if dst.is_null() {
+            dst
+        } else {
+            dst.wrapping_add(k * g * C)
+        };
+        let (t, w_t) = lanes(k);
+        // Start loading the same group of the next batch: computing a batch takes long
+        // enough for its lines to arrive. (Addresses only: a prefetch never faults.)
+        for i in 0..C {
+            s.prefetch(src.wrapping_add((BATCH_GROUPS + k) * g * C + 16 * i));
+        }
+        // SAFETY: bounds: group `k` is rows `k * LANES..(k + 1) * LANES`, inside `src`
+        // (and `dst`) by the contract.
+        *stats = unsafe { group_exps::<S, C>(s, src.add(k * g * C), d, job, t, w_t) };
+    }
+    for (k, stats) in st.stats[..groups].iter().enumerate() {
+        let (t, w_t) = lanes(k);
+        let (l, ok) = group_loss(s, job, stats, t, w_t);
+        st.loss = s.wide_add(st.loss, l);
+        st.correct = s.add(st.correct, ok);
+    }
+}
+
+/// The exp phase of one group of `LANES` rows (targets `t`, -1 for ignored, and weights
+/// `w_t`): max, argmax and target logit, the exps and their sums, and, unless `dst` is
+/// null, the gradient `g_j = alpha e_j - beta_j - tfix [j = t]` (zero for ignored rows),
+/// which needs the sum but not its log.
+///
+/// # Safety
+/// `src..src + LANES * C` readable; the same writable from `dst` unless it is null.
+#[inline(always)]
+unsafe fn group_exps<S: Simd, const C: usize>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    job: &SmallJob<'_>,
+    t: S::F,
+    w_t: S::F,
+) -> GroupStats<S::F> {
     let (zero, one) = (s.splat(0.0), s.splat(1.0));
-    // SAFETY: bounds: `tg` and `wt` hold 16 >= LANES values.
-    let (t, w_t) = unsafe { (s.load(tg.as_ptr()), s.load(wt.as_ptr())) };
-    let valid = s.gt(t, s.splat(-0.5));
-    // Pass 1: gather the classes (class j of every row in one vector), max and argmax.
-    let mut v = [zero; C];
+    // Pass 1: the classes as columns (class j of every row in one vector), max and argmax.
+    // SAFETY: bounds: the group's `LANES * C` floats from `src` are readable (contract).
+    let mut v = unsafe { s.load_columns::<C>(src) };
     let (mut m, mut am, mut zt) = (s.splat(f32::NEG_INFINITY), zero, zero);
-    for (j, vj) in v.iter_mut().enumerate() {
-        // SAFETY: bounds: lane `r` reads `src[r * c + j]`, inside the group (contract).
-        *vj = unsafe { s.gather(src.add(j), c) };
+    for (j, vj) in v.iter().enumerate() {
         let jv = s.splat(j as f32);
         let gt = s.gt(*vj, m);
         m = s.select(gt, *vj, m);
@@ -1036,7 +1135,7 @@ unsafe fn small_group<S: Simd, const C: usize>(
         zt = s.select(s.eq(t, jv), *vj, zt);
     }
     // Pass 2: exps and their sum (and the smoothing sum at scale 2^-64).
-    let (msc, scv) = (s.mul(m, s.splat(SC)), s.splat(SC));
+    let (msc, scv) = (s.mul(m, s.splat(WSUM_SCALE)), s.splat(WSUM_SCALE));
     let (mut sum, mut wsum) = (zero, zero);
     for (j, vj) in v.iter_mut().enumerate() {
         let e = exp(s, s.sub(*vj, m));
@@ -1050,24 +1149,18 @@ unsafe fn small_group<S: Simd, const C: usize>(
         }
         *vj = e;
     }
-    let ln_s = ln(s, sum);
-    // Row loss at scale 2^-64: c (ln S - (z_t - m)) + k (W ln S - sum_j w_j (z_j - m)).
-    let cw = s.mul(s.splat(job.eps1), w_t);
-    let ln_sc = s.mul(ln_s, scv);
-    let mut row = s.mul(cw, s.sub(ln_sc, s.sub(s.mul(zt, scv), msc)));
-    if !matches!(job.smooth, Smooth::Off) {
-        let sm = s.sub(s.mul(s.splat(job.sum_w), ln_sc), wsum);
-        row = s.mul_add(s.splat(job.k), sm, row);
-    }
-    // The group's rows are added by the fixed pairwise tree (at most 4 levels, 4u of the
-    // group's sum), then the group total joins the f64 accumulator.
-    let loss = f64::from(reduce_add(s, s.select(valid, row, zero))) * WSUM_UNSCALE;
-    let ok = s.select(s.eq(am, t), one, zero);
-    let ok = s.select(s.eq(ln_s, ln_s), ok, zero);
+    let stats = GroupStats {
+        m,
+        zt,
+        am,
+        sum,
+        wsum,
+    };
     if dst.is_null() {
-        return (loss, ok);
+        return stats;
     }
     // Pass 3: g_j = alpha e_j - beta_j - tfix [j = t], zero for ignored rows.
+    let cw = s.mul(s.splat(job.eps1), w_t);
     let scale = s.splat(job.scale);
     let a = s.mul(scale, s.mul_add(s.splat(job.k), s.splat(job.sum_w), cw));
     let alpha = s.div(a, sum);
@@ -1075,18 +1168,46 @@ unsafe fn small_group<S: Simd, const C: usize>(
     let keep = if job.zero_grad {
         s.lt(one, zero)
     } else {
-        valid
+        s.gt(t, s.splat(-0.5))
     };
-    for j in 0..c {
+    for (j, vj) in v.iter_mut().enumerate() {
         let b = match job.beta {
             Beta::Zero => 0.0,
             Beta::Uniform(b) => b,
             Beta::Weighted(b, w) => b * w[j],
         };
-        let gj = s.mul_add(v[j], alpha, s.splat(-b));
+        let gj = s.mul_add(*vj, alpha, s.splat(-b));
         let gj = s.sub(gj, s.select(s.eq(t, s.splat(j as f32)), tfix, zero));
-        // SAFETY: bounds: lane `r` writes `dst[r * c + j]`, inside the group (contract).
-        unsafe { s.scatter(dst.add(j), c, s.select(keep, gj, zero)) };
+        *vj = s.select(keep, gj, zero);
     }
-    (loss, ok)
+    // SAFETY: bounds: the group's `LANES * C` floats from `dst` are writable (contract).
+    unsafe { s.store_columns::<C>(dst, &v) };
+    stats
+}
+
+/// The loss phase of one group: its rows' losses at scale 2^-64 (0 for ignored rows) and
+/// a vector of 1.0 in the lanes whose prediction is correct.
+#[inline(always)]
+fn group_loss<S: Simd>(
+    s: S,
+    job: &SmallJob<'_>,
+    st: &GroupStats<S::F>,
+    t: S::F,
+    w_t: S::F,
+) -> (S::F, S::F) {
+    let (zero, one, scv) = (s.splat(0.0), s.splat(1.0), s.splat(WSUM_SCALE));
+    let ln_s = ln(s, st.sum);
+    // Row loss at scale 2^-64: c (ln S - (z_t - m)) + k (W ln S - sum_j w_j (z_j - m)).
+    let cw = s.mul(s.splat(job.eps1), w_t);
+    let ln_sc = s.mul(ln_s, scv);
+    let msc = s.mul(st.m, scv);
+    let mut row = s.mul(cw, s.sub(ln_sc, s.sub(s.mul(st.zt, scv), msc)));
+    if !matches!(job.smooth, Smooth::Off) {
+        let sm = s.sub(s.mul(s.splat(job.sum_w), ln_sc), st.wsum);
+        row = s.mul_add(s.splat(job.k), sm, row);
+    }
+    let valid = s.gt(t, s.splat(-0.5));
+    let loss = s.select(valid, row, zero);
+    let ok = s.select(s.eq(st.am, t), one, zero);
+    (loss, s.select(s.eq(ln_s, ln_s), ok, zero))
 }

@@ -26,10 +26,16 @@
 //! too few to keep every thread busy.
 //!
 //! Rows of at most [`SMALL_MAX_CLASSES`] classes take the row-group path instead
-//! (`generic::ce_small`): `LANES` rows at a time, one row per lane, with class `j` of every
-//! row loaded into one vector by strided accesses, so the max, the sum of exps, the log and
-//! the loss are vertical operations and no horizontal reduction is paid per row. The last,
-//! partial group runs on a zero-padded local copy.
+//! (`generic::ce_small`): `LANES` rows at a time, one row per lane. A group's `LANES * C`
+//! contiguous floats are loaded whole and transposed in registers
+//! ([`Simd::load_columns`]: AVX-512 uses `vpermps` with lane masks for `C < 8` and a
+//! 16x16 shuffle transpose from 8; the others strided gathers), so that class `j` of every
+//! row sits in one vector and the max, the sum of exps, the log and the loss are vertical
+//! operations: no horizontal reduction per row or per group (each lane keeps its own f64
+//! loss sum). Groups go in batches of 16: first every group's exps and gradient, then every
+//! group's log and loss, so that the long dependent chains of neighbouring groups overlap.
+//! Targets are converted to f32 a batch at a time. The last, partial group runs on a
+//! zero-padded local copy.
 //!
 //! # Tails
 //!
@@ -75,6 +81,8 @@ pub(crate) unsafe trait Simd: Copy {
     type F: Copy;
     /// A lane mask produced by comparisons.
     type M: Copy;
+    /// One f64 accumulator per f32 lane.
+    type Wide: Copy;
     /// Number of f32 lanes (at most 16).
     const LANES: usize;
 
@@ -131,6 +139,34 @@ pub(crate) unsafe trait Simd: Copy {
     /// # Safety
     /// `p + k * stride` writable for every `k < LANES`; `(LANES - 1) * stride < 2^31`.
     unsafe fn scatter(self, p: *mut f32, stride: usize, v: Self::F);
+    /// Accumulators at zero.
+    fn wide_zero(self) -> Self::Wide;
+    /// `acc[i] + v[i]` per lane, in f64 (the widening is exact).
+    fn wide_add(self, acc: Self::Wide, v: Self::F) -> Self::Wide;
+    /// The accumulators added in lane order.
+    fn wide_sum(self, acc: Self::Wide) -> f64;
+    /// `LANES` rows of `C` classes stored contiguously (`p[r * C + j]`) as `C` vectors:
+    /// vector `j` holds class `j` of every row, lane `r` being row `r`. By default
+    /// `C` strided gathers; a variant with cross-lane permutes overrides it.
+    /// # Safety
+    /// `p..p + LANES * C` readable; `C <= 16`.
+    #[inline(always)]
+    unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [Self::F; C] {
+        // SAFETY: bounds: lane `r` of gather `j` reads `p[r * C + j]`, inside
+        // `p..p + LANES * C` (caller's obligation); `(LANES - 1) * C < 2^31`.
+        core::array::from_fn(|j| unsafe { self.gather(p.add(j), C) })
+    }
+    /// The inverse of [`Simd::load_columns`]: lane `r` of `v[j]` is stored to `p[r * C + j]`.
+    /// # Safety
+    /// `p..p + LANES * C` writable; `C <= 16`.
+    #[inline(always)]
+    unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[Self::F; C]) {
+        for (j, &vj) in v.iter().enumerate() {
+            // SAFETY: bounds: lane `r` writes `p[r * C + j]`, inside `p..p + LANES * C`
+            // (caller's obligation); `(LANES - 1) * C < 2^31`.
+            unsafe { self.scatter(p.add(j), C, vj) };
+        }
+    }
 }
 
 /// The buffers one call works on: read only, gradient in place, or gradient into a
@@ -285,12 +321,12 @@ macro_rules! instantiate_kernel {
             /// the row-group path; returns the loss sum and the correct count.
             pub(crate) fn ce_small<P>(self, io: Io<'_>, job: &generic::SmallJob<'_>, plan: P) -> (f64, usize)
             where
-                P: FnMut(usize) -> (f32, f32),
+                P: FnMut(usize, &mut [f32], &mut [f32]),
             {
                 $(#[$attr])*
                 unsafe fn inner<P>(t: $tok, mut io: Io<'_>, j: &generic::SmallJob<'_>, p: P) -> (f64, usize)
                 where
-                    P: FnMut(usize) -> (f32, f32),
+                    P: FnMut(usize, &mut [f32], &mut [f32]),
                 {
                     let len = io.len();
                     let (src, dst) = io.raw();
@@ -380,6 +416,22 @@ macro_rules! instantiate_kernel {
                 unsafe { inner(self, z, cap) }
             }
 
+            /// One sweep over the targets: the rows that count and whether any target is
+            /// out of range (see `crate::target::scan`), vectorised at this variant's width.
+            pub(crate) fn scan_targets<T: crate::Target>(
+                self,
+                targets: &[T],
+                classes: usize,
+                ignore: Option<i64>,
+            ) -> (usize, bool) {
+                $(#[$attr])*
+                unsafe fn inner<T: crate::Target>(_: $tok, ts: &[T], c: usize, i: Option<i64>) -> (usize, bool) {
+                    crate::target::scan(ts, c, i)
+                }
+                // SAFETY: feature: the token proves the enabled features. No pointers.
+                unsafe { inner(self, targets, classes, ignore) }
+            }
+
             /// The kernel's exp, in place over a slice.
             pub(crate) fn exp(self, xs: &mut [f32]) {
                 $(#[$attr])*
@@ -394,3 +446,51 @@ macro_rules! instantiate_kernel {
     };
 }
 pub(crate) use instantiate_kernel;
+
+#[cfg(test)]
+mod tests {
+    //! The row-group transposition of every variant this CPU runs, for every class count,
+    //! against the memory layout it stands for (lane `r` of column `j` is element
+    //! `r C + j`), there and back.
+
+    use super::Simd;
+
+    fn columns_round_trip<S: Simd, const C: usize>(s: S) {
+        let n = S::LANES * C;
+        let src: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 7.0).collect();
+        // SAFETY: bounds: `src` holds `LANES * C` floats.
+        let cols = unsafe { s.load_columns::<C>(src.as_ptr()) };
+        for (j, &col) in cols.iter().enumerate() {
+            let lanes = s.to_array(col);
+            for r in 0..S::LANES {
+                assert_eq!(lanes[r], src[r * C + j], "C={C} column {j} lane {r}");
+            }
+        }
+        let mut back = vec![f32::NAN; n + 1];
+        // SAFETY: bounds: `back` holds `LANES * C + 1` floats.
+        unsafe { s.store_columns::<C>(back.as_mut_ptr(), &cols) };
+        assert_eq!(back[..n], src[..], "C={C} store");
+        assert!(back[n].is_nan(), "C={C}: stored past the group");
+    }
+
+    fn every_class_count<S: Simd>(s: S) {
+        macro_rules! each {
+            ($($c:literal)*) => { $(columns_round_trip::<S, $c>(s);)* };
+        }
+        each!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+    }
+
+    #[test]
+    fn columns_round_trip_on_every_variant() {
+        every_class_count(super::portable::Portable::new());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(s) = super::x86_64::Avx2::try_new() {
+                every_class_count(s);
+            }
+            if let Some(s) = super::x86_64::Avx512::try_new() {
+                every_class_count(s);
+            }
+        }
+    }
+}

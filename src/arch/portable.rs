@@ -21,6 +21,7 @@ impl Portable {
 unsafe impl Simd for Portable {
     type F = f32x8;
     type M = f32x8;
+    type Wide = [f64; 8];
     const LANES: usize = 8;
 
     #[inline(always)]
@@ -56,6 +57,21 @@ unsafe impl Simd for Portable {
     }
     #[inline(always)]
     fn prefetch(self, _p: *const f32) {}
+    #[inline(always)]
+    fn wide_zero(self) -> [f64; 8] {
+        [0.0; 8]
+    }
+    #[inline(always)]
+    fn wide_add(self, mut acc: [f64; 8], v: f32x8) -> [f64; 8] {
+        for (a, x) in acc.iter_mut().zip(v.to_array()) {
+            *a += f64::from(x);
+        }
+        acc
+    }
+    #[inline(always)]
+    fn wide_sum(self, acc: [f64; 8]) -> f64 {
+        acc.iter().sum()
+    }
     #[inline(always)]
     fn add(self, a: f32x8, b: f32x8) -> f32x8 {
         a + b

@@ -26,8 +26,8 @@
 //! * Row loss `c (ln S - d_t) + k (W ln S - sum_j w_j d_j)`: `ln S` carries `gamma_S`
 //!   absolute, `d_t` carries `|d_t| u`, and the f32 smoothing sum carries
 //!   `(C/16 + 8) u sum_j |w_j d_j|`. On the row-group path (C <= 16) the row loss is
-//!   formed in f32 (three roundings, `3u` of it) and a group of up to 16 rows is added by a
-//!   4-level tree (`4u`); the final rounding to f32 adds `u`: `8u |value|` in all (for
+//!   formed in f32 (three roundings, `3u` of it) and summed per lane in f64 (negligible);
+//!   the final rounding to f32 adds `u`: the bound used, `8u |value|`, leaves room (for
 //!   the non-negative weights used here, the rows' losses do not cancel).
 //! * Soft-capping: the kernel's `y = cap tanh(z / cap)` is within `delta = 5u cap`
 //!   absolute (`src/arch/generic.rs`), so each `d_j = y_j - m` carries `2 delta` more, every

@@ -21,6 +21,7 @@ impl Avx2 {
 unsafe impl Simd for Avx2 {
     type F = __m256;
     type M = __m256;
+    type Wide = [__m256d; 2];
     const LANES: usize = 8;
 
     #[inline(always)]
@@ -164,6 +165,31 @@ unsafe impl Simd for Avx2 {
             let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
             (_mm256_cvtepi32_ps(e), _mm256_blendv_ps(m, x, nan))
         }
+    }
+    #[inline(always)]
+    fn wide_zero(self) -> [__m256d; 2] {
+        // SAFETY: feature: token proves avx2.
+        unsafe { [_mm256_setzero_pd(); 2] }
+    }
+    #[inline(always)]
+    fn wide_add(self, acc: [__m256d; 2], v: __m256) -> [__m256d; 2] {
+        // SAFETY: feature: token proves avx2 (`cvtps_pd` is AVX).
+        unsafe {
+            [
+                _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(v))),
+                _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v))),
+            ]
+        }
+    }
+    #[inline(always)]
+    fn wide_sum(self, acc: [__m256d; 2]) -> f64 {
+        let mut lanes = [0f64; 8];
+        // SAFETY: feature: token proves avx2. bounds: two stores of 4 into 8 slots.
+        unsafe {
+            _mm256_storeu_pd(lanes.as_mut_ptr(), acc[0]);
+            _mm256_storeu_pd(lanes.as_mut_ptr().add(4), acc[1]);
+        }
+        lanes.iter().sum()
     }
     #[inline(always)]
     unsafe fn gather(self, p: *const f32, stride: usize) -> __m256 {

@@ -17,7 +17,97 @@ impl Avx512 {
     }
 }
 
-/// The mask of the low `n` lanes (`n < 16`).
+/// Lane maps between 16 rows of `c <= 16` contiguous classes (`c` vectors in memory
+/// order, element `q = r c + j` being class `j` of row `r`) and `c` column vectors (lane
+/// `r` of column `j` holding element `r c + j`). Each column gathers from at most `c`
+/// memory vectors and each memory vector from at most `c` columns, so a group moves with
+/// at most `c^2` in-register permutes each way instead of `16 c` scalar loads or stores.
+struct ColumnMaps {
+    /// Lane `r`: `r c`. Plus `j`, the element of column `j`'s lane `r`; its low four bits
+    /// are the lane within its memory vector, and `vpermps` reads only those.
+    row_start: [i32; 16],
+    /// `from_memory[j][k]`: the lanes of column `j` that memory vector `k` holds.
+    from_memory: [[u16; 16]; 16],
+    /// `to_row[k]` lane `i`: the row (column lane) of element `16 k + i`.
+    to_row: [[i32; 16]; 16],
+    /// `from_column[k][j]`: the lanes of memory vector `k` that belong to column `j`.
+    from_column: [[u16; 16]; 16],
+}
+
+const fn column_maps(c: usize) -> ColumnMaps {
+    let mut m = ColumnMaps {
+        row_start: [0; 16],
+        from_memory: [[0; 16]; 16],
+        to_row: [[0; 16]; 16],
+        from_column: [[0; 16]; 16],
+    };
+    let mut r = 0;
+    while r < 16 {
+        m.row_start[r] = (r * c) as i32;
+        let mut j = 0;
+        while j < c {
+            let q = r * c + j;
+            m.from_memory[j][q / 16] |= 1 << r;
+            m.to_row[q / 16][q % 16] = r as i32;
+            m.from_column[q / 16][j] |= 1 << (q % 16);
+            j += 1;
+        }
+        r += 1;
+    }
+    m
+}
+
+/// Transposes a 16x16 block held as 16 row vectors, in four rounds of 16 shuffles:
+/// 32-bit and 64-bit interleaves within 128-bit lanes bring each column's four rows of a
+/// quad together, then two rounds of 128-bit lane shuffles gather the four quads.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[inline(always)]
+unsafe fn transpose16(r: &mut [__m512; 16]) {
+    // SAFETY: feature: the caller's obligation. Registers only.
+    unsafe {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            // Lane L of t[2i]: rows 2i, 2i+1 of columns 4L, 4L+1; of t[2i+1]: 4L+2, 4L+3.
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let d = _mm512_castps_pd;
+        for q in 0..4 {
+            // Lane L of u[4q + k]: rows 4q..4q+3 of column 4L + k.
+            let (a, b, c, e) = (
+                d(t[4 * q]),
+                d(t[4 * q + 2]),
+                d(t[4 * q + 1]),
+                d(t[4 * q + 3]),
+            );
+            r[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            r[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+            r[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, e));
+            r[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, e));
+        }
+        for k in 0..4 {
+            // Column 4L + k is lane L of u[k], u[4 + k], u[8 + k], u[12 + k]: a 4x4
+            // transpose of 128-bit lanes.
+            let v0 = _mm512_shuffle_f32x4::<0x44>(r[k], r[4 + k]);
+            let v1 = _mm512_shuffle_f32x4::<0xee>(r[k], r[4 + k]);
+            let v2 = _mm512_shuffle_f32x4::<0x44>(r[8 + k], r[12 + k]);
+            let v3 = _mm512_shuffle_f32x4::<0xee>(r[8 + k], r[12 + k]);
+            t[k] = _mm512_shuffle_f32x4::<0x88>(v0, v2);
+            t[4 + k] = _mm512_shuffle_f32x4::<0xdd>(v0, v2);
+            t[8 + k] = _mm512_shuffle_f32x4::<0x88>(v1, v3);
+            t[12 + k] = _mm512_shuffle_f32x4::<0xdd>(v1, v3);
+        }
+        *r = t;
+    }
+}
+
+/// Class counts from which a group moves through [`transpose16`] (16 masked row loads or
+/// stores and 64 shuffles) rather than `ColumnMaps` permutes (about `C^2`).
+const TRANSPOSE_FROM: usize = 8;
+
+/// The mask of the low `n` lanes (`n <= 16`).
 #[inline(always)]
 fn low_mask(n: usize) -> __mmask16 {
     ((1u32 << n.min(16)) - 1) as __mmask16
@@ -28,6 +118,7 @@ fn low_mask(n: usize) -> __mmask16 {
 unsafe impl Simd for Avx512 {
     type F = __m512;
     type M = __mmask16;
+    type Wide = [__m512d; 2];
     const LANES: usize = 16;
 
     #[inline(always)]
@@ -143,6 +234,107 @@ unsafe impl Simd for Avx512 {
                 _mm512_getexp_ps(x),
                 _mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x),
             )
+        }
+    }
+    #[inline(always)]
+    fn wide_zero(self) -> [__m512d; 2] {
+        // SAFETY: feature: token proves avx512f.
+        unsafe { [_mm512_setzero_pd(); 2] }
+    }
+    #[inline(always)]
+    fn wide_add(self, acc: [__m512d; 2], v: __m512) -> [__m512d; 2] {
+        // SAFETY: feature: token proves avx512f (`cvtps_pd`, `extractf64x4` are AVX-512F).
+        unsafe {
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+            [
+                _mm512_add_pd(acc[0], _mm512_cvtps_pd(_mm512_castps512_ps256(v))),
+                _mm512_add_pd(acc[1], _mm512_cvtps_pd(hi)),
+            ]
+        }
+    }
+    #[inline(always)]
+    fn wide_sum(self, acc: [__m512d; 2]) -> f64 {
+        let mut lanes = [0f64; 16];
+        // SAFETY: feature: token proves avx512f. bounds: two stores of 8 into 16 slots.
+        unsafe {
+            _mm512_storeu_pd(lanes.as_mut_ptr(), acc[0]);
+            _mm512_storeu_pd(lanes.as_mut_ptr().add(8), acc[1]);
+        }
+        lanes.iter().sum()
+    }
+    #[inline(always)]
+    unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [__m512; C] {
+        if C >= TRANSPOSE_FROM {
+            // SAFETY: feature: token proves avx512f. bounds: row `r` loads lanes `0..C`
+            // from `p + r C`, inside `p..p + 16 C` (caller's obligation); masked-off lanes
+            // are not accessed.
+            unsafe {
+                let mut rows = [_mm512_setzero_ps(); 16];
+                for (r, row) in rows.iter_mut().enumerate() {
+                    *row = _mm512_maskz_loadu_ps(low_mask(C), p.add(r * C));
+                }
+                transpose16(&mut rows);
+                let mut cols = [_mm512_setzero_ps(); C];
+                cols.copy_from_slice(&rows[..C]);
+                return cols;
+            }
+        }
+        let maps = const { &column_maps(C) };
+        // SAFETY: feature: token proves avx512f. bounds: the `C` loads cover
+        // `p..p + 16 C`, readable by the caller's obligation; the rest is registers.
+        unsafe {
+            let mut mem = [_mm512_setzero_ps(); C];
+            for (k, v) in mem.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(p.add(16 * k));
+            }
+            let start = _mm512_loadu_si512(maps.row_start.as_ptr().cast());
+            let mut cols = [_mm512_setzero_ps(); C];
+            for (j, col) in cols.iter_mut().enumerate() {
+                let idx = _mm512_add_epi32(start, _mm512_set1_epi32(j as i32));
+                // Lane 0 (element `j < 16`) is in memory vector 0.
+                *col = _mm512_permutexvar_ps(idx, mem[0]);
+                for (k, &v) in mem.iter().enumerate().skip(1) {
+                    let lanes = maps.from_memory[j][k];
+                    if lanes != 0 {
+                        *col = _mm512_mask_permutexvar_ps(*col, lanes, idx, v);
+                    }
+                }
+            }
+            cols
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[__m512; C]) {
+        if C >= TRANSPOSE_FROM {
+            // SAFETY: feature: token proves avx512f. bounds: row `r` stores lanes `0..C`
+            // to `p + r C`, inside `p..p + 16 C` (caller's obligation).
+            unsafe {
+                let mut rows = [_mm512_setzero_ps(); 16];
+                rows[..C].copy_from_slice(v);
+                transpose16(&mut rows);
+                for (r, &row) in rows.iter().enumerate() {
+                    _mm512_mask_storeu_ps(p.add(r * C), low_mask(C), row);
+                }
+            }
+            return;
+        }
+        let maps = const { &column_maps(C) };
+        // SAFETY: feature: token proves avx512f. bounds: the `C` stores cover
+        // `p..p + 16 C`, writable by the caller's obligation.
+        unsafe {
+            for k in 0..C {
+                let idx = _mm512_loadu_si512(maps.to_row[k].as_ptr().cast());
+                // Lane 0 (element `16 k`) belongs to column `16 k mod C`.
+                let first = (16 * k) % C;
+                let mut out = _mm512_permutexvar_ps(idx, v[first]);
+                for (j, &col) in v.iter().enumerate() {
+                    let lanes = maps.from_column[k][j];
+                    if lanes != 0 && j != first {
+                        out = _mm512_mask_permutexvar_ps(out, lanes, idx, col);
+                    }
+                }
+                _mm512_storeu_ps(p.add(16 * k), out);
+            }
         }
     }
     // `gather`/`scatter` use 16 scalar accesses through a stack array rather than
