@@ -29,7 +29,8 @@
 //! (`generic::ce_small`): `LANES` rows at a time, one row per lane. A group's `LANES * C`
 //! contiguous floats are loaded whole and transposed in registers
 //! ([`Simd::load_columns`]: AVX-512 uses `vpermps` with lane masks for `C < 8` and a
-//! 16x16 shuffle transpose from 8; the others strided gathers), so that class `j` of every
+//! 16x16 shuffle transpose from 8, AVX2 one or two 8x8 transposes, the portable kernel
+//! strided accesses), so that class `j` of every
 //! row sits in one vector and the max, the sum of exps, the log and the loss are vertical
 //! operations: no horizontal reduction per row or per group (each lane keeps its own f64
 //! loss sum). Groups go in batches of 16: first every group's exps and gradient, then every
@@ -147,14 +148,20 @@ pub(crate) unsafe trait Simd: Copy {
     fn wide_sum(self, acc: Self::Wide) -> f64;
     /// `LANES` rows of `C` classes stored contiguously (`p[r * C + j]`) as `C` vectors:
     /// vector `j` holds class `j` of every row, lane `r` being row `r`. By default
-    /// `C` strided gathers; a variant with cross-lane permutes overrides it.
+    /// `C` strided gathers; the x86 variants override it with in-register transposes.
     /// # Safety
     /// `p..p + LANES * C` readable; `C <= 16`.
     #[inline(always)]
     unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [Self::F; C] {
-        // SAFETY: bounds: lane `r` of gather `j` reads `p[r * C + j]`, inside
-        // `p..p + LANES * C` (caller's obligation); `(LANES - 1) * C < 2^31`.
-        core::array::from_fn(|j| unsafe { self.gather(p.add(j), C) })
+        // A loop, not `array::from_fn`: a closure would be compiled outside the caller's
+        // `#[target_feature]` set and the gathers would not inline.
+        let mut cols = [self.splat(0.0); C];
+        for (j, col) in cols.iter_mut().enumerate() {
+            // SAFETY: bounds: lane `r` of gather `j` reads `p[r * C + j]`, inside
+            // `p..p + LANES * C` (caller's obligation); `(LANES - 1) * C < 2^31`.
+            *col = unsafe { self.gather(p.add(j), C) };
+        }
+        cols
     }
     /// The inverse of [`Simd::load_columns`]: lane `r` of `v[j]` is stored to `p[r * C + j]`.
     /// # Safety

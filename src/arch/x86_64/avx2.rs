@@ -16,6 +16,37 @@ impl Avx2 {
     }
 }
 
+/// Transposes an 8x8 block held as 8 row vectors: 32-bit interleaves, then 64-bit
+/// shuffles within 128-bit lanes, then 128-bit lane swaps (24 shuffles).
+///
+/// # Safety
+/// The CPU supports AVX.
+#[inline(always)]
+unsafe fn transpose8(r: &mut [__m256; 8]) {
+    // SAFETY: feature: the caller's obligation. Registers only.
+    unsafe {
+        let mut t = [_mm256_setzero_ps(); 8];
+        for i in 0..4 {
+            // Lane L of t[2i]: rows 2i, 2i+1 of columns 4L, 4L+1; of t[2i+1]: 4L+2, 4L+3.
+            t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        for h in 0..2 {
+            // Lane L of u[4h + k]: rows 4h..4h+3 of column 4L + k.
+            let (a, b, c, d) = (t[4 * h], t[4 * h + 2], t[4 * h + 1], t[4 * h + 3]);
+            r[4 * h] = _mm256_shuffle_ps::<0x44>(a, b);
+            r[4 * h + 1] = _mm256_shuffle_ps::<0xee>(a, b);
+            r[4 * h + 2] = _mm256_shuffle_ps::<0x44>(c, d);
+            r[4 * h + 3] = _mm256_shuffle_ps::<0xee>(c, d);
+        }
+        for k in 0..4 {
+            t[k] = _mm256_permute2f128_ps::<0x20>(r[k], r[4 + k]);
+            t[4 + k] = _mm256_permute2f128_ps::<0x31>(r[k], r[4 + k]);
+        }
+        *r = t;
+    }
+}
+
 // SAFETY: a value of `Avx2` exists only after `try_new` detected avx2 and fma, which are
 // all the features the methods below use; pointer bounds are each method's obligations.
 unsafe impl Simd for Avx2 {
@@ -190,6 +221,64 @@ unsafe impl Simd for Avx2 {
             _mm256_storeu_pd(lanes.as_mut_ptr().add(4), acc[1]);
         }
         lanes.iter().sum()
+    }
+    #[inline(always)]
+    unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [__m256; C] {
+        // Rows are read as vectors of 8 (two for C > 8) and transposed in registers. A
+        // row's vector may run into the next rows, which is harmless inside the group;
+        // one that would run past the group's `8 C` floats is a tail load instead.
+        let half = |r: usize, h: usize| -> __m256 {
+            let (at, n) = (r * C + 8 * h, C.min(8 * h + 8) - 8 * h);
+            // SAFETY: bounds: a full load reads `p[at..at + 8]`, inside `p..p + 8 C`
+            // when `at + 8 <= 8 C`; a tail load reads `p[at..at + n]`, the row's own
+            // classes (`n < 8` then, as `at + n <= 8 C`). The caller guarantees `8 C`.
+            unsafe {
+                if at + 8 <= 8 * C {
+                    self.load(p.add(at))
+                } else {
+                    self.load_tail(p.add(at), n, 0.0)
+                }
+            }
+        };
+        let mut cols = [self.splat(0.0); C];
+        for h in 0..C.div_ceil(8) {
+            let mut rows = [self.splat(0.0); 8];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = half(r, h);
+            }
+            // SAFETY: feature: the token proves avx2 (AVX implied).
+            unsafe { transpose8(&mut rows) };
+            let n = C.min(8 * h + 8) - 8 * h;
+            cols[8 * h..8 * h + n].copy_from_slice(&rows[..n]);
+        }
+        cols
+    }
+    #[inline(always)]
+    unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[__m256; C]) {
+        let mut rows = [[self.splat(0.0); 8]; 2];
+        for (h, block) in rows.iter_mut().enumerate().take(C.div_ceil(8)) {
+            let n = C.min(8 * h + 8) - 8 * h;
+            block[..n].copy_from_slice(&v[8 * h..8 * h + n]);
+            // SAFETY: feature: the token proves avx2 (AVX implied).
+            unsafe { transpose8(block) };
+        }
+        // Rows in order, each half in order: a full store's excess lanes land on later
+        // classes of the group, which their own (later) stores then overwrite; a store
+        // that would pass the group's end is a tail store of the row's own classes.
+        for r in 0..8 {
+            for (h, block) in rows.iter().enumerate().take(C.div_ceil(8)) {
+                let (at, n) = (r * C + 8 * h, C.min(8 * h + 8) - 8 * h);
+                // SAFETY: bounds: as in `load_columns`, every store stays inside
+                // `p..p + 8 C`, writable by the caller's obligation.
+                unsafe {
+                    if at + 8 <= 8 * C {
+                        self.store(p.add(at), block[r]);
+                    } else {
+                        self.store_tail(p.add(at), n, block[r]);
+                    }
+                }
+            }
+        }
     }
     #[inline(always)]
     unsafe fn gather(self, p: *const f32, stride: usize) -> __m256 {
