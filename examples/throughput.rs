@@ -11,7 +11,10 @@
 //! `forward_backward` (gradient in place), its bandwidth at 8 bytes per logit, that as a
 //! percentage of an in-place `x = a x + b` pass over the same buffer, the speed-up over a
 //! naive scalar three-pass loop (1 thread), and `forward` (loss only) against a read-only
-//! pass. Medians of several runs; the machine may be shared, so compare the ratios.
+//! pass. The last column is the compute bound: `forward_backward` on as many rows of the
+//! shape as fit in 512 KiB, repeated so they stay in L2, on one thread. When it is close
+//! to `ns/logit` the kernel is compute-bound at that shape, not memory-bound. Medians of
+//! several runs; the machine may be shared, so compare the ratios.
 
 use rayon::prelude::*;
 use std::hint::black_box;
@@ -104,8 +107,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::available_parallelism()?
     );
     println!(
-        "{:>14} {:>3} {:>9} {:>7} {:>8} {:>8} {:>9} {:>8}",
-        "shape", "thr", "ns/logit", "GB/s", "% mem", "x naive", "fwd ns/l", "% read"
+        "{:>14} {:>3} {:>9} {:>7} {:>8} {:>8} {:>9} {:>8} {:>8}",
+        "shape", "thr", "ns/logit", "GB/s", "% mem", "x naive", "fwd ns/l", "% read", "L2 ns/l"
     );
     for (rows, c) in shapes {
         let n = rows * c;
@@ -132,6 +135,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }) * 1e9
                 / n as f64
         };
+        // The compute bound: the same kernel on as many of the rows as fit in 512 KiB (at
+        // least one), which stay in this core's L2 across calls, on one thread.
+        let l2_ns = {
+            let r2 = ((128 * 1024) / c).clamp(1, rows);
+            let mut z2 = z[..r2 * c].to_vec();
+            let t2 = &targets[..r2];
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+            let calls = (4_000_000 / (r2 * c)).max(1);
+            pool.install(|| {
+                median(21, || {
+                    for _ in 0..calls {
+                        black_box(ce.forward_backward(&mut z2, t2).unwrap());
+                    }
+                })
+            }) * 1e9
+                / (calls * r2 * c) as f64
+        };
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -151,7 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             let per = |t: f64| t * 1e9 / n as f64;
             println!(
-                "{:>14} {:>3} {:>9.3} {:>7.1} {:>7.0}% {:>8} {:>9.3} {:>7.0}%",
+                "{:>14} {:>3} {:>9.3} {:>7.1} {:>7.0}% {:>8} {:>9.3} {:>7.0}% {:>8}",
                 format!("{rows}x{c}"),
                 threads,
                 per(ours),
@@ -163,7 +183,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "".into()
                 },
                 per(fwd),
-                100.0 * read / fwd
+                100.0 * read / fwd,
+                if threads == 1 {
+                    format!("{l2_ns:.3}")
+                } else {
+                    "".into()
+                }
             );
         }
     }
