@@ -184,6 +184,50 @@ fn ties_pick_the_first_argmax() {
     }
 }
 
+/// The max sweep works in blocks of 512 classes and rescans only the winning block:
+/// the first maximum must win across blocks, in any lane, in a block's tail, after a
+/// block of -inf, and beside NaN entries elsewhere in the row (NaN poisons the loss, so
+/// no prediction counts there; the argmax is observed through rows without NaN).
+#[test]
+fn argmax_is_the_first_maximum_across_blocks() {
+    let c = 1500; // blocks of 512, 512 and 476
+    let layouts: [&[usize]; 6] = [
+        &[3, 1100],      // block 0 against block 2
+        &[511, 512],     // the last of block 0 against the first of block 1
+        &[700, 1499],    // block 1 against the row's last class
+        &[1499],         // the tail only
+        &[1024, 1025],   // adjacent in block 2
+        &[0, 513, 1026], // the first class against later blocks
+    ];
+    for (case, at) in layouts.iter().enumerate() {
+        for neg_block in [false, true] {
+            let mut z: Vec<f32> = (0..c).map(|j| (j % 97) as f32 * 0.01).collect();
+            if neg_block {
+                // A block of -inf before the max's block changes nothing.
+                z[..512]
+                    .iter_mut()
+                    .filter(|_| at[0] >= 512)
+                    .for_each(|v| *v = NEG);
+            }
+            for &j in *at {
+                z[j] = 5.0;
+            }
+            for k in kernels() {
+                let ce = CrossEntropy::new(c).kernel(k);
+                let what = format!("{k:?} case {case} neg_block {neg_block}");
+                assert_eq!(
+                    ce.forward(&z, &[at[0] as i64]).unwrap().correct,
+                    1,
+                    "{what}"
+                );
+                for &j in &at[1..] {
+                    assert_eq!(ce.forward(&z, &[j as i64]).unwrap().correct, 0, "{what}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn ignore_index_may_be_a_valid_class() {
     let z = [1.0, 2.0, 3.0, 4.0];

@@ -154,96 +154,97 @@ fn reduce_add<S: Simd>(s: S, v: S::F) -> f32 {
     a[0]
 }
 
-/// Rows longer than this are scanned for the max in sub-runs, so that lane indices held
-/// as f32 stay exact integers.
-const MAX_RUN: usize = 1 << 24;
+/// Classes per block of the max sweep: long enough that the per-block test is cheap,
+/// short enough that rescanning one block for the argmax is.
+const MAX_BLOCK: usize = 512;
 
 /// Max over the non-NaN entries of `p[..n]` and the first index holding it (0 if every
 /// entry is -inf or NaN).
+///
+/// The sweep keeps only lane-wise maxima (one `vmaxps` per vector), block by block; a
+/// block whose maxima beat the best so far becomes the winner (a strict test, so the
+/// first block to reach the row's max keeps it). The argmax is then the first position of
+/// the max inside the winning block, found by rescanning that block alone (it is in L1).
+/// Carrying an index vector through the whole sweep instead would cost a compare and two
+/// blends per vector, and this pass is compute-bound.
 ///
 /// # Safety
 /// `p..p + n` must be readable.
 #[inline(always)]
 unsafe fn max_argmax<S: Simd>(s: S, p: *const f32, n: usize) -> (f32, usize) {
-    let mut best = f32::NEG_INFINITY;
-    let mut arg = 0;
-    let mut start = 0;
-    while start < n {
-        let len = (n - start).min(MAX_RUN);
-        // SAFETY: bounds: `start + len <= n`, so the run lies inside `p[..n]`.
-        let (m, a) = unsafe { max_argmax_run(s, p.add(start), len) };
-        if m > best {
-            best = m;
-            arg = start + a;
+    let neg_inf = s.splat(f32::NEG_INFINITY);
+    let (mut best, mut bv, mut win) = (f32::NEG_INFINITY, neg_inf, 0);
+    let mut b = 0;
+    while b < n {
+        let len = (n - b).min(MAX_BLOCK);
+        // SAFETY: bounds: `b + len <= n`.
+        let m = unsafe { lane_max(s, p.add(b), len) };
+        if s.first_lane(s.gt(m, bv)).is_some() {
+            let lanes = s.to_array(m);
+            best = lanes[..S::LANES]
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+            bv = s.splat(best);
+            win = b;
         }
-        start += len;
+        b += len;
     }
-    (best, arg)
+    if best == f32::NEG_INFINITY {
+        return (best, 0);
+    }
+    let (l, len) = (S::LANES, (n - win).min(MAX_BLOCK));
+    let mut i = 0;
+    while i < len {
+        // SAFETY: bounds: a full load when `i + LANES <= len`, else a tail load of exactly
+        // the block's rest; the -inf pads never equal a finite or +inf `best`.
+        let v = unsafe {
+            if i + l <= len {
+                s.load(p.add(win + i))
+            } else {
+                s.load_tail(p.add(win + i), len - i, f32::NEG_INFINITY)
+            }
+        };
+        if let Some(k) = s.first_lane(s.eq(v, bv)) {
+            return (best, win + i + k);
+        }
+        i += l;
+    }
+    // Not reached: `best` is an entry of the winning block. Total all the same.
+    (best, win)
 }
 
+/// Lane-wise maxima of `p[..n]` over the non-NaN entries (-inf where there are none).
+///
 /// # Safety
-/// `p..p + n` must be readable and `n <= MAX_RUN`.
+/// `p..p + n` must be readable.
 #[inline(always)]
-unsafe fn max_argmax_run<S: Simd>(s: S, p: *const f32, n: usize) -> (f32, usize) {
+unsafe fn lane_max<S: Simd>(s: S, p: *const f32, n: usize) -> S::F {
     let l = S::LANES;
     let neg_inf = s.splat(f32::NEG_INFINITY);
-    // Two (best, index) accumulators; lane k of accumulator j holds the largest value seen
-    // at positions `base + k` and the first such `base` (a strict `>` keeps the first).
     let (mut b0, mut b1) = (neg_inf, neg_inf);
-    let (mut i0, mut i1) = (s.splat(0.0), s.splat(0.0));
-    let step = s.splat(l as f32);
-    let mut base = s.splat(0.0);
     let mut i = 0;
     while i + 2 * l <= n {
         // SAFETY: bounds: `i + 2 * LANES <= n` by the loop condition.
         let (v0, v1) = unsafe { (s.load(p.add(i)), s.load(p.add(i + l))) };
-        let g0 = s.gt(v0, b0);
-        b0 = s.select(g0, v0, b0);
-        i0 = s.select(g0, base, i0);
-        let base1 = s.add(base, step);
-        let g1 = s.gt(v1, b1);
-        b1 = s.select(g1, v1, b1);
-        i1 = s.select(g1, base1, i1);
-        base = s.add(base1, step);
+        // A NaN entry is dropped: `max` gives its second operand for a NaN first one.
+        b0 = s.max(v0, b0);
+        b1 = s.max(v1, b1);
         i += 2 * l;
     }
-    if i + l <= n {
-        // SAFETY: bounds: `i + LANES <= n` by the condition.
-        let v = unsafe { s.load(p.add(i)) };
-        let g = s.gt(v, b0);
-        b0 = s.select(g, v, b0);
-        i0 = s.select(g, base, i0);
-        base = s.add(base, step);
+    while i < n {
+        // SAFETY: bounds: a full load when `i + LANES <= n`, else a tail load of exactly
+        // `p[i..n]`; -inf pads change no maximum.
+        let v = unsafe {
+            if i + l <= n {
+                s.load(p.add(i))
+            } else {
+                s.load_tail(p.add(i), n - i, f32::NEG_INFINITY)
+            }
+        };
+        b0 = s.max(v, b0);
         i += l;
     }
-    if i < n {
-        // SAFETY: bounds: the tail load reads exactly `p[i..n]`; -inf pads never win.
-        let v = unsafe { s.load_tail(p.add(i), n - i, f32::NEG_INFINITY) };
-        let g = s.gt(v, b0);
-        b0 = s.select(g, v, b0);
-        i0 = s.select(g, base, i0);
-    }
-    let (b0, b1, i0, i1) = (
-        s.to_array(b0),
-        s.to_array(b1),
-        s.to_array(i0),
-        s.to_array(i1),
-    );
-    let mut best = f32::NEG_INFINITY;
-    let mut arg = usize::MAX;
-    for k in 0..l {
-        for (v, at) in [(b0[k], i0[k]), (b1[k], i1[k])] {
-            let idx = at as usize + k;
-            if v > best || (v == best && idx < arg) {
-                best = v;
-                arg = idx;
-            }
-        }
-    }
-    if best == f32::NEG_INFINITY {
-        arg = 0;
-    }
-    (best, arg)
+    s.max(b1, b0)
 }
 
 /// Pass 2: `e_j = exp(z_j - m)`, returns `(sum e_j, smoothing sum)`, storing `e` to `dst`

@@ -124,6 +124,10 @@ pub(crate) unsafe trait Simd: Copy {
     fn to_array(self, a: Self::F) -> [f32; 16];
 
     fn eq(self, a: Self::F, b: Self::F) -> Self::M;
+    /// `a > b ? a : b` per lane: a NaN in `a` gives `b` (one `vmaxps` on x86).
+    fn max(self, a: Self::F, b: Self::F) -> Self::F;
+    /// The lowest lane set in `m`, if any.
+    fn first_lane(self, m: Self::M) -> Option<usize>;
     fn div(self, a: Self::F, b: Self::F) -> Self::F;
     /// `1 / d` for `d` in `[1, 2]`, within 2 ulp: a hardware reciprocal estimate refined
     /// by one Newton step where that is cheaper than a division (a 512-bit `vdivps` issues

@@ -125,6 +125,16 @@ unsafe impl Simd for Portable {
         a.cmp_eq(b)
     }
     #[inline(always)]
+    fn max(self, a: f32x8, b: f32x8) -> f32x8 {
+        // Spelled out: `wide` leaves max's NaN behaviour to the platform.
+        a.cmp_gt(b).blend(a, b)
+    }
+    #[inline(always)]
+    fn first_lane(self, m: f32x8) -> Option<usize> {
+        let bits = m.move_mask();
+        (bits != 0).then(|| bits.trailing_zeros() as usize)
+    }
+    #[inline(always)]
     fn div(self, a: f32x8, b: f32x8) -> f32x8 {
         a / b
     }

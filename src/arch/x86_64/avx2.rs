@@ -167,6 +167,18 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
     }
     #[inline(always)]
+    fn max(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: feature: token proves avx2. `vmaxps` returns its second operand when
+        // either is NaN.
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn first_lane(self, m: __m256) -> Option<usize> {
+        // SAFETY: feature: token proves avx2 (`vmovmskps` is AVX).
+        let bits = unsafe { _mm256_movemask_ps(m) };
+        (bits != 0).then(|| bits.trailing_zeros() as usize)
+    }
+    #[inline(always)]
     fn div(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_div_ps(a, b) }

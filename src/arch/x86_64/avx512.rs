@@ -213,6 +213,16 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b) }
     }
     #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: feature: token proves avx512f. `vmaxps` returns its second operand when
+        // either is NaN.
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn first_lane(self, m: __mmask16) -> Option<usize> {
+        (m != 0).then(|| m.trailing_zeros() as usize)
+    }
+    #[inline(always)]
     fn div(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f.
         unsafe { _mm512_div_ps(a, b) }
