@@ -946,11 +946,13 @@ where
             match job.classes {
                 // SAFETY: the caller's obligations, with `C == job.classes`.
                 $($n => unsafe { ce_small_c::<S, P, $n>(s, src, dst, len, job, plan) },)*
-                _ => unreachable!("the driver sends only 1..=16 classes here"),
+                _ => unreachable!("the driver sends only 1..=SMALL_MAX_CLASSES classes here"),
             }
         };
     }
-    by_classes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    by_classes!(
+        1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32
+    )
 }
 
 /// [`ce_small`] for a fixed class count `C`.
@@ -1135,21 +1137,32 @@ unsafe fn group_exps<S: Simd, const C: usize>(
         am = s.select(gt, jv, am);
         zt = s.select(s.eq(t, jv), *vj, zt);
     }
-    // Pass 2: exps and their sum (and the smoothing sum at scale 2^-64).
+    // Pass 2: exps and their sum (and the smoothing sum at scale 2^-64), each summed by a
+    // pairwise tree over the classes: at most 5 levels (`5u`) for 32 classes.
     let (msc, scv) = (s.mul(m, s.splat(WSUM_SCALE)), s.splat(WSUM_SCALE));
-    let (mut sum, mut wsum) = (zero, zero);
-    for (j, vj) in v.iter_mut().enumerate() {
-        let e = exp(s, s.sub(*vj, m));
-        sum = s.add(sum, e);
-        match job.smooth {
-            Smooth::Off => {}
-            Smooth::Uniform => wsum = s.add(wsum, s.sub(s.mul(*vj, scv), msc)),
-            Smooth::Weighted(w) => {
-                wsum = s.mul_add(s.splat(w[j]), s.sub(s.mul(*vj, scv), msc), wsum);
+    let wsum = match job.smooth {
+        Smooth::Off => zero,
+        // Loops, not `array::map`: a closure would be compiled outside the variant's
+        // target features.
+        Smooth::Uniform => {
+            let mut d = v;
+            for dj in d.iter_mut() {
+                *dj = s.sub(s.mul(*dj, scv), msc);
             }
+            tree_sum(s, d)
         }
-        *vj = e;
+        Smooth::Weighted(w) => {
+            let mut d = v;
+            for (j, dj) in d.iter_mut().enumerate() {
+                *dj = s.mul(s.splat(w[j]), s.sub(s.mul(*dj, scv), msc));
+            }
+            tree_sum(s, d)
+        }
+    };
+    for vj in v.iter_mut() {
+        *vj = exp(s, s.sub(*vj, m));
     }
+    let sum = tree_sum(s, v);
     let stats = GroupStats {
         m,
         zt,
@@ -1184,6 +1197,21 @@ unsafe fn group_exps<S: Simd, const C: usize>(
     // SAFETY: bounds: the group's `LANES * C` floats from `dst` are writable (contract).
     unsafe { s.store_columns::<C>(dst, &v) };
     stats
+}
+
+/// The lanes of `a` summed over the array by a fixed pairwise tree (`ceil(log2 C)`
+/// levels), unrolled: class counts are constants here.
+#[inline(always)]
+fn tree_sum<S: Simd, const C: usize>(s: S, mut a: [S::F; C]) -> S::F {
+    let mut w = C;
+    while w > 1 {
+        let half = w.div_ceil(2);
+        for i in 0..w - half {
+            a[i] = s.add(a[i], a[i + half]);
+        }
+        w = half;
+    }
+    a[0]
 }
 
 /// The loss phase of one group: its rows' losses at scale 2^-64 (0 for ignored rows) and

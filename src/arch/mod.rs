@@ -30,7 +30,7 @@
 //! (`generic::ce_small`): `LANES` rows at a time, one row per lane. A group's `LANES * C`
 //! contiguous floats are loaded whole and transposed in registers
 //! ([`Simd::load_columns`]: AVX-512 uses `vpermps` with lane masks for `C < 8` and a
-//! 16x16 shuffle transpose from 8, AVX2 one or two 8x8 transposes, the portable kernel
+//! 16x16 shuffle transpose per 16 classes from 8, AVX2 an 8x8 transpose per 8 classes, the portable kernel
 //! strided accesses), so that class `j` of every
 //! row sits in one vector and the max, the sum of exps, the log and the loss are vertical
 //! operations: no horizontal reduction per row or per group (each lane keeps its own f64
@@ -64,7 +64,7 @@ pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 17;
 
 /// Rows of at most this many classes take the row-group path: one row per lane, so the
 /// per-row work (max, sums, log) is vertical and nothing is reduced across lanes.
-pub(crate) const SMALL_MAX_CLASSES: usize = 16;
+pub(crate) const SMALL_MAX_CLASSES: usize = 32;
 
 /// Block width of the blocked path for long rows: 64 KiB, so a block's second read
 /// (the exp pass) hits L2 and the first block of the next task can be in flight.
@@ -155,7 +155,7 @@ pub(crate) unsafe trait Simd: Copy {
     /// vector `j` holds class `j` of every row, lane `r` being row `r`. By default
     /// `C` strided gathers; the x86 variants override it with in-register transposes.
     /// # Safety
-    /// `p..p + LANES * C` readable; `C <= 16`.
+    /// `p..p + LANES * C` readable; `C <= SMALL_MAX_CLASSES`.
     #[inline(always)]
     unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [Self::F; C] {
         // A loop, not `array::from_fn`: a closure would be compiled outside the caller's
@@ -170,7 +170,7 @@ pub(crate) unsafe trait Simd: Copy {
     }
     /// The inverse of [`Simd::load_columns`]: lane `r` of `v[j]` is stored to `p[r * C + j]`.
     /// # Safety
-    /// `p..p + LANES * C` writable; `C <= 16`.
+    /// `p..p + LANES * C` writable; `C <= SMALL_MAX_CLASSES`.
     #[inline(always)]
     unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[Self::F; C]) {
         for (j, &vj) in v.iter().enumerate() {
@@ -489,7 +489,7 @@ mod tests {
         macro_rules! each {
             ($($c:literal)*) => { $(columns_round_trip::<S, $c>(s);)* };
         }
-        each!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        each!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32);
     }
 
     #[test]

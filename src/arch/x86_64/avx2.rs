@@ -236,7 +236,7 @@ unsafe impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [__m256; C] {
-        // Rows are read as vectors of 8 (two for C > 8) and transposed in registers. A
+        // Rows are read as vectors of 8 (blocks of 8 classes) and transposed in registers. A
         // row's vector may run into the next rows, which is harmless inside the group;
         // one that would run past the group's `8 C` floats is a tail load instead.
         let half = |r: usize, h: usize| -> __m256 {
@@ -267,7 +267,7 @@ unsafe impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[__m256; C]) {
-        let mut rows = [[self.splat(0.0); 8]; 2];
+        let mut rows = [[self.splat(0.0); 8]; crate::arch::SMALL_MAX_CLASSES / 8];
         for (h, block) in rows.iter_mut().enumerate().take(C.div_ceil(8)) {
             let n = C.min(8 * h + 8) - 8 * h;
             block[..n].copy_from_slice(&v[8 * h..8 * h + n]);

@@ -17,7 +17,7 @@ impl Avx512 {
     }
 }
 
-/// Lane maps between 16 rows of `c <= 16` contiguous classes (`c` vectors in memory
+/// Lane maps between 16 rows of `c < TRANSPOSE_FROM` contiguous classes (`c` vectors in memory
 /// order, element `q = r c + j` being class `j` of row `r`) and `c` column vectors (lane
 /// `r` of column `j` holding element `r c + j`). Each column gathers from at most `c`
 /// memory vectors and each memory vector from at most `c` columns, so a group moves with
@@ -34,6 +34,8 @@ struct ColumnMaps {
     from_column: [[u16; 16]; 16],
 }
 
+/// The maps for `c` classes; empty from [`TRANSPOSE_FROM`] on, where they are not used
+/// (and would not fit).
 const fn column_maps(c: usize) -> ColumnMaps {
     let mut m = ColumnMaps {
         row_start: [0; 16],
@@ -41,6 +43,9 @@ const fn column_maps(c: usize) -> ColumnMaps {
         to_row: [[0; 16]; 16],
         from_column: [[0; 16]; 16],
     };
+    if c >= TRANSPOSE_FROM {
+        return m;
+    }
     let mut r = 0;
     while r < 16 {
         m.row_start[r] = (r * c) as i32;
@@ -275,19 +280,24 @@ unsafe impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [__m512; C] {
         if C >= TRANSPOSE_FROM {
-            // SAFETY: feature: token proves avx512f. bounds: row `r` loads lanes `0..C`
-            // from `p + r C`, inside `p..p + 16 C` (caller's obligation); masked-off lanes
-            // are not accessed.
-            unsafe {
-                let mut rows = [_mm512_setzero_ps(); 16];
-                for (r, row) in rows.iter_mut().enumerate() {
-                    *row = _mm512_maskz_loadu_ps(low_mask(C), p.add(r * C));
+            // Blocks of 16 classes: row `r` of block `h` is classes `16 h..16 h + n` of
+            // row `r`, one masked load; a transpose turns the 16 rows into 16 columns.
+            let mut cols = [self.splat(0.0); C];
+            for h in 0..C.div_ceil(16) {
+                let n = C.min(16 * h + 16) - 16 * h;
+                let mut rows = [self.splat(0.0); 16];
+                // SAFETY: feature: token proves avx512f. bounds: row `r` loads lanes `0..n`
+                // from `p + r C + 16 h`, that row's own classes, inside `p..p + 16 C`
+                // (caller's obligation); masked-off lanes are not accessed.
+                unsafe {
+                    for (r, row) in rows.iter_mut().enumerate() {
+                        *row = _mm512_maskz_loadu_ps(low_mask(n), p.add(r * C + 16 * h));
+                    }
+                    transpose16(&mut rows);
                 }
-                transpose16(&mut rows);
-                let mut cols = [_mm512_setzero_ps(); C];
-                cols.copy_from_slice(&rows[..C]);
-                return cols;
+                cols[16 * h..16 * h + n].copy_from_slice(&rows[..n]);
             }
+            return cols;
         }
         let maps = const { &column_maps(C) };
         // SAFETY: feature: token proves avx512f. bounds: the `C` loads cover
@@ -316,14 +326,18 @@ unsafe impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[__m512; C]) {
         if C >= TRANSPOSE_FROM {
-            // SAFETY: feature: token proves avx512f. bounds: row `r` stores lanes `0..C`
-            // to `p + r C`, inside `p..p + 16 C` (caller's obligation).
-            unsafe {
-                let mut rows = [_mm512_setzero_ps(); 16];
-                rows[..C].copy_from_slice(v);
-                transpose16(&mut rows);
-                for (r, &row) in rows.iter().enumerate() {
-                    _mm512_mask_storeu_ps(p.add(r * C), low_mask(C), row);
+            for h in 0..C.div_ceil(16) {
+                let n = C.min(16 * h + 16) - 16 * h;
+                let mut rows = [self.splat(0.0); 16];
+                rows[..n].copy_from_slice(&v[16 * h..16 * h + n]);
+                // SAFETY: feature: token proves avx512f. bounds: row `r` stores lanes
+                // `0..n` to `p + r C + 16 h`, that row's own classes, inside `p..p + 16 C`
+                // (caller's obligation); masked-off lanes are not written.
+                unsafe {
+                    transpose16(&mut rows);
+                    for (r, &row) in rows.iter().enumerate() {
+                        _mm512_mask_storeu_ps(p.add(r * C + 16 * h), low_mask(n), row);
+                    }
                 }
             }
             return;
