@@ -5,6 +5,7 @@
 //! cargo run --release --example throughput            # every shape, 1 and 2 threads
 //! cargo run --release --example throughput -- --quick # skip the 1 GiB shape
 //! cargo run --release --example throughput -- --kernel avx2
+//! cargo run --release --example throughput -- --shape 65536x48 --shape 4096x1000
 //! ```
 //!
 //! For each shape and thread count it prints the median time per logit of
@@ -100,6 +101,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     if !quick {
         shapes.push((8192, 32_000));
+    }
+    // `--shape ROWSxCLASSES` (repeatable) replaces the default list.
+    let mut custom = Vec::new();
+    for (i, _) in args.iter().enumerate().filter(|(_, a)| *a == "--shape") {
+        let spec = args.get(i + 1).ok_or("--shape needs ROWSxCLASSES")?;
+        let (r, c) = spec
+            .split_once('x')
+            .ok_or_else(|| format!("bad shape {spec}: expected ROWSxCLASSES"))?;
+        let (r, c): (usize, usize) = (r.parse()?, c.parse()?);
+        if r == 0 || c == 0 {
+            return Err(format!("bad shape {spec}: rows and classes must be positive").into());
+        }
+        custom.push((r, c));
+    }
+    if !custom.is_empty() {
+        shapes = custom;
     }
     println!(
         "kernel {:?}; {} logical CPUs",
