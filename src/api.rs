@@ -639,7 +639,7 @@ impl Checked<'_> {
     }
 }
 
-/// Rows of at most 16 classes: the row-group kernel, chunks of rows across threads,
+/// Rows of at most 64 classes: the row-group kernel, chunks of rows across threads,
 /// chunk losses summed in chunk order.
 fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize) {
     let job = SmallJob {
@@ -662,7 +662,7 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
             // are a class or the ignore index, both exact as i64, and no valid target
             // equals i64::MIN unless the ignore index does.
             let ignore = ck.ignore.map_or(i64::MIN, |i| i as i64);
-            let plan = |r0: usize, tg: &mut [f32], wt: &mut [f32]| {
+            let mut plan = |r0: usize, tg: &mut [f32], wt: &mut [f32]| {
                 for (t, &x) in tg.iter_mut().zip(&targets[r0..]) {
                     let x = x.low();
                     *t = if x == ignore { -1.0 } else { x as i32 as f32 };
@@ -680,7 +680,7 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
                     }
                 }
             };
-            with_backend!(ck.backend, k => k.ce_small(chunk, &job, plan))
+            with_backend!(ck.backend, k => k.ce_small(chunk, &job, &mut plan))
         },
         |(l, c)| {
             total += l;

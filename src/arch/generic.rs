@@ -5,7 +5,7 @@
 //! stated per function; the callers in this crate derive every pointer and length from
 //! live slices.
 
-use super::{Beta, BlockStats, SMALL_MAX_CLASSES, Simd, Smooth};
+use super::{Beta, BlockStats, FIXED_MAX_CLASSES, SMALL_MAX_CLASSES, Simd, Smooth};
 use crate::exp::{EXP_C, EXP_CLAMP_HI, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC};
 
 /// Per-call constants of the fused cross-entropy rows.
@@ -140,19 +140,10 @@ fn softcap_slope<S: Simd>(s: S, y: S::F, c: Cap) -> S::F {
 /// Ones, for building a lane-validity mask with a tail load.
 static LANE_ONES: [f32; 16] = [1.0; 16];
 
-/// Sum of the lanes in a fixed pairwise order (depends only on `LANES`).
-#[inline(always)]
-fn reduce_add<S: Simd>(s: S, v: S::F) -> f32 {
-    let mut a = s.to_array(v);
-    let mut w = S::LANES;
-    while w > 1 {
-        w /= 2;
-        for i in 0..w {
-            a[i] += a[i + w];
-        }
-    }
-    a[0]
-}
+/// Lane indices as floats, for the branch-free argmax.
+static LANE_INDEX: [f32; 16] = [
+    0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+];
 
 /// Classes per block of the max sweep: long enough that the per-block test is cheap,
 /// short enough that rescanning one block for the argmax is.
@@ -164,7 +155,8 @@ const MAX_BLOCK: usize = 512;
 /// The sweep keeps only lane-wise maxima (one `vmaxps` per vector), block by block; a
 /// block whose maxima beat the best so far becomes the winner (a strict test, so the
 /// first block to reach the row's max keeps it). The argmax is then the first position of
-/// the max inside the winning block, found by rescanning that block alone (it is in L1).
+/// the max inside the winning block, found by rescanning that block alone (it is in L1):
+/// branch-free for short blocks, stopping at the first hit for long ones.
 /// Carrying an index vector through the whole sweep instead would cost a compare and two
 /// blends per vector, and this pass is compute-bound.
 ///
@@ -180,10 +172,8 @@ unsafe fn max_argmax<S: Simd>(s: S, p: *const f32, n: usize) -> (f32, usize) {
         // SAFETY: bounds: `b + len <= n`.
         let m = unsafe { lane_max(s, p.add(b), len) };
         if s.first_lane(s.gt(m, bv)).is_some() {
-            let lanes = s.to_array(m);
-            best = lanes[..S::LANES]
-                .iter()
-                .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+            // `lane_max` drops NaN, so the lanes are NaN-free.
+            best = s.reduce_max(m);
             bv = s.splat(best);
             win = b;
         }
@@ -192,25 +182,79 @@ unsafe fn max_argmax<S: Simd>(s: S, p: *const f32, n: usize) -> (f32, usize) {
     if best == f32::NEG_INFINITY {
         return (best, 0);
     }
-    let (l, len) = (S::LANES, (n - win).min(MAX_BLOCK));
+    let len = (n - win).min(MAX_BLOCK);
+    // SAFETY: bounds: `win + len <= n`.
+    let k = unsafe {
+        if len <= ARGMAX_SWEEP * S::LANES {
+            first_equal_sweep(s, p.add(win), len, bv)
+        } else {
+            first_equal_exit(s, p.add(win), len, bv)
+        }
+    };
+    // `k == len` (no equal entry) cannot happen: `best` is an entry of the winning block.
+    (best, win + if k < len { k } else { 0 })
+}
+
+/// Blocks of at most this many vectors find the argmax without a data-dependent branch:
+/// an exit at the max's position is mispredicted about once per row, which costs more
+/// than comparing a few vectors to the end.
+const ARGMAX_SWEEP: usize = 8;
+
+/// The first index `k < n` with `p[k] == b` (lanes of `bv`), from a sweep of all `n`
+/// entries that keeps, per lane, the largest `-k` of an equal entry (-inf if none); `n`
+/// if no entry is equal. Indices below 2^24 are exact in f32.
+///
+/// # Safety
+/// `p..p + n` must be readable; `n <= MAX_BLOCK`.
+#[inline(always)]
+unsafe fn first_equal_sweep<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> usize {
+    let (l, neg_inf) = (S::LANES, s.splat(f32::NEG_INFINITY));
+    // SAFETY: bounds: `LANE_INDEX` holds 16 >= LANES values.
+    let iota = unsafe { s.load(LANE_INDEX.as_ptr()) };
+    let mut found = neg_inf;
     let mut i = 0;
-    while i < len {
-        // SAFETY: bounds: a full load when `i + LANES <= len`, else a tail load of exactly
-        // the block's rest; the -inf pads never equal a finite or +inf `best`.
+    while i < n {
+        // SAFETY: bounds: a full load when `i + LANES <= n`, else a tail load of exactly
+        // `p[i..n]`; the -inf pads never equal a finite or +inf `b`.
         let v = unsafe {
-            if i + l <= len {
-                s.load(p.add(win + i))
+            if i + l <= n {
+                s.load(p.add(i))
             } else {
-                s.load_tail(p.add(win + i), len - i, f32::NEG_INFINITY)
+                s.load_tail(p.add(i), n - i, f32::NEG_INFINITY)
+            }
+        };
+        let neg_index = s.sub(s.splat(-(i as f32)), iota);
+        found = s.max(s.select(s.eq(v, bv), neg_index, neg_inf), found);
+        i += l;
+    }
+    let k = -s.reduce_max(found);
+    if k <= n as f32 { k as usize } else { n }
+}
+
+/// As [`first_equal_sweep`], stopping at the first vector holding an equal entry.
+///
+/// # Safety
+/// `p..p + n` must be readable.
+#[inline(always)]
+unsafe fn first_equal_exit<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> usize {
+    let l = S::LANES;
+    let mut i = 0;
+    while i < n {
+        // SAFETY: bounds: a full load when `i + LANES <= n`, else a tail load of exactly
+        // `p[i..n]`; the -inf pads never equal a finite or +inf `b`.
+        let v = unsafe {
+            if i + l <= n {
+                s.load(p.add(i))
+            } else {
+                s.load_tail(p.add(i), n - i, f32::NEG_INFINITY)
             }
         };
         if let Some(k) = s.first_lane(s.eq(v, bv)) {
-            return (best, win + i + k);
+            return i + k;
         }
         i += l;
     }
-    // Not reached: `best` is an entry of the winning block. Total all the same.
-    (best, win)
+    n
 }
 
 /// Lane-wise maxima of `p[..n]` over the non-NaN entries (-inf where there are none).
@@ -419,11 +463,11 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8, const CAP: boo
         }
         i += r;
     }
-    let sum = reduce_add(s, s.add(s0, s1));
+    let sum = s.reduce_add(s.add(s0, s1));
     let dsum = if SM == 0 {
         0.0
     } else {
-        f64::from(reduce_add(s, s.add(d0, d1))) * WSUM_UNSCALE
+        f64::from(s.reduce_add(s.add(d0, d1))) * WSUM_UNSCALE
     };
     (sum, dsum)
 }
@@ -939,14 +983,16 @@ pub(crate) unsafe fn ce_small<S: Simd, P>(
 where
     P: FnMut(usize, &mut [f32], &mut [f32]),
 {
-    // One instantiation per class count: the class vectors live in registers and the
-    // loops over classes unroll.
+    // One instantiation per class count up to `FIXED_MAX_CLASSES`: the class vectors live
+    // in registers and the loops over classes unroll. Above, one instantiation for every
+    // count, with room for `SMALL_MAX_CLASSES`.
     macro_rules! by_classes {
         ($($n:literal)*) => {
             match job.classes {
-                // SAFETY: the caller's obligations, with `C == job.classes`.
+                // SAFETY: the caller's obligations, with `N == job.classes`.
                 $($n => unsafe { ce_small_c::<S, P, $n>(s, src, dst, len, job, plan) },)*
-                _ => unreachable!("the driver sends only 1..=SMALL_MAX_CLASSES classes here"),
+                // SAFETY: the caller's obligations, with `job.classes <= N`.
+                _ => unsafe { ce_small_c::<S, P, SMALL_MAX_CLASSES>(s, src, dst, len, job, plan) },
             }
         };
     }
@@ -955,12 +1001,27 @@ where
     )
 }
 
-/// [`ce_small`] for a fixed class count `C`.
+/// Class weights of 1, for uniform label smoothing on the row-group path.
+static UNIT_WEIGHTS: [f32; SMALL_MAX_CLASSES] = [1.0; SMALL_MAX_CLASSES];
+
+/// The class count of an instance of the row-group path with room for `N` classes: `N`
+/// itself (a constant) for the fixed instances, else the job's.
+#[inline(always)]
+fn classes_of<const N: usize>(job: &SmallJob<'_>) -> usize {
+    if N <= FIXED_MAX_CLASSES {
+        N
+    } else {
+        job.classes.min(N)
+    }
+}
+
+/// [`ce_small`] with room for `N` classes (see [`classes_of`]).
 ///
 /// # Safety
-/// As [`ce_small`], with `C == job.classes`.
+/// As [`ce_small`], with `job.classes == N` if `N <= FIXED_MAX_CLASSES`, else
+/// `job.classes <= N`.
 #[inline(always)]
-unsafe fn ce_small_c<S: Simd, P, const C: usize>(
+unsafe fn ce_small_c<S: Simd, P, const N: usize>(
     s: S,
     src: *const f32,
     dst: *mut f32,
@@ -971,8 +1032,8 @@ unsafe fn ce_small_c<S: Simd, P, const C: usize>(
 where
     P: FnMut(usize, &mut [f32], &mut [f32]),
 {
-    let g = S::LANES;
-    let rows = len / C;
+    let (g, c) = (S::LANES, classes_of::<N>(job));
+    let rows = len / c;
     let zero = s.splat(0.0);
     let empty = GroupStats {
         m: zero,
@@ -988,40 +1049,41 @@ where
         loss: s.wide_zero(),
         correct: zero,
     };
+    // Buffers for a partial group (only a call's last batch has one).
+    let (mut zb, mut gb) = (
+        [0f32; 16 * SMALL_MAX_CLASSES],
+        [0f32; 16 * SMALL_MAX_CLASSES],
+    );
     let mut b0 = 0;
     while b0 < rows {
         let nb = (rows - b0).min(BATCH_GROUPS * g);
         plan(b0, &mut st.tg[..nb], &mut st.wt[..nb]);
         st.tg[nb..nb + 16].fill(-1.0);
         st.wt[nb..nb + 16].fill(0.0);
-        let full = nb / g;
-        // A null `dst` (forward only) must stay null, not become a small offset.
+        let (full, n) = (nb / g, nb % g);
         let d = if dst.is_null() {
             dst
         } else {
-            dst.wrapping_add(b0 * C)
+            dst.wrapping_add(b0 * c)
+        };
+        // The last, partial group of a call runs on a zero-padded copy; its padding lanes
+        // are ignored rows (`st` is padded), and only the real rows are copied back.
+        let r0 = b0 + full * g;
+        let spare = if n > 0 {
+            // SAFETY: bounds: `n * c < 16 * SMALL_MAX_CLASSES` elements from row `r0` lie
+            // inside `src`.
+            unsafe { core::ptr::copy_nonoverlapping(src.add(r0 * c), zb.as_mut_ptr(), n * c) };
+            let out = if dst.is_null() { dst } else { gb.as_mut_ptr() };
+            Some((zb.as_ptr(), out))
+        } else {
+            None
         };
         // SAFETY: bounds: the batch's full groups, rows `b0..b0 + full * LANES`, lie
-        // inside `src` (and `dst`); `st` holds their planned rows from 0.
-        unsafe { small_batch::<S, C>(s, src.add(b0 * C), d, job, &mut st, 0, full) };
-        let n = nb - full * g;
-        if n > 0 {
-            // The last, partial group runs on a zero-padded copy; padding lanes are
-            // ignored rows, and only the real rows are copied back.
-            let r0 = b0 + full * g;
-            let mut zb = [0f32; 16 * SMALL_MAX_CLASSES];
-            let mut gb = [0f32; 16 * SMALL_MAX_CLASSES];
-            // SAFETY: bounds: `n * C <= 16 * SMALL_MAX_CLASSES` elements of row `r0` on lie
-            // inside `src`; the local buffers hold `LANES * C`.
-            unsafe { core::ptr::copy_nonoverlapping(src.add(r0 * C), zb.as_mut_ptr(), n * C) };
-            let out = if dst.is_null() { dst } else { gb.as_mut_ptr() };
-            // SAFETY: bounds: the local buffers hold one group; its planned rows start at
-            // `full * LANES` in `st`, padded to a whole group.
-            unsafe { small_batch::<S, C>(s, zb.as_ptr(), out, job, &mut st, full * g, 1) };
-            if !dst.is_null() {
-                // SAFETY: bounds: rows `r0..r0 + n` of `dst`, `n * C` elements.
-                unsafe { core::ptr::copy_nonoverlapping(gb.as_ptr(), dst.add(r0 * C), n * C) };
-            }
+        // inside `src` (and `dst`); the local buffers hold a group of `LANES * c`.
+        unsafe { small_batch::<S, N>(s, (src.add(b0 * c), d), full, spare, job, &mut st) };
+        if n > 0 && !dst.is_null() {
+            // SAFETY: bounds: rows `r0..r0 + n` of `dst`, `n * c` elements.
+            unsafe { core::ptr::copy_nonoverlapping(gb.as_ptr(), dst.add(r0 * c), n * c) };
         }
         b0 += nb;
     }
@@ -1057,28 +1119,32 @@ struct GroupStats<F> {
     wsum: F,
 }
 
-/// `groups` consecutive groups of `LANES` rows, planned in `st` from row `first`: the
-/// exp phase of every group, then the loss phase of every group, which adds each row's
-/// loss to its lane's accumulator and counts the correct predictions.
+/// One batch: `full` consecutive groups of `LANES` rows from `src`, then, if `spare` is
+/// given, one more group read from and written to its buffers (the zero-padded copy of a
+/// partial group), all planned in `st` from row 0. The exp phase of every group, then the
+/// loss phase of every group, which adds each row's loss to its lane's accumulator and
+/// counts the correct predictions. (One call site for both kinds of group: the group code
+/// is inlined once per instance.)
 ///
 /// # Safety
-/// `src..src + groups * LANES * C` readable; the same writable from `dst` unless it is
-/// null.
+/// `src..src + full * LANES * c` readable (`c` the class count, [`classes_of`]); the same
+/// writable from `dst` unless it is null; `spare`'s source holds `LANES * c` readable
+/// floats and its destination is null exactly when `dst` is, else `LANES * c` writable.
 #[inline(always)]
-unsafe fn small_batch<S: Simd, const C: usize>(
+unsafe fn small_batch<S: Simd, const N: usize>(
     s: S,
-    src: *const f32,
-    dst: *mut f32,
+    (src, dst): (*const f32, *mut f32),
+    full: usize,
+    spare: Option<(*const f32, *mut f32)>,
     job: &SmallJob<'_>,
     st: &mut SmallState<S>,
-    first: usize,
-    groups: usize,
 ) {
-    let g = S::LANES;
-    assert!(groups <= BATCH_GROUPS && first + groups * g <= BATCH_ROWS + 16);
-    let (tg, wt) = (&st.tg[first..], &st.wt[first..]);
+    let (g, c) = (S::LANES, classes_of::<N>(job));
+    let groups = full + usize::from(spare.is_some());
+    assert!(groups <= BATCH_GROUPS);
+    let (tg, wt) = (&st.tg, &st.wt);
     // SAFETY: bounds: group `k`'s targets and weights are `tg`/`wt[k * LANES..][..LANES]`,
-    // inside the arrays for `k < groups` (asserted).
+    // inside the arrays for `k < groups <= BATCH_GROUPS` (asserted).
     let lanes = |k: usize| unsafe {
         (
             s.load(tg.as_ptr().add(k * g)),
@@ -1086,20 +1152,21 @@ unsafe fn small_batch<S: Simd, const C: usize>(
         )
     };
     for (k, stats) in st.stats[..groups].iter_mut().enumerate() {
-        let d = if dst.is_null() {
-            dst
-        } else {
-            dst.wrapping_add(k * g * C)
+        let (gs, gd) = match spare {
+            Some(buffers) if k == full => buffers,
+            // A null `dst` (forward only) must stay null, not become a small offset.
+            _ if dst.is_null() => (src.wrapping_add(k * g * c), dst),
+            _ => (src.wrapping_add(k * g * c), dst.wrapping_add(k * g * c)),
         };
         let (t, w_t) = lanes(k);
         // Start loading the same group of the next batch: computing a batch takes long
         // enough for its lines to arrive. (Addresses only: a prefetch never faults.)
-        for i in 0..C {
-            s.prefetch(src.wrapping_add((BATCH_GROUPS + k) * g * C + 16 * i));
+        for i in 0..c {
+            s.prefetch(src.wrapping_add((BATCH_GROUPS + k) * g * c + 16 * i));
         }
-        // SAFETY: bounds: group `k` is rows `k * LANES..(k + 1) * LANES`, inside `src`
-        // (and `dst`) by the contract.
-        *stats = unsafe { group_exps::<S, C>(s, src.add(k * g * C), d, job, t, w_t) };
+        // SAFETY: bounds: group `k < full` is rows `k * LANES..(k + 1) * LANES`, inside
+        // `src` (and `dst`) by the contract; the spare group is the caller's buffers.
+        *stats = unsafe { group_exps::<S, N>(s, gs, gd, job, t, w_t) };
     }
     for (k, stats) in st.stats[..groups].iter().enumerate() {
         let (t, w_t) = lanes(k);
@@ -1115,9 +1182,10 @@ unsafe fn small_batch<S: Simd, const C: usize>(
 /// which needs the sum but not its log.
 ///
 /// # Safety
-/// `src..src + LANES * C` readable; the same writable from `dst` unless it is null.
+/// `src..src + LANES * c` readable (`c` the class count, [`classes_of`]); the same
+/// writable from `dst` unless it is null.
 #[inline(always)]
-unsafe fn group_exps<S: Simd, const C: usize>(
+unsafe fn group_exps<S: Simd, const N: usize>(
     s: S,
     src: *const f32,
     dst: *mut f32,
@@ -1126,11 +1194,12 @@ unsafe fn group_exps<S: Simd, const C: usize>(
     w_t: S::F,
 ) -> GroupStats<S::F> {
     let (zero, one) = (s.splat(0.0), s.splat(1.0));
+    let c = classes_of::<N>(job);
     // Pass 1: the classes as columns (class j of every row in one vector), max and argmax.
-    // SAFETY: bounds: the group's `LANES * C` floats from `src` are readable (contract).
-    let mut v = unsafe { s.load_columns::<C>(src) };
+    // SAFETY: bounds: the group's `LANES * c` floats from `src` are readable (contract).
+    let mut v = unsafe { load_group::<S, N>(s, src, c) };
     let (mut m, mut am, mut zt) = (s.splat(f32::NEG_INFINITY), zero, zero);
-    for (j, vj) in v.iter().enumerate() {
+    for (j, vj) in v[..c].iter().enumerate() {
         let jv = s.splat(j as f32);
         let gt = s.gt(*vj, m);
         m = s.select(gt, *vj, m);
@@ -1138,31 +1207,30 @@ unsafe fn group_exps<S: Simd, const C: usize>(
         zt = s.select(s.eq(t, jv), *vj, zt);
     }
     // Pass 2: exps and their sum (and the smoothing sum at scale 2^-64), each summed by a
-    // pairwise tree over the classes: at most 5 levels (`5u`) for 32 classes.
+    // pairwise tree over the classes: at most 6 levels (`6u`) for 64 classes.
     let (msc, scv) = (s.mul(m, s.splat(WSUM_SCALE)), s.splat(WSUM_SCALE));
+    let mut tmp = [zero; N];
     let wsum = match job.smooth {
         Smooth::Off => zero,
+        // One loop for both kinds (a weight of 1 is exact): fewer copies of the code.
         // Loops, not `array::map`: a closure would be compiled outside the variant's
         // target features.
-        Smooth::Uniform => {
-            let mut d = v;
-            for dj in d.iter_mut() {
-                *dj = s.sub(s.mul(*dj, scv), msc);
+        Smooth::Uniform | Smooth::Weighted(_) => {
+            let w = match job.smooth {
+                Smooth::Weighted(w) => w,
+                _ => &UNIT_WEIGHTS[..],
+            };
+            for ((d, vj), &wj) in tmp[..c].iter_mut().zip(&v[..c]).zip(w) {
+                *d = s.mul(s.splat(wj), s.sub(s.mul(*vj, scv), msc));
             }
-            tree_sum(s, d)
-        }
-        Smooth::Weighted(w) => {
-            let mut d = v;
-            for (j, dj) in d.iter_mut().enumerate() {
-                *dj = s.mul(s.splat(w[j]), s.sub(s.mul(*dj, scv), msc));
-            }
-            tree_sum(s, d)
+            tree_sum(s, &mut tmp[..c])
         }
     };
-    for vj in v.iter_mut() {
+    for (d, vj) in tmp[..c].iter_mut().zip(v[..c].iter_mut()) {
         *vj = exp(s, s.sub(*vj, m));
+        *d = *vj;
     }
-    let sum = tree_sum(s, v);
+    let sum = tree_sum(s, &mut tmp[..c]);
     let stats = GroupStats {
         m,
         zt,
@@ -1184,7 +1252,7 @@ unsafe fn group_exps<S: Simd, const C: usize>(
     } else {
         s.gt(t, s.splat(-0.5))
     };
-    for (j, vj) in v.iter_mut().enumerate() {
+    for (j, vj) in v[..c].iter_mut().enumerate() {
         let b = match job.beta {
             Beta::Zero => 0.0,
             Beta::Uniform(b) => b,
@@ -1194,16 +1262,60 @@ unsafe fn group_exps<S: Simd, const C: usize>(
         let gj = s.sub(gj, s.select(s.eq(t, s.splat(j as f32)), tfix, zero));
         *vj = s.select(keep, gj, zero);
     }
-    // SAFETY: bounds: the group's `LANES * C` floats from `dst` are writable (contract).
-    unsafe { s.store_columns::<C>(dst, &v) };
+    // SAFETY: bounds: the group's `LANES * c` floats from `dst` are writable (contract).
+    unsafe { store_group::<S, N>(s, dst, c, &v) };
     stats
 }
 
-/// The lanes of `a` summed over the array by a fixed pairwise tree (`ceil(log2 C)`
-/// levels), unrolled: class counts are constants here.
+/// A group's `LANES` rows of `c` classes as `c` columns (the rest of the array zero):
+/// [`Simd::load_columns`] for the fixed instances, blocks of `LANES` classes
+/// ([`Simd::load_block`]) above.
+///
+/// # Safety
+/// `p..p + LANES * c` readable; `c == N` if `N <= FIXED_MAX_CLASSES`, else `c <= N`.
 #[inline(always)]
-fn tree_sum<S: Simd, const C: usize>(s: S, mut a: [S::F; C]) -> S::F {
-    let mut w = C;
+unsafe fn load_group<S: Simd, const N: usize>(s: S, p: *const f32, c: usize) -> [S::F; N] {
+    if N <= FIXED_MAX_CLASSES {
+        // SAFETY: the caller's obligations, with `c == N`.
+        return unsafe { s.load_columns::<N>(p) };
+    }
+    let (l, mut v) = (S::LANES, [s.splat(0.0); N]);
+    for h in 0..c.div_ceil(l) {
+        // SAFETY: bounds: `l h < c`, the group's `l c` floats are readable.
+        let block = unsafe { s.load_block(p, c, h) };
+        for (vj, &b) in v[l * h..c.min(l * h + l)].iter_mut().zip(&block) {
+            *vj = b;
+        }
+    }
+    v
+}
+
+/// The inverse of [`load_group`]: stores the first `c` columns.
+///
+/// # Safety
+/// `p..p + LANES * c` writable; `c` as for [`load_group`].
+#[inline(always)]
+unsafe fn store_group<S: Simd, const N: usize>(s: S, p: *mut f32, c: usize, v: &[S::F; N]) {
+    if N <= FIXED_MAX_CLASSES {
+        // SAFETY: the caller's obligations, with `c == N`.
+        return unsafe { s.store_columns::<N>(p, v) };
+    }
+    let l = S::LANES;
+    for h in 0..c.div_ceil(l) {
+        let mut block = [s.splat(0.0); 16];
+        for (b, &vj) in block.iter_mut().zip(&v[l * h..c.min(l * h + l)]) {
+            *b = vj;
+        }
+        // SAFETY: bounds: `l h < c`, the group's `l c` floats are writable.
+        unsafe { s.store_block(p, c, h, &block) };
+    }
+}
+
+/// The lanes of `a` summed over the slice by a fixed pairwise tree (`ceil(log2 len)`
+/// levels), in place; unrolled in the fixed instances, where the length is a constant.
+#[inline(always)]
+fn tree_sum<S: Simd>(s: S, a: &mut [S::F]) -> S::F {
+    let mut w = a.len();
     while w > 1 {
         let half = w.div_ceil(2);
         for i in 0..w - half {
@@ -1211,7 +1323,7 @@ fn tree_sum<S: Simd, const C: usize>(s: S, mut a: [S::F; C]) -> S::F {
         }
         w = half;
     }
-    a[0]
+    a.first().copied().unwrap_or(s.splat(0.0))
 }
 
 /// The loss phase of one group: its rows' losses at scale 2^-64 (0 for ignored rows) and

@@ -29,12 +29,13 @@
 //! Rows of at most [`SMALL_MAX_CLASSES`] classes take the row-group path instead
 //! (`generic::ce_small`): `LANES` rows at a time, one row per lane. A group's `LANES * C`
 //! contiguous floats are loaded whole and transposed in registers
-//! ([`Simd::load_columns`]: AVX-512 uses `vpermps` with lane masks for `C < 8` and a
-//! 16x16 shuffle transpose per 16 classes from 8, AVX2 an 8x8 transpose per 8 classes, the portable kernel
-//! strided accesses), so that class `j` of every
-//! row sits in one vector and the max, the sum of exps, the log and the loss are vertical
-//! operations: no horizontal reduction per row or per group (each lane keeps its own f64
-//! loss sum). Groups go in batches of 16: first every group's exps and gradient, then every
+//! ([`Simd::load_columns`], [`Simd::load_block`]: AVX-512 uses `vpermps` with lane masks
+//! for `C < 8` and a 16x16 shuffle transpose per 16 classes from 8, AVX2 an 8x8
+//! transpose per 8 classes, the portable kernel strided accesses), so that class `j` of
+//! every row sits in one vector and the max, the sum of exps, the log and the loss are
+//! vertical operations: no horizontal reduction per row or per group (each lane keeps its
+//! own f64 loss sum). Up to [`FIXED_MAX_CLASSES`] the path is instantiated per class
+//! count; above, one instance loops over a runtime count. Groups go in batches of 16: first every group's exps and gradient, then every
 //! group's log and loss, so that the long dependent chains of neighbouring groups overlap.
 //! Targets are converted to f32 a batch at a time. The last, partial group runs on a
 //! zero-padded local copy.
@@ -64,7 +65,14 @@ pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 17;
 
 /// Rows of at most this many classes take the row-group path: one row per lane, so the
 /// per-row work (max, sums, log) is vertical and nothing is reduced across lanes.
-pub(crate) const SMALL_MAX_CLASSES: usize = 32;
+pub(crate) const SMALL_MAX_CLASSES: usize = 64;
+
+/// Up to this many classes the row-group path is instantiated per class count (its class
+/// vectors stay in registers and its loops unroll); above, one instance per variant runs
+/// loops over a runtime class count, its columns in a stack array. The class vectors
+/// spill past this count anyway, and unrolled instances for every count up to
+/// `SMALL_MAX_CLASSES` would cost minutes of compile time in every build of the crate.
+pub(crate) const FIXED_MAX_CLASSES: usize = 32;
 
 /// Block width of the blocked path for long rows: 64 KiB, so a block's second read
 /// (the exp pass) hits L2 and the first block of the next task can be in flight.
@@ -129,6 +137,32 @@ pub(crate) unsafe trait Simd: Copy {
     fn max(self, a: Self::F, b: Self::F) -> Self::F;
     /// The lowest lane set in `m`, if any.
     fn first_lane(self, m: Self::M) -> Option<usize>;
+    /// The sum of the lanes in a fixed pairwise order that depends only on `LANES`: for
+    /// `w = LANES / 2, LANES / 4, .., 1`, lane `i` gains lane `i + w`. The x86 variants
+    /// override this with the same additions done by shuffles in registers, so the
+    /// result is bit-identical.
+    #[inline(always)]
+    fn reduce_add(self, v: Self::F) -> f32 {
+        let mut a = self.to_array(v);
+        let mut w = Self::LANES;
+        while w > 1 {
+            w /= 2;
+            for i in 0..w {
+                a[i] += a[i + w];
+            }
+        }
+        a[0]
+    }
+    /// The largest lane of a vector without NaN lanes (the order of a max does not
+    /// matter then). By default a scalar fold; the x86 variants use shuffles, a chain of
+    /// `log2 LANES` steps instead of `LANES`.
+    #[inline(always)]
+    fn reduce_max(self, v: Self::F) -> f32 {
+        let a = self.to_array(v);
+        a[..Self::LANES]
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+    }
     fn div(self, a: Self::F, b: Self::F) -> Self::F;
     /// `1 / d` for `d` in `[1, 2]`, within 2 ulp: a hardware reciprocal estimate refined
     /// by one Newton step where that is cheaper than a division (a 512-bit `vdivps` issues
@@ -155,7 +189,7 @@ pub(crate) unsafe trait Simd: Copy {
     /// vector `j` holds class `j` of every row, lane `r` being row `r`. By default
     /// `C` strided gathers; the x86 variants override it with in-register transposes.
     /// # Safety
-    /// `p..p + LANES * C` readable; `C <= SMALL_MAX_CLASSES`.
+    /// `p..p + LANES * C` readable; `C <= FIXED_MAX_CLASSES`.
     #[inline(always)]
     unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [Self::F; C] {
         // A loop, not `array::from_fn`: a closure would be compiled outside the caller's
@@ -170,13 +204,41 @@ pub(crate) unsafe trait Simd: Copy {
     }
     /// The inverse of [`Simd::load_columns`]: lane `r` of `v[j]` is stored to `p[r * C + j]`.
     /// # Safety
-    /// `p..p + LANES * C` writable; `C <= SMALL_MAX_CLASSES`.
+    /// `p..p + LANES * C` writable; `C <= FIXED_MAX_CLASSES`.
     #[inline(always)]
     unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[Self::F; C]) {
         for (j, &vj) in v.iter().enumerate() {
             // SAFETY: bounds: lane `r` writes `p[r * C + j]`, inside `p..p + LANES * C`
             // (caller's obligation); `(LANES - 1) * C < 2^31`.
             unsafe { self.scatter(p.add(j), C, vj) };
+        }
+    }
+    /// Block `h` of a group of `LANES` rows of `c` classes (`p[r * c + j]`) as columns:
+    /// vector `k` holds class `LANES * h + k` of every row, for
+    /// `k < n = min(LANES, c - LANES * h)`; the other vectors are unspecified. By default
+    /// `n` strided gathers; the x86 variants override it with one in-register transpose.
+    /// # Safety
+    /// `p..p + LANES * c` readable; `LANES * h < c`; `LANES * c < 2^31`.
+    #[inline(always)]
+    unsafe fn load_block(self, p: *const f32, c: usize, h: usize) -> [Self::F; 16] {
+        let (l, mut cols) = (Self::LANES, [self.splat(0.0); 16]);
+        for (k, col) in cols.iter_mut().enumerate().take((c - l * h).min(l)) {
+            // SAFETY: bounds: lane `r` reads `p[r * c + l h + k]`, a class of row `r`
+            // (`l h + k < c`), inside `p..p + LANES * c`; the indices fit i32.
+            *col = unsafe { self.gather(p.add(l * h + k), c) };
+        }
+        cols
+    }
+    /// The inverse of [`Simd::load_block`]: stores classes `LANES * h..LANES * h + n` of
+    /// every row, and nothing else.
+    /// # Safety
+    /// `p..p + LANES * c` writable; `LANES * h < c`; `LANES * c < 2^31`.
+    #[inline(always)]
+    unsafe fn store_block(self, p: *mut f32, c: usize, h: usize, v: &[Self::F; 16]) {
+        let l = Self::LANES;
+        for (k, &col) in v.iter().enumerate().take((c - l * h).min(l)) {
+            // SAFETY: bounds: as `load_block`, writing.
+            unsafe { self.scatter(p.add(l * h + k), c, col) };
         }
     }
 }
@@ -331,15 +393,23 @@ macro_rules! instantiate_kernel {
 
             /// Cross-entropy over a chunk of rows of at most `SMALL_MAX_CLASSES` classes on
             /// the row-group path; returns the loss sum and the correct count.
-            pub(crate) fn ce_small<P>(self, io: Io<'_>, job: &generic::SmallJob<'_>, plan: P) -> (f64, usize)
-            where
-                P: FnMut(usize, &mut [f32], &mut [f32]),
-            {
+            ///
+            /// `plan` is a trait object, called once per batch of rows: the path is
+            /// instantiated for every class count, and a generic `plan` would have every
+            /// caller's crate compile all of them again for each target type.
+            pub(crate) fn ce_small(
+                self,
+                io: Io<'_>,
+                job: &generic::SmallJob<'_>,
+                plan: &mut dyn FnMut(usize, &mut [f32], &mut [f32]),
+            ) -> (f64, usize) {
                 $(#[$attr])*
-                unsafe fn inner<P>(t: $tok, mut io: Io<'_>, j: &generic::SmallJob<'_>, p: P) -> (f64, usize)
-                where
-                    P: FnMut(usize, &mut [f32], &mut [f32]),
-                {
+                unsafe fn inner(
+                    t: $tok,
+                    mut io: Io<'_>,
+                    j: &generic::SmallJob<'_>,
+                    p: &mut dyn FnMut(usize, &mut [f32], &mut [f32]),
+                ) -> (f64, usize) {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`); the
@@ -485,11 +555,44 @@ mod tests {
         assert!(back[n].is_nan(), "C={C}: stored past the group");
     }
 
+    /// `load_block`/`store_block` at a runtime class count: every block there and back,
+    /// and nothing written outside the block's own classes.
+    fn blocks_round_trip<S: Simd>(s: S, c: usize) {
+        let (l, n) = (S::LANES, S::LANES * c);
+        let src: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 9.0).collect();
+        let mut back = vec![f32::NAN; n + 1];
+        for h in 0..c.div_ceil(l) {
+            // SAFETY: bounds: `src` holds `LANES * c` floats; `l h < c`.
+            let cols = unsafe { s.load_block(src.as_ptr(), c, h) };
+            let width = (c - l * h).min(l);
+            for (k, &col) in cols.iter().enumerate().take(width) {
+                let lanes = s.to_array(col);
+                for r in 0..l {
+                    assert_eq!(
+                        lanes[r],
+                        src[r * c + l * h + k],
+                        "c={c} block {h} column {k}"
+                    );
+                }
+            }
+            // SAFETY: bounds: `back` holds `LANES * c + 1` floats; `l h < c`.
+            unsafe { s.store_block(back.as_mut_ptr(), c, h, &cols) };
+            for (i, &b) in back.iter().enumerate() {
+                let done = i < n && (i % c) < l * h + width;
+                assert_eq!(b.is_nan(), !done, "c={c} block {h}: element {i}");
+            }
+        }
+        assert_eq!(back[..n], src[..], "c={c} store");
+    }
+
     fn every_class_count<S: Simd>(s: S) {
         macro_rules! each {
             ($($c:literal)*) => { $(columns_round_trip::<S, $c>(s);)* };
         }
         each!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32);
+        for c in 1..=super::SMALL_MAX_CLASSES {
+            blocks_round_trip(s, c);
+        }
     }
 
     #[test]

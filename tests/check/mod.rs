@@ -18,15 +18,15 @@
 //!   relative error at most `(C/16 + 6) u` from the additions, plus the terms' own error,
 //!   bounded by `sum_j p_j (2 + |d_j|/2) u <= (2 + (1 + ln C)/2) u` (the `p`-weighted
 //!   `|d_j|` is the row's entropy). Together: `gamma_S = (C/16 + 9 + ln C) u`. The vector
-//!   log of the row-group path (C <= 32) is within 2 ulp of `ln S`, inside that budget,
-//!   and its sums are pairwise trees of at most 5 levels.
+//!   log of the row-group path (C <= 64) is within 2 ulp of `ln S`, inside that budget,
+//!   and its sums are pairwise trees of at most 6 levels.
 //! * Gradient `g_j = scale (a p_j - b_j - c [j = t])`, formed with one multiply and one
 //!   fused multiply-add and a final subtraction: `|err| <= (gamma_S + (|d_j|/2 + 5) u)
 //!   |scale a p_j| + 2u (|scale b_j| + |scale c|)`, plus an absolute `scale |a| 2^-125` for
 //!   probabilities that underflow to exactly 0 in the kernel.
 //! * Row loss `c (ln S - d_t) + k (W ln S - sum_j w_j d_j)`: `ln S` carries `gamma_S`
 //!   absolute, `d_t` carries `|d_t| u`, and the f32 smoothing sum carries
-//!   `(C/16 + 8) u sum_j |w_j d_j|`. On the row-group path (C <= 32) the row loss is
+//!   `(C/16 + 8) u sum_j |w_j d_j|`. On the row-group path (C <= 64) the row loss is
 //!   formed in f32 (three roundings, `3u` of it) and summed per lane in f64 (negligible);
 //!   the final rounding to f32 adds `u`: the bound used, `8u |value|`, leaves room (for
 //!   the non-negative weights used here, the rows' losses do not cancel).

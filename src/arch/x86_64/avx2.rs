@@ -179,6 +179,25 @@ unsafe impl Simd for Avx2 {
         (bits != 0).then(|| bits.trailing_zeros() as usize)
     }
     #[inline(always)]
+    fn reduce_add(self, v: __m256) -> f32 {
+        // SAFETY: feature: token proves avx2 (which implies the SSE used). Lanes `i + 4`,
+        // then `i + 2`, `i + 1` are added onto lane `i`, the trait's order.
+        unsafe {
+            let q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)))
+        }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: __m256) -> f32 {
+        // SAFETY: feature: token proves avx2. The same halving steps as `reduce_add`.
+        unsafe {
+            let q = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let d = _mm_max_ps(q, _mm_movehl_ps(q, q));
+            _mm_cvtss_f32(_mm_max_ss(d, _mm_movehdup_ps(d)))
+        }
+    }
+    #[inline(always)]
     fn div(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_div_ps(a, b) }
@@ -235,31 +254,58 @@ unsafe impl Simd for Avx2 {
         lanes.iter().sum()
     }
     #[inline(always)]
-    unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [__m256; C] {
-        // Rows are read as vectors of 8 (blocks of 8 classes) and transposed in registers. A
-        // row's vector may run into the next rows, which is harmless inside the group;
-        // one that would run past the group's `8 C` floats is a tail load instead.
-        let half = |r: usize, h: usize| -> __m256 {
-            let (at, n) = (r * C + 8 * h, C.min(8 * h + 8) - 8 * h);
-            // SAFETY: bounds: a full load reads `p[at..at + 8]`, inside `p..p + 8 C`
-            // when `at + 8 <= 8 C`; a tail load reads `p[at..at + n]`, the row's own
-            // classes (`n < 8` then, as `at + n <= 8 C`). The caller guarantees `8 C`.
-            unsafe {
-                if at + 8 <= 8 * C {
+    unsafe fn load_block(self, p: *const f32, c: usize, h: usize) -> [__m256; 16] {
+        // Rows are read as vectors of 8 and transposed in registers. A row's vector may
+        // run into the next rows, which is harmless inside the group; one that would run
+        // past the group's `8 c` floats is a tail load of the row's own classes instead.
+        let n = (c - 8 * h).min(8);
+        let mut block = [self.splat(0.0); 8];
+        for (r, row) in block.iter_mut().enumerate() {
+            let at = r * c + 8 * h;
+            // SAFETY: bounds: a full load reads `p[at..at + 8]`, inside `p..p + 8 c` when
+            // `at + 8 <= 8 c`; a tail load reads `p[at..at + n]`, the row's own classes
+            // (`n < 8` then, as `at + n <= 8 c`). The caller guarantees `8 c`.
+            *row = unsafe {
+                if at + 8 <= 8 * c {
                     self.load(p.add(at))
                 } else {
                     self.load_tail(p.add(at), n, 0.0)
                 }
+            };
+        }
+        // SAFETY: feature: the token proves avx2 (AVX implied).
+        unsafe { transpose8(&mut block) };
+        let mut cols = [self.splat(0.0); 16];
+        cols[..8].copy_from_slice(&block);
+        cols
+    }
+    #[inline(always)]
+    unsafe fn store_block(self, p: *mut f32, c: usize, h: usize, v: &[__m256; 16]) {
+        let n = (c - 8 * h).min(8);
+        let mut rows = [self.splat(0.0); 8];
+        rows.copy_from_slice(&v[..8]);
+        // SAFETY: feature: the token proves avx2 (AVX implied).
+        unsafe { transpose8(&mut rows) };
+        for (r, &row) in rows.iter().enumerate() {
+            let at = r * c + 8 * h;
+            // SAFETY: bounds: a full store when the block has 8 classes (`p[at..at + 8]`,
+            // that row's classes), else a tail store of exactly the row's `n`; inside
+            // `p..p + 8 c`, writable by the caller's obligation.
+            unsafe {
+                if n == 8 {
+                    self.store(p.add(at), row);
+                } else {
+                    self.store_tail(p.add(at), n, row);
+                }
             }
-        };
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [__m256; C] {
         let mut cols = [self.splat(0.0); C];
         for h in 0..C.div_ceil(8) {
-            let mut rows = [self.splat(0.0); 8];
-            for (r, row) in rows.iter_mut().enumerate() {
-                *row = half(r, h);
-            }
-            // SAFETY: feature: the token proves avx2 (AVX implied).
-            unsafe { transpose8(&mut rows) };
+            // SAFETY: bounds: the group's `8 C` floats are readable (caller's obligation).
+            let rows = unsafe { self.load_block(p, C, h) };
             let n = C.min(8 * h + 8) - 8 * h;
             cols[8 * h..8 * h + n].copy_from_slice(&rows[..n]);
         }
@@ -267,7 +313,7 @@ unsafe impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[__m256; C]) {
-        let mut rows = [[self.splat(0.0); 8]; crate::arch::SMALL_MAX_CLASSES / 8];
+        let mut rows = [[self.splat(0.0); 8]; crate::arch::FIXED_MAX_CLASSES / 8];
         for (h, block) in rows.iter_mut().enumerate().take(C.div_ceil(8)) {
             let n = C.min(8 * h + 8) - 8 * h;
             block[..n].copy_from_slice(&v[8 * h..8 * h + n]);
@@ -280,7 +326,7 @@ unsafe impl Simd for Avx2 {
         for r in 0..8 {
             for (h, block) in rows.iter().enumerate().take(C.div_ceil(8)) {
                 let (at, n) = (r * C + 8 * h, C.min(8 * h + 8) - 8 * h);
-                // SAFETY: bounds: as in `load_columns`, every store stays inside
+                // SAFETY: bounds: as in `load_block`, every store stays inside
                 // `p..p + 8 C`, writable by the caller's obligation.
                 unsafe {
                     if at + 8 <= 8 * C {

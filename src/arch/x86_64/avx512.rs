@@ -228,6 +228,34 @@ unsafe impl Simd for Avx512 {
         (m != 0).then(|| m.trailing_zeros() as usize)
     }
     #[inline(always)]
+    fn reduce_add(self, v: __m512) -> f32 {
+        // SAFETY: feature: token proves avx512f (which implies the SSE and AVX used).
+        // Each step adds the upper half of the live lanes onto the lower half: lanes
+        // `i + 8`, then `i + 4`, `i + 2`, `i + 1`, the trait's order.
+        unsafe {
+            let h = _mm256_add_ps(
+                _mm512_castps512_ps256(v),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+            );
+            let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+            let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)))
+        }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: __m512) -> f32 {
+        // SAFETY: feature: token proves avx512f. The same halving steps as `reduce_add`.
+        unsafe {
+            let h = _mm256_max_ps(
+                _mm512_castps512_ps256(v),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+            );
+            let q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+            let d = _mm_max_ps(q, _mm_movehl_ps(q, q));
+            _mm_cvtss_f32(_mm_max_ss(d, _mm_movehdup_ps(d)))
+        }
+    }
+    #[inline(always)]
     fn div(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f.
         unsafe { _mm512_div_ps(a, b) }
@@ -278,23 +306,45 @@ unsafe impl Simd for Avx512 {
         lanes.iter().sum()
     }
     #[inline(always)]
+    unsafe fn load_block(self, p: *const f32, c: usize, h: usize) -> [__m512; 16] {
+        // Row `r` of the block is classes `16 h..16 h + n` of row `r`, one masked load; a
+        // transpose turns the 16 rows into 16 columns.
+        let n = (c - 16 * h).min(16);
+        let mut rows = [self.splat(0.0); 16];
+        // SAFETY: feature: token proves avx512f. bounds: row `r` loads lanes `0..n` from
+        // `p + r c + 16 h`, that row's own classes, inside `p..p + 16 c` (caller's
+        // obligation); masked-off lanes are not accessed.
+        unsafe {
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = _mm512_maskz_loadu_ps(low_mask(n), p.add(r * c + 16 * h));
+            }
+            transpose16(&mut rows);
+        }
+        rows
+    }
+    #[inline(always)]
+    unsafe fn store_block(self, p: *mut f32, c: usize, h: usize, v: &[__m512; 16]) {
+        let n = (c - 16 * h).min(16);
+        let mut rows = *v;
+        // SAFETY: feature: token proves avx512f. bounds: row `r` stores lanes `0..n` to
+        // `p + r c + 16 h`, that row's own classes, inside `p..p + 16 c` (caller's
+        // obligation); masked-off lanes are not written.
+        unsafe {
+            transpose16(&mut rows);
+            for (r, &row) in rows.iter().enumerate() {
+                _mm512_mask_storeu_ps(p.add(r * c + 16 * h), low_mask(n), row);
+            }
+        }
+    }
+    #[inline(always)]
     unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [__m512; C] {
         if C >= TRANSPOSE_FROM {
-            // Blocks of 16 classes: row `r` of block `h` is classes `16 h..16 h + n` of
-            // row `r`, one masked load; a transpose turns the 16 rows into 16 columns.
             let mut cols = [self.splat(0.0); C];
             for h in 0..C.div_ceil(16) {
+                // SAFETY: bounds: the group's `16 C` floats are readable (caller's
+                // obligation).
+                let rows = unsafe { self.load_block(p, C, h) };
                 let n = C.min(16 * h + 16) - 16 * h;
-                let mut rows = [self.splat(0.0); 16];
-                // SAFETY: feature: token proves avx512f. bounds: row `r` loads lanes `0..n`
-                // from `p + r C + 16 h`, that row's own classes, inside `p..p + 16 C`
-                // (caller's obligation); masked-off lanes are not accessed.
-                unsafe {
-                    for (r, row) in rows.iter_mut().enumerate() {
-                        *row = _mm512_maskz_loadu_ps(low_mask(n), p.add(r * C + 16 * h));
-                    }
-                    transpose16(&mut rows);
-                }
                 cols[16 * h..16 * h + n].copy_from_slice(&rows[..n]);
             }
             return cols;
@@ -330,15 +380,9 @@ unsafe impl Simd for Avx512 {
                 let n = C.min(16 * h + 16) - 16 * h;
                 let mut rows = [self.splat(0.0); 16];
                 rows[..n].copy_from_slice(&v[16 * h..16 * h + n]);
-                // SAFETY: feature: token proves avx512f. bounds: row `r` stores lanes
-                // `0..n` to `p + r C + 16 h`, that row's own classes, inside `p..p + 16 C`
-                // (caller's obligation); masked-off lanes are not written.
-                unsafe {
-                    transpose16(&mut rows);
-                    for (r, &row) in rows.iter().enumerate() {
-                        _mm512_mask_storeu_ps(p.add(r * C + 16 * h), low_mask(n), row);
-                    }
-                }
+                // SAFETY: bounds: the group's `16 C` floats are writable (caller's
+                // obligation).
+                unsafe { self.store_block(p, C, h, &rows) };
             }
             return;
         }
