@@ -658,27 +658,13 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
         ck.classes,
         |row0, chunk| {
             let targets = &targets[row0..];
-            // Branch-free loops over a group's rows (they vectorise): validated targets
-            // are a class or the ignore index, both exact as i64, and no valid target
-            // equals i64::MIN unless the ignore index does.
             let ignore = ck.ignore.map_or(i64::MIN, |i| i as i64);
+            // Called once per batch, through a trait object; the conversion itself runs
+            // at the kernel's vector width.
             let mut plan = |r0: usize, tg: &mut [f32], wt: &mut [f32]| {
-                for (t, &x) in tg.iter_mut().zip(&targets[r0..]) {
-                    let x = x.low();
-                    *t = if x == ignore { -1.0 } else { x as i32 as f32 };
-                }
-                match ck.weights {
-                    None => {
-                        for (w, &t) in wt.iter_mut().zip(tg.iter()) {
-                            *w = if t < 0.0 { 0.0 } else { 1.0 };
-                        }
-                    }
-                    Some(ws) => {
-                        for (w, &t) in wt.iter_mut().zip(tg.iter()) {
-                            *w = if t < 0.0 { 0.0 } else { ws[t as usize] };
-                        }
-                    }
-                }
+                with_backend!(ck.backend, k => {
+                    k.plan_targets(&targets[r0..], ignore, ck.weights, tg, wt)
+                })
             };
             with_backend!(ck.backend, k => k.ce_small(chunk, &job, &mut plan))
         },

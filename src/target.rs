@@ -58,3 +58,40 @@ pub(crate) fn scan<T: Target>(targets: &[T], classes: usize, ignore: Option<i64>
     }
     (counted, bad)
 }
+
+/// The row-group path's plan for a batch of `tg.len()` rows (`wt` as long, `targets` at
+/// least as long): each target as f32, -1 for an ignored row, and its class weight (1 or
+/// `weights[t]`; 0 for an ignored row).
+///
+/// Branch-free loops (they vectorise): validated targets are a class or the ignore index,
+/// both exact as i64 (see `Sealed::low`), and no valid target equals `i64::MIN` unless
+/// the ignore index does, so `ignore == i64::MIN` stands for "none".
+#[inline(always)]
+pub(crate) fn plan_batch<T: Target>(
+    targets: &[T],
+    ignore: i64,
+    weights: Option<&[f32]>,
+    tg: &mut [f32],
+    wt: &mut [f32],
+) {
+    for (t, &x) in tg.iter_mut().zip(targets) {
+        let x = x.low();
+        *t = if x == ignore { -1.0 } else { x as i32 as f32 };
+    }
+    match weights {
+        None => {
+            for (w, &t) in wt.iter_mut().zip(tg.iter()) {
+                *w = if t < 0.0 { 0.0 } else { 1.0 };
+            }
+        }
+        Some(ws) => {
+            for (w, &t) in wt.iter_mut().zip(tg.iter()) {
+                *w = if t < 0.0 {
+                    0.0
+                } else {
+                    ws.get(t as usize).copied().unwrap_or(0.0)
+                };
+            }
+        }
+    }
+}

@@ -1049,11 +1049,9 @@ where
         loss: s.wide_zero(),
         correct: zero,
     };
-    // Buffers for a partial group (only a call's last batch has one).
-    let (mut zb, mut gb) = (
-        [0f32; 16 * SMALL_MAX_CLASSES],
-        [0f32; 16 * SMALL_MAX_CLASSES],
-    );
+    // Buffers for a partial group (only a call's last batch has one), `LANES * c` floats
+    // (sized by the instance: a few hundred bytes to zero for small class counts).
+    let (mut zb, mut gb) = ([[0f32; N]; 16], [[0f32; N]; 16]);
     let mut b0 = 0;
     while b0 < rows {
         let nb = (rows - b0).min(BATCH_GROUPS * g);
@@ -1070,11 +1068,17 @@ where
         // are ignored rows (`st` is padded), and only the real rows are copied back.
         let r0 = b0 + full * g;
         let spare = if n > 0 {
-            // SAFETY: bounds: `n * c < 16 * SMALL_MAX_CLASSES` elements from row `r0` lie
+            // SAFETY: bounds: `n * c < 16 N` elements from row `r0` lie
             // inside `src`.
-            unsafe { core::ptr::copy_nonoverlapping(src.add(r0 * c), zb.as_mut_ptr(), n * c) };
-            let out = if dst.is_null() { dst } else { gb.as_mut_ptr() };
-            Some((zb.as_ptr(), out))
+            unsafe {
+                core::ptr::copy_nonoverlapping(src.add(r0 * c), zb.as_mut_ptr().cast(), n * c)
+            };
+            let out = if dst.is_null() {
+                dst
+            } else {
+                gb.as_mut_ptr().cast()
+            };
+            Some((zb.as_ptr().cast(), out))
         } else {
             None
         };
@@ -1083,7 +1087,7 @@ where
         unsafe { small_batch::<S, N>(s, (src.add(b0 * c), d), full, spare, job, &mut st) };
         if n > 0 && !dst.is_null() {
             // SAFETY: bounds: rows `r0..r0 + n` of `dst`, `n * c` elements.
-            unsafe { core::ptr::copy_nonoverlapping(gb.as_ptr(), dst.add(r0 * c), n * c) };
+            unsafe { core::ptr::copy_nonoverlapping(gb.as_ptr().cast(), dst.add(r0 * c), n * c) };
         }
         b0 += nb;
     }

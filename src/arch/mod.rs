@@ -514,6 +514,31 @@ macro_rules! instantiate_kernel {
                 unsafe { inner(self, targets, classes, ignore) }
             }
 
+            /// The row-group path's plan for a batch (see `crate::target::plan_batch`),
+            /// vectorised at this variant's width.
+            pub(crate) fn plan_targets<T: crate::Target>(
+                self,
+                targets: &[T],
+                ignore: i64,
+                weights: Option<&[f32]>,
+                tg: &mut [f32],
+                wt: &mut [f32],
+            ) {
+                $(#[$attr])*
+                unsafe fn inner<T: crate::Target>(
+                    _: $tok,
+                    ts: &[T],
+                    i: i64,
+                    w: Option<&[f32]>,
+                    tg: &mut [f32],
+                    wt: &mut [f32],
+                ) {
+                    crate::target::plan_batch(ts, i, w, tg, wt)
+                }
+                // SAFETY: feature: the token proves the enabled features. No pointers.
+                unsafe { inner(self, targets, ignore, weights, tg, wt) }
+            }
+
             /// The kernel's exp, in place over a slice.
             pub(crate) fn exp(self, xs: &mut [f32]) {
                 $(#[$attr])*
