@@ -145,6 +145,24 @@ static LANE_INDEX: [f32; 16] = [
     0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
 ];
 
+/// `p[i..i + LANES]`, or, when fewer than `LANES` entries remain before `n`, exactly
+/// `p[i..n]` with the other lanes set to `fill`.
+///
+/// # Safety
+/// `p..p + n` must be readable; `i < n`.
+#[inline(always)]
+unsafe fn load_upto<S: Simd>(s: S, p: *const f32, i: usize, n: usize, fill: f32) -> S::F {
+    // SAFETY: bounds: a full load when `i + LANES <= n`, else a tail load of exactly
+    // `p[i..n]` (`0 < n - i < LANES`).
+    unsafe {
+        if i + S::LANES <= n {
+            s.load(p.add(i))
+        } else {
+            s.load_tail(p.add(i), n - i, fill)
+        }
+    }
+}
+
 /// Classes per block of the max sweep: long enough that the per-block test is cheap,
 /// short enough that rescanning one block for the argmax is.
 const MAX_BLOCK: usize = 512;
@@ -214,15 +232,9 @@ unsafe fn first_equal_sweep<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) ->
     let mut found = neg_inf;
     let mut i = 0;
     while i < n {
-        // SAFETY: bounds: a full load when `i + LANES <= n`, else a tail load of exactly
-        // `p[i..n]`; the -inf pads never equal a finite or +inf `b`.
-        let v = unsafe {
-            if i + l <= n {
-                s.load(p.add(i))
-            } else {
-                s.load_tail(p.add(i), n - i, f32::NEG_INFINITY)
-            }
-        };
+        // SAFETY: bounds: `i < n`, `p..p + n` readable. The -inf pads never equal a finite
+        // or +inf `b`.
+        let v = unsafe { load_upto(s, p, i, n, f32::NEG_INFINITY) };
         let neg_index = s.sub(s.splat(-(i as f32)), iota);
         found = s.max(s.select(s.eq(v, bv), neg_index, neg_inf), found);
         i += l;
@@ -240,15 +252,9 @@ unsafe fn first_equal_exit<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> 
     let l = S::LANES;
     let mut i = 0;
     while i < n {
-        // SAFETY: bounds: a full load when `i + LANES <= n`, else a tail load of exactly
-        // `p[i..n]`; the -inf pads never equal a finite or +inf `b`.
-        let v = unsafe {
-            if i + l <= n {
-                s.load(p.add(i))
-            } else {
-                s.load_tail(p.add(i), n - i, f32::NEG_INFINITY)
-            }
-        };
+        // SAFETY: bounds: `i < n`, `p..p + n` readable. The -inf pads never equal a finite
+        // or +inf `b`.
+        let v = unsafe { load_upto(s, p, i, n, f32::NEG_INFINITY) };
         if let Some(k) = s.first_lane(s.eq(v, bv)) {
             return i + k;
         }
@@ -276,15 +282,8 @@ unsafe fn lane_max<S: Simd>(s: S, p: *const f32, n: usize) -> S::F {
         i += 2 * l;
     }
     while i < n {
-        // SAFETY: bounds: a full load when `i + LANES <= n`, else a tail load of exactly
-        // `p[i..n]`; -inf pads change no maximum.
-        let v = unsafe {
-            if i + l <= n {
-                s.load(p.add(i))
-            } else {
-                s.load_tail(p.add(i), n - i, f32::NEG_INFINITY)
-            }
-        };
+        // SAFETY: bounds: `i < n`, `p..p + n` readable. -inf pads change no maximum.
+        let v = unsafe { load_upto(s, p, i, n, f32::NEG_INFINITY) };
         b0 = s.max(v, b0);
         i += l;
     }
