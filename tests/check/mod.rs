@@ -617,10 +617,17 @@ pub fn differential(data: &[u8]) {
     let mode = b.u8();
     let classes = match mode % 8 {
         0 => 1 + usize::from(b.u16()) % 70_000,
-        1..=3 => 1 + usize::from(b.u8()) % 16,
+        1 | 2 => 1 + usize::from(b.u8()) % 16,
+        // The looped row-group instances and the unrolled ones above 16 classes, with
+        // rows enough for whole groups of 16 and a partial one.
+        3 => 17 + usize::from(b.u8()) % 48,
         _ => 1 + usize::from(b.u16()) % 300,
     };
-    let max_rows = (200_000 / classes).clamp(1, 9);
+    let max_rows = if mode % 8 == 3 {
+        40
+    } else {
+        (200_000 / classes).clamp(1, 9)
+    };
     let rows = usize::from(b.u8()) % (max_rows + 1);
     let opts = b.u8();
     let mut ce = CrossEntropy::new(classes);
