@@ -85,7 +85,7 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
         k -= 1;
         p = s.mul_add(p, r, s.splat(EXP_C[k]));
     }
-    s.scale_pow2_or_zero(p, n, s.lt(x, s.splat(EXP_UNDERFLOW)))
+    s.scale_pow2_unless_below(p, n, x, s.splat(EXP_UNDERFLOW))
 }
 
 /// [`exp`] over every f32: large inputs are clamped to `EXP_CLAMP_HI` first, where the
@@ -271,15 +271,27 @@ unsafe fn first_equal_exit<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> 
 unsafe fn lane_max<S: Simd>(s: S, p: *const f32, n: usize) -> S::F {
     let l = S::LANES;
     let neg_inf = s.splat(f32::NEG_INFINITY);
-    let (mut b0, mut b1) = (neg_inf, neg_inf);
+    // Four independent maxima: `vmaxps` has a latency of 4 cycles and two loads issue per
+    // cycle, so fewer chains would make this pass latency-bound.
+    let (mut b0, mut b1, mut b2, mut b3) = (neg_inf, neg_inf, neg_inf, neg_inf);
     let mut i = 0;
-    while i + 2 * l <= n {
-        // SAFETY: bounds: `i + 2 * LANES <= n` by the loop condition.
-        let (v0, v1) = unsafe { (s.load(p.add(i)), s.load(p.add(i + l))) };
+    while i + 4 * l <= n {
+        // SAFETY: bounds: `i + 4 * LANES <= n` by the loop condition.
+        let v = unsafe {
+            let p = p.add(i);
+            [
+                s.load(p),
+                s.load(p.add(l)),
+                s.load(p.add(2 * l)),
+                s.load(p.add(3 * l)),
+            ]
+        };
         // A NaN entry is dropped: `max` gives its second operand for a NaN first one.
-        b0 = s.max(v0, b0);
-        b1 = s.max(v1, b1);
-        i += 2 * l;
+        b0 = s.max(v[0], b0);
+        b1 = s.max(v[1], b1);
+        b2 = s.max(v[2], b2);
+        b3 = s.max(v[3], b3);
+        i += 4 * l;
     }
     while i < n {
         // SAFETY: bounds: `i < n`, `p..p + n` readable. -inf pads change no maximum.
@@ -287,7 +299,7 @@ unsafe fn lane_max<S: Simd>(s: S, p: *const f32, n: usize) -> S::F {
         b0 = s.max(v, b0);
         i += l;
     }
-    s.max(b1, b0)
+    s.max(s.max(b0, b1), s.max(b2, b3))
 }
 
 /// Pass 2: `e_j = exp(z_j - m)`, returns `(sum e_j, smoothing sum)`, storing `e` to `dst`
@@ -500,54 +512,154 @@ unsafe fn affine_pass<S: Simd, const EXP: bool, const CAP_IN: bool, const CHAIN:
     beta: Beta<'_>,
     cap: Cap,
 ) {
-    let l = S::LANES;
-    let av = s.splat(alpha);
-    let mv = s.splat(m);
     let (bconst, wptr) = match beta {
         Beta::Zero => (0.0, core::ptr::null()),
         Beta::Uniform(b) => (b, core::ptr::null()),
         Beta::Weighted(b, w) => (b, w.as_ptr()),
     };
-    let bv = s.splat(-bconst);
-    let mut i = 0;
-    while i < n {
-        let r = (n - i).min(l);
-        // SAFETY: bounds: full vector when `i + LANES <= n`, else exactly `src[i..n]`.
-        let z = unsafe {
-            if r == l {
-                s.load(src.add(i))
-            } else {
-                s.load_tail(src.add(i), r, 0.0)
-            }
-        };
-        let y = if CAP_IN { softcap(s, z, cap) } else { z };
-        let e = if EXP { exp(s, s.sub(y, mv)) } else { y };
-        let nb = if wptr.is_null() {
-            bv
+    let map = Affine::<S, EXP, CAP_IN, CHAIN> {
+        av: s.splat(alpha),
+        mv: s.splat(m),
+        bv: s.splat(-bconst),
+        w: wptr,
+        n,
+        cap,
+    };
+    // Two loops rather than a test per vector: the weighted form is the rare one.
+    // SAFETY: `src`/`dst` hold `n` (caller's obligation); so does `w` when not null.
+    unsafe {
+        if wptr.is_null() {
+            map_stream::<S, _, false>(s, src, dst, n, &map)
         } else {
-            // SAFETY: bounds: `w` holds `n` values (caller's obligation), same range.
-            let w = unsafe {
-                if r == l {
-                    s.load(wptr.add(i))
-                } else {
-                    s.load_tail(wptr.add(i), r, 0.0)
-                }
-            };
-            s.mul(w, bv)
-        };
-        let mut g = s.mul_add(e, av, nb);
-        if CHAIN {
-            g = s.mul(g, softcap_slope(s, y, cap));
+            map_stream::<S, _, true>(s, src, dst, n, &map)
         }
-        // SAFETY: bounds: as the load, into `dst` which holds `n`.
+    }
+}
+
+/// A per-vector map for [`map_stream`]. A trait rather than a closure: a closure body is
+/// compiled outside the variant's `#[target_feature]` boundary, and its intrinsics would
+/// become calls.
+trait LaneMap<S: Simd> {
+    /// The output vector for the input vector `v` at entry `i` of the stream; with
+    /// `INDEXED`, the map may also read its own per-entry data there.
+    ///
+    /// # Safety
+    /// `i` is below the stream length and, for `INDEXED` maps, that length is one the map
+    /// was built for.
+    unsafe fn apply<const INDEXED: bool>(&self, s: S, v: S::F, i: usize) -> S::F;
+}
+
+/// `(alpha * f(y) - beta_j) * slope(y)`, see [`affine_pass`]; `beta_j = -bv * w_j` when
+/// indexed, `-bv` otherwise.
+struct Affine<S: Simd, const EXP: bool, const CAP_IN: bool, const CHAIN: bool> {
+    av: S::F,
+    mv: S::F,
+    bv: S::F,
+    w: *const f32,
+    n: usize,
+    cap: Cap,
+}
+
+impl<S: Simd, const EXP: bool, const CAP_IN: bool, const CHAIN: bool> LaneMap<S>
+    for Affine<S, EXP, CAP_IN, CHAIN>
+{
+    #[inline(always)]
+    unsafe fn apply<const INDEXED: bool>(&self, s: S, z: S::F, i: usize) -> S::F {
+        let y = if CAP_IN { softcap(s, z, self.cap) } else { z };
+        let e = if EXP { exp(s, s.sub(y, self.mv)) } else { y };
+        let nb = if INDEXED {
+            // SAFETY: bounds: `i < n` and `w..w + n` readable (the map's contract); the
+            // pads of 0 are never stored.
+            s.mul(unsafe { load_upto(s, self.w, i, self.n, 0.0) }, self.bv)
+        } else {
+            self.bv
+        };
+        let g = s.mul_add(e, self.av, nb);
+        if CHAIN {
+            s.mul(g, softcap_slope(s, y, self.cap))
+        } else {
+            g
+        }
+    }
+}
+
+/// `(z - m) - sh`, for [`shift_run`].
+struct Shift<S: Simd> {
+    mv: S::F,
+    shv: S::F,
+}
+
+impl<S: Simd> LaneMap<S> for Shift<S> {
+    #[inline(always)]
+    unsafe fn apply<const INDEXED: bool>(&self, s: S, z: S::F, _: usize) -> S::F {
+        s.sub(s.sub(z, self.mv), self.shv)
+    }
+}
+
+/// A constant, for [`fill_zero`].
+struct Splat<S: Simd>(S::F);
+
+impl<S: Simd> LaneMap<S> for Splat<S> {
+    #[inline(always)]
+    unsafe fn apply<const INDEXED: bool>(&self, _: S, _: S::F, _: usize) -> S::F {
+        self.0
+    }
+}
+
+/// The kernels' exp over every f32, for [`exp_slice`].
+struct ExpAny;
+
+impl<S: Simd> LaneMap<S> for ExpAny {
+    #[inline(always)]
+    unsafe fn apply<const INDEXED: bool>(&self, s: S, x: S::F, _: usize) -> S::F {
+        exp_any(s, x)
+    }
+}
+
+/// `dst[i..] = f.apply(src[i..], i)` vector by vector over `n` entries: whole vectors at a fixed
+/// stride, two per step (independent, and the loop counter carries no dependency on the
+/// tail arithmetic), then one tail of exactly the remaining entries, loaded with 0 pads
+/// that are never stored. In place (`dst == src`) is fine: each vector is loaded before it
+/// is stored, and no vector is read after another's store.
+///
+/// # Safety
+/// `src..src + n` readable, `dst..dst + n` writable; with `INDEXED`, `f` was built for `n`
+/// entries.
+#[inline(always)]
+unsafe fn map_stream<S: Simd, M: LaneMap<S>, const INDEXED: bool>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    f: &M,
+) {
+    let l = S::LANES;
+    let mut i = 0;
+    while i + 2 * l <= n {
+        // SAFETY: bounds: `i + 2 * LANES <= n` by the loop condition.
         unsafe {
-            if r == l {
-                s.store(dst.add(i), g)
+            let (z0, z1) = (s.load(src.add(i)), s.load(src.add(i + l)));
+            let (y0, y1) = (
+                f.apply::<INDEXED>(s, z0, i),
+                f.apply::<INDEXED>(s, z1, i + l),
+            );
+            s.store(dst.add(i), y0);
+            s.store(dst.add(i + l), y1);
+        }
+        i += 2 * l;
+    }
+    while i < n {
+        // SAFETY: bounds: `i < n`; a full vector when `i + LANES <= n`, else exactly
+        // `[i..n]`.
+        unsafe {
+            let y = f.apply::<INDEXED>(s, load_upto(s, src, i, n, 0.0), i);
+            if i + l <= n {
+                s.store(dst.add(i), y)
             } else {
-                s.store_tail(dst.add(i), r, g)
+                s.store_tail(dst.add(i), n - i, y)
             }
         }
-        i += r;
+        i += l;
     }
 }
 
@@ -557,21 +669,10 @@ unsafe fn affine_pass<S: Simd, const EXP: bool, const CAP_IN: bool, const CHAIN:
 /// `dst..dst + n` writable.
 #[inline(always)]
 unsafe fn fill_zero<S: Simd>(s: S, dst: *mut f32, n: usize) {
-    let l = S::LANES;
     let z = s.splat(0.0);
-    let mut i = 0;
-    while i < n {
-        let r = (n - i).min(l);
-        // SAFETY: bounds: full vector when `i + LANES <= n`, else exactly `dst[i..n]`.
-        unsafe {
-            if r == l {
-                s.store(dst.add(i), z)
-            } else {
-                s.store_tail(dst.add(i), r, z)
-            }
-        }
-        i += r;
-    }
+    // SAFETY: `dst` is both ends; `dst..dst + n` readable as it is writable (the loaded
+    // values are ignored).
+    unsafe { map_stream::<S, _, false>(s, dst, dst, n, &Splat(z)) }
 }
 
 /// Fused cross-entropy over `len / job.classes` whole rows.
@@ -751,27 +852,9 @@ pub(crate) unsafe fn softmax_rows<S: Simd>(
 /// `src..src + n` readable, `dst..dst + n` writable (may equal `src`).
 #[inline(always)]
 unsafe fn shift_run<S: Simd>(s: S, src: *const f32, dst: *mut f32, n: usize, m: f32, sh: f32) {
-    let l = S::LANES;
     let (mv, shv) = (s.splat(m), s.splat(sh));
-    let mut i = 0;
-    while i < n {
-        let r = (n - i).min(l);
-        // SAFETY: bounds: full vector when `i + LANES <= n`, else exactly `[i..n]`.
-        unsafe {
-            let z = if r == l {
-                s.load(src.add(i))
-            } else {
-                s.load_tail(src.add(i), r, 0.0)
-            };
-            let y = s.sub(s.sub(z, mv), shv);
-            if r == l {
-                s.store(dst.add(i), y)
-            } else {
-                s.store_tail(dst.add(i), r, y)
-            }
-        }
-        i += r;
-    }
+    // SAFETY: forwarded.
+    unsafe { map_stream::<S, _, false>(s, src, dst, n, &Shift { mv, shv }) }
 }
 
 /// Public face of [`shift_run`] for the blocked path.
@@ -887,26 +970,8 @@ pub(crate) unsafe fn grad_from_stats<S: Simd>(
 /// `p..p + n` readable and writable.
 #[inline(always)]
 pub(crate) unsafe fn exp_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
-    let l = S::LANES;
-    let mut i = 0;
-    while i < n {
-        let r = (n - i).min(l);
-        // SAFETY: bounds: full vector when `i + LANES <= n`, else exactly `p[i..n]`.
-        unsafe {
-            let x = if r == l {
-                s.load(p.add(i))
-            } else {
-                s.load_tail(p.add(i), r, 0.0)
-            };
-            let y = exp_any(s, x);
-            if r == l {
-                s.store(p.add(i), y)
-            } else {
-                s.store_tail(p.add(i), r, y)
-            }
-        }
-        i += r;
-    }
+    // SAFETY: `p` is both ends; forwarded.
+    unsafe { map_stream::<S, _, false>(s, p, p, n, &ExpAny) }
 }
 
 /// `ln x` for positive normal `x` (NaN gives NaN): `x = m 2^e` with `m` in

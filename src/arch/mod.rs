@@ -120,11 +120,11 @@ pub(crate) unsafe trait Simd: Copy {
     fn mul(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a * b + c`, fused (one rounding) where the variant has FMA.
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
-    /// `zero ? 0 : p * 2^n` for `n` an integer-valued float (or anything at all in lanes
-    /// where `zero` is set), exact when the result is a normal float; overflow gives
-    /// +inf. Implementations may saturate `n` to `[-127, 129]`, which changes no normal
-    /// result for `p` in `[0.7, 1.5]`.
-    fn scale_pow2_or_zero(self, p: Self::F, n: Self::F, zero: Self::M) -> Self::F;
+    /// `x < lo ? 0 : p * 2^n` for `n` an integer-valued float (or anything at all in
+    /// lanes where `x < lo`), exact when the result is a normal float; overflow gives
+    /// +inf; a NaN `x` keeps the product. Implementations may saturate `n` to
+    /// `[-127, 129]`, which changes no normal result for `p` in `[0.7, 1.5]`.
+    fn scale_pow2_unless_below(self, p: Self::F, n: Self::F, x: Self::F, lo: Self::F) -> Self::F;
     fn lt(self, a: Self::F, b: Self::F) -> Self::M;
     fn gt(self, a: Self::F, b: Self::F) -> Self::M;
     /// `m ? a : b` per lane.

@@ -89,7 +89,7 @@ unsafe impl Simd for Portable {
         a.mul_add(b, c)
     }
     #[inline(always)]
-    fn scale_pow2_or_zero(self, p: f32x8, n: f32x8, zero: f32x8) -> f32x8 {
+    fn scale_pow2_unless_below(self, p: f32x8, n: f32x8, x: f32x8, lo: f32x8) -> f32x8 {
         // Saturate n to [-127, 129] (NaN n becomes 0 in `round_int`; p is NaN then), and
         // apply it as two exponent-field factors so neither leaves the biased range.
         let n = n
@@ -100,7 +100,7 @@ unsafe impl Simd for Portable {
         let n2 = n - n1;
         let f1: f32x8 = cast((n1 + 127) << 23);
         let f2: f32x8 = cast((n2 + 127) << 23);
-        zero.blend(f32x8::splat(0.0), p * f1 * f2)
+        self.lt(x, lo).blend(f32x8::splat(0.0), p * f1 * f2)
     }
     #[inline(always)]
     fn lt(self, a: f32x8, b: f32x8) -> f32x8 {

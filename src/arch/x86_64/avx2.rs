@@ -119,7 +119,7 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
-    fn scale_pow2_or_zero(self, p: __m256, n: __m256, zero: __m256) -> __m256 {
+    fn scale_pow2_unless_below(self, p: __m256, n: __m256, x: __m256, lo: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2 (256-bit integer shifts and adds).
         unsafe {
             // Saturate n to [-127, 129] (`max`/`min` return their second operand for a NaN
@@ -135,6 +135,7 @@ unsafe impl Simd for Avx2 {
             let bias = _mm256_set1_epi32(127);
             let f1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
             let f2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
+            let zero = _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo);
             _mm256_andnot_ps(zero, _mm256_mul_ps(_mm256_mul_ps(p, f1), f2))
         }
     }

@@ -183,11 +183,15 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
-    fn scale_pow2_or_zero(self, p: __m512, n: __m512, zero: __mmask16) -> __m512 {
+    fn scale_pow2_unless_below(self, p: __m512, n: __m512, x: __m512, lo: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f. `scalef` computes `p * 2^floor(n)` exactly
         // for any `n` (IEEE overflow to +inf, underflow to 0); the zero-masking form clears
-        // the lanes in `zero` in the same instruction.
-        unsafe { _mm512_maskz_scalef_ps(!zero, p, n) }
+        // the lanes outside `keep` in the same instruction. `keep` is "not less than"
+        // (unordered: true for NaN) directly, with no mask negation.
+        unsafe {
+            let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, lo);
+            _mm512_maskz_scalef_ps(keep, p, n)
+        }
     }
     #[inline(always)]
     fn lt(self, a: __m512, b: __m512) -> __mmask16 {
