@@ -74,9 +74,29 @@ const WSUM_UNSCALE: f64 = 18_446_744_073_709_551_616.0; // 2^64
 /// `n` so nothing else can go wrong on the way.
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
-    // n = round-to-nearest(x / ln2): adding 1.5 * 2^23 rounds to an integer.
+    exp_with::<S, false>(s, x)
+}
+
+/// [`exp`] for `x <= EXP_SMALL_MAX` (or NaN), which covers every `z - max`: there
+/// `n <= 127`, and variants without a scaling instruction build `2^n` in one step from the
+/// rounding's own bits (see [`Simd::scale_pow2_small_unless_below`]). Bit-identical to
+/// [`exp`] on that domain.
+#[inline(always)]
+pub(crate) fn exp_small<S: Simd>(s: S, x: S::F) -> S::F {
+    exp_with::<S, true>(s, x)
+}
+
+/// The largest input of [`exp_small`]: `n = round(x / ln2)` stays at most 127 below
+/// `127.5 ln 2 = 88.376...`.
+const EXP_SMALL_MAX: f32 = 88.0;
+
+#[inline(always)]
+fn exp_with<S: Simd, const SMALL: bool>(s: S, x: S::F) -> S::F {
+    // n = round-to-nearest(x / ln2): adding 1.5 * 2^23 rounds to an integer, which `t`
+    // then holds in its low mantissa bits.
     let magic = s.splat(ROUND_MAGIC);
-    let n = s.sub(s.mul_add(x, s.splat(LOG2E), magic), magic);
+    let t = s.mul_add(x, s.splat(LOG2E), magic);
+    let n = s.sub(t, magic);
     let r = s.mul_add(n, s.splat(-LN2_HI), x);
     let r = s.mul_add(n, s.splat(-LN2_LO), r);
     let mut p = s.splat(EXP_C[6]);
@@ -85,13 +105,23 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
         k -= 1;
         p = s.mul_add(p, r, s.splat(EXP_C[k]));
     }
-    s.scale_pow2_unless_below(p, n, x, s.splat(EXP_UNDERFLOW))
+    let lo = s.splat(EXP_UNDERFLOW);
+    if SMALL {
+        s.scale_pow2_small_unless_below(p, n, t, x, lo)
+    } else {
+        s.scale_pow2_unless_below(p, n, x, lo)
+    }
 }
 
 /// [`exp`] over every f32: large inputs are clamped to `EXP_CLAMP_HI` first, where the
 /// result has already overflowed to +inf (NaN is kept: comparisons with NaN are false).
+/// Vectors with no lane above [`EXP_SMALL_MAX`] (all of them, in the kernels' use) take
+/// [`exp_small`], so the exhaustive test over `[-104, 0]` checks the path the kernels run.
 #[inline(always)]
 fn exp_any<S: Simd>(s: S, x: S::F) -> S::F {
+    if s.first_lane(s.gt(x, s.splat(EXP_SMALL_MAX))).is_none() {
+        return exp_small(s, x);
+    }
     let hi = s.splat(EXP_CLAMP_HI);
     exp(s, s.select(s.gt(x, hi), hi, x))
 }
@@ -110,7 +140,7 @@ pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
     let x = s.mul(z, s.splat(c.inv));
     let neg = s.lt(x, zero);
     let ax = s.select(neg, s.sub(zero, x), x);
-    let e = exp(s, s.mul(ax, s.splat(-2.0)));
+    let e = exp_small(s, s.mul(ax, s.splat(-2.0)));
     // `1 - 2e / (1 + e)`: exactly 1 once `e` is negligible (saturation, +-inf), whatever
     // the last bit of the reciprocal.
     let two_e = s.add(e, e);
@@ -388,7 +418,7 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8, const CAP: boo
             (z0, z1) = (softcap(s, z0, cap), softcap(s, z1, cap));
         }
         let (x0, x1) = (s.sub(z0, mv), s.sub(z1, mv));
-        let (e0, e1) = (exp(s, x0), exp(s, x1));
+        let (e0, e1) = (exp_small(s, x0), exp_small(s, x1));
         if STORE {
             let (o0, o1) = if CAP { (z0, z1) } else { (e0, e1) };
             // SAFETY: bounds: as the loads; `dst` holds `n` (caller's obligation).
@@ -442,7 +472,7 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8, const CAP: boo
                 )
             }
         };
-        let e = exp(s, s.sub(z, mv));
+        let e = exp_small(s, s.sub(z, mv));
         if STORE {
             let o = if CAP { zd } else { e };
             // SAFETY: bounds: as the load.
@@ -1295,7 +1325,7 @@ unsafe fn group_exps<S: Simd, const N: usize>(
         }
     };
     for (d, vj) in tmp[..c].iter_mut().zip(v[..c].iter_mut()) {
-        *vj = exp(s, s.sub(*vj, m));
+        *vj = exp_small(s, s.sub(*vj, m));
         *d = *vj;
     }
     let sum = tree_sum(s, &mut tmp[..c]);

@@ -125,6 +125,21 @@ pub(crate) unsafe trait Simd: Copy {
     /// +inf; a NaN `x` keeps the product. Implementations may saturate `n` to
     /// `[-127, 129]`, which changes no normal result for `p` in `[0.7, 1.5]`.
     fn scale_pow2_unless_below(self, p: Self::F, n: Self::F, x: Self::F, lo: Self::F) -> Self::F;
+    /// As [`scale_pow2_unless_below`](Self::scale_pow2_unless_below) for `n <= 127` only,
+    /// given also `t = n + ROUND_MAGIC` (the rounding step's result, which holds `n` in its
+    /// low mantissa bits).
+    #[inline(always)]
+    fn scale_pow2_small_unless_below(
+        self,
+        p: Self::F,
+        n: Self::F,
+        t: Self::F,
+        x: Self::F,
+        lo: Self::F,
+    ) -> Self::F {
+        let _ = t;
+        self.scale_pow2_unless_below(p, n, x, lo)
+    }
     fn lt(self, a: Self::F, b: Self::F) -> Self::M;
     fn gt(self, a: Self::F, b: Self::F) -> Self::M;
     /// `m ? a : b` per lane.

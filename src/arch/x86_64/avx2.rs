@@ -140,6 +140,27 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    fn scale_pow2_small_unless_below(
+        self,
+        p: __m256,
+        _n: __m256,
+        t: __m256,
+        x: __m256,
+        lo: __m256,
+    ) -> __m256 {
+        // SAFETY: feature: token proves avx2 (256-bit integer adds and shifts).
+        unsafe {
+            // `t`'s bits are those of `ROUND_MAGIC` plus `n`, and the magic's low 9 bits are
+            // 0: shifting `bits(t) + 127` left by 23 keeps exactly `n + 127` in the exponent
+            // field, which is `2^n` for n in [-126, 127]. Lanes with n <= -127 have
+            // x < lo and are cleared; a NaN x has a NaN p, and the product stays NaN.
+            let bits = _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127));
+            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits));
+            let zero = _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo);
+            _mm256_andnot_ps(zero, _mm256_mul_ps(p, pow2))
+        }
+    }
+    #[inline(always)]
     fn lt(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
