@@ -40,7 +40,9 @@
 //! 2. `e = exp(z - max)`, summed, and stored in place (or into the gradient buffer);
 //! 3. the stored `e` (still in L2) becomes `alpha e - beta`, the target entry last.
 //!
-//! A large batch thus moves each logit through DRAM once in and once out. Rows longer than
+//! From 16 384 classes (without smoothing or capping) passes 1 and 2 are one sweep, block
+//! by block, with the exps taken relative to the running max and rescaled per segment in
+//! pass 3. A large batch thus moves each logit through DRAM once in and once out. Rows longer than
 //! 131 072 classes (512 KiB, more than L2 holds between passes) are processed in
 //! 16 384-class blocks whose statistics are merged (online softmax), and the blocks are
 //! spread across threads. Rows of at most 64 classes are processed 8 or 16 at a time, one

@@ -138,3 +138,47 @@ fn blocked_path_matches_reference() {
         }
     }
 }
+
+/// Rows of 16384 classes and more (without smoothing or capping) take the one-sweep max and
+/// exp, whose exps are relative to the running max and rescaled per segment: rows where
+/// every block raises the max (and the early segments' factors underflow), rows that
+/// open on blocks of -inf, ties of the max across blocks (the first must win), random
+/// rows, and the max in the first or the last block.
+#[test]
+fn online_path_matches_reference() {
+    for c in [16_383usize, 16_384, 16_385, 40_000, 70_001] {
+        let rising: Vec<f32> = (0..c).map(|j| j as f32 * 0.01 - 5.0).collect();
+        let gentle: Vec<f32> = (0..c)
+            .map(|j| (j % 777) as f32 * 1e-3 + j as f32 * 1e-5)
+            .collect();
+        let mut masked_head = seeded_row(11, c);
+        masked_head[..c.min(1500)].fill(f32::NEG_INFINITY);
+        let mut ties = seeded_row(12, c);
+        for j in [700, c / 2, c - 3] {
+            ties[j] = 1e31; // above the seeded rows' largest, 1e30
+        }
+        let mut first_block = seeded_row(13, c);
+        first_block[3] = 2e31;
+        let falling: Vec<f32> = (0..c).map(|j| -(j as f32) * 0.02).collect();
+        let z = [
+            rising,
+            gentle,
+            masked_head,
+            ties,
+            first_block,
+            falling,
+            seeded_row(14, c),
+        ]
+        .concat();
+        let t = [0i64, (c - 1) as i64, 1499, 700, 3, 2000, 17];
+        for ce in [
+            CrossEntropy::new(c),
+            CrossEntropy::new(c).z_loss(1e-3),
+            CrossEntropy::new(c)
+                .reduction(xent::Reduction::None)
+                .ignore_index(17),
+        ] {
+            check_all_entry_points(&ce, &z, &t).unwrap_or_else(|e| panic!("C={c}: {e}"));
+        }
+    }
+}

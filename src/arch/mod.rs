@@ -20,6 +20,12 @@
 //! 3. **scale pass**: `g = alpha * e - beta_j` over the stored `e` (the row is in cache from
 //!    pass 2 when it fits in L2), then the target entry is corrected last.
 //!
+//! Rows of 16 384 classes and more (64 KiB, beyond L1), without smoothing or capping, fuse
+//! passes 1 and 2 block by block (`generic::online_pass`): a block's max, then its exps
+//! while it is still in L1, relative to the running max. A block that raises the max opens
+//! a segment; pass 3 scales each segment by `alpha exp(reference - max)`, so a row is read
+//! from L2 (or DRAM) twice rather than three times.
+//!
 //! Rows longer than [`FUSED_MAX_CLASSES`] are cut into blocks of [`BLOCK_CLASSES`]: each block
 //! yields mergeable statistics ([`BlockStats`]: max, sum of exps relative to it, argmax), the
 //! row's statistics are merged in block order, and a second sweep writes the gradient from
