@@ -13,11 +13,11 @@
 //!    form. Its own error is 2.0e-8 relative on the reduced range (0.17 * 2^-23); the rest
 //!    of the error budget is rounding in the Horner steps and the reduction. (Degree 5
 //!    would save one more multiply-add but its error alone reaches 1.3 * 2^-23.)
-//! 3. **Exponent**: `e^x = 2^n e^r`, applied exactly (AVX-512 `vscalefps`). Elsewhere it
-//!    is one multiply by `2^n` built from the rounding's own bits (the sum with
-//!    [`ROUND_MAGIC`] holds `n` in its low mantissa bits: one integer add and one shift),
-//!    valid for `n <= 127`, i.e. `x <= 88`, which covers every `z - max`; above that, two
-//!    exponent-field multiplies with `n` saturated to `[-127, 129]`, so that `n = 128`
+//! 3. **Exponent**: `e^x = 2^n e^r`, applied exactly (AVX-512 `vscalefps`). AVX2 uses one
+//!    multiply by `2^n` built from the rounding's own bits (the sum with [`ROUND_MAGIC`]
+//!    holds `n` in its low mantissa bits: one integer add and one shift), valid for
+//!    `n <= 127`, i.e. `x <= 88`, which covers every `z - max`; above that, and always in
+//!    the portable kernel, two exponent-field multiplies with `n` saturated to `[-127, 129]`, so that `n = 128`
 //!    does not overflow the bias. Lanes below the underflow threshold are zeroed in the
 //!    same step (AVX-512: a zero-masked `vscalefps`), whatever the reduction computed
 //!    for them.

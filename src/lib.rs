@@ -42,8 +42,8 @@
 //!
 //! From 16 384 classes (without smoothing or capping) passes 1 and 2 are one sweep, block
 //! by block, with the exps taken relative to the running max and rescaled per segment in
-//! pass 3. A large batch thus moves each logit through DRAM once in and once out. Rows longer than
-//! 131 072 classes (512 KiB, more than L2 holds between passes) are processed in
+//! pass 3. A large batch thus moves each logit through DRAM once in and once out. Rows
+//! longer than 131 072 classes (512 KiB, more than L2 holds between passes) are processed in
 //! 16 384-class blocks whose statistics are merged (online softmax), and the blocks are
 //! spread across threads. Rows of at most 64 classes are processed 8 or 16 at a time, one
 //! row per SIMD lane, so the per-row max, sums and log are vertical vector operations.
