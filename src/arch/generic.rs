@@ -1413,6 +1413,10 @@ unsafe fn small_batch<S: Simd, const N: usize>(
             s.load(wt.as_ptr().add(k * g)),
         )
     };
+    // The group's columns and a tree's scratch, declared once per batch: for the looped
+    // instance (64 vectors each) a per-group array would be zeroed and copied each time.
+    let mut cols = [s.splat(0.0); N];
+    let mut tmp = [s.splat(0.0); N];
     for (k, stats) in st.stats[..groups].iter_mut().enumerate() {
         let (gs, gd) = match spare {
             Some(buffers) if k == full => buffers,
@@ -1428,7 +1432,7 @@ unsafe fn small_batch<S: Simd, const N: usize>(
         }
         // SAFETY: bounds: group `k < full` is rows `k * LANES..(k + 1) * LANES`, inside
         // `src` (and `dst`) by the contract; the spare group is the caller's buffers.
-        *stats = unsafe { group_exps::<S, N>(s, gs, gd, job, t, w_t) };
+        *stats = unsafe { group_exps::<S, N>(s, (gs, gd), job, (t, w_t), &mut cols, &mut tmp) };
     }
     for (k, stats) in st.stats[..groups].iter().enumerate() {
         let (t, w_t) = lanes(k);
@@ -1441,7 +1445,8 @@ unsafe fn small_batch<S: Simd, const N: usize>(
 /// The exp phase of one group of `LANES` rows (targets `t`, -1 for ignored, and weights
 /// `w_t`): max, argmax and target logit, the exps and their sums, and, unless `dst` is
 /// null, the gradient `g_j = alpha e_j - beta_j - tfix [j = t]` (zero for ignored rows),
-/// which needs the sum but not its log.
+/// which needs the sum but not its log. `v` and `tmp` are scratch for the columns and the
+/// sums' trees.
 ///
 /// # Safety
 /// `src..src + LANES * c` readable (`c` the class count, [`classes_of`]); the same
@@ -1449,17 +1454,17 @@ unsafe fn small_batch<S: Simd, const N: usize>(
 #[inline(always)]
 unsafe fn group_exps<S: Simd, const N: usize>(
     s: S,
-    src: *const f32,
-    dst: *mut f32,
+    (src, dst): (*const f32, *mut f32),
     job: &SmallJob<'_>,
-    t: S::F,
-    w_t: S::F,
+    (t, w_t): (S::F, S::F),
+    v: &mut [S::F; N],
+    tmp: &mut [S::F; N],
 ) -> GroupStats<S::F> {
     let (zero, one) = (s.splat(0.0), s.splat(1.0));
     let c = classes_of::<N>(job);
     // Pass 1: the classes as columns (class j of every row in one vector), max and argmax.
     // SAFETY: bounds: the group's `LANES * c` floats from `src` are readable (contract).
-    let mut v = unsafe { load_group::<S, N>(s, src, c) };
+    unsafe { load_group::<S, N>(s, src, c, v) };
     let (mut m, mut am, mut zt) = (s.splat(f32::NEG_INFINITY), zero, zero);
     for (j, vj) in v[..c].iter().enumerate() {
         let jv = s.splat(j as f32);
@@ -1471,7 +1476,6 @@ unsafe fn group_exps<S: Simd, const N: usize>(
     // Pass 2: exps and their sum (and the smoothing sum at scale 2^-64), each summed by a
     // pairwise tree over the classes: at most 6 levels (`6u`) for 64 classes.
     let (msc, scv) = (s.mul(m, s.splat(WSUM_SCALE)), s.splat(WSUM_SCALE));
-    let mut tmp = [zero; N];
     let wsum = match job.smooth {
         Smooth::Off => zero,
         // One loop for both kinds (a weight of 1 is exact): fewer copies of the code.
@@ -1525,23 +1529,24 @@ unsafe fn group_exps<S: Simd, const N: usize>(
         *vj = s.select(keep, gj, zero);
     }
     // SAFETY: bounds: the group's `LANES * c` floats from `dst` are writable (contract).
-    unsafe { store_group::<S, N>(s, dst, c, &v) };
+    unsafe { store_group::<S, N>(s, dst, c, v) };
     stats
 }
 
-/// A group's `LANES` rows of `c` classes as `c` columns (the rest of the array zero):
-/// [`Simd::load_columns`] for the fixed instances, blocks of `LANES` classes
+/// A group's `LANES` rows of `c` classes as `c` columns, into `v[..c]` (the rest left as
+/// it was): [`Simd::load_columns`] for the fixed instances, blocks of `LANES` classes
 /// ([`Simd::load_block`]) above.
 ///
 /// # Safety
 /// `p..p + LANES * c` readable; `c == N` if `N <= FIXED_MAX_CLASSES`, else `c <= N`.
 #[inline(always)]
-unsafe fn load_group<S: Simd, const N: usize>(s: S, p: *const f32, c: usize) -> [S::F; N] {
+unsafe fn load_group<S: Simd, const N: usize>(s: S, p: *const f32, c: usize, v: &mut [S::F; N]) {
     if N <= FIXED_MAX_CLASSES {
         // SAFETY: the caller's obligations, with `c == N`.
-        return unsafe { s.load_columns::<N>(p) };
+        *v = unsafe { s.load_columns::<N>(p) };
+        return;
     }
-    let (l, mut v) = (S::LANES, [s.splat(0.0); N]);
+    let l = S::LANES;
     for h in 0..c.div_ceil(l) {
         // SAFETY: bounds: `l h < c`, the group's `l c` floats are readable.
         let block = unsafe { s.load_block(p, c, h) };
@@ -1549,7 +1554,6 @@ unsafe fn load_group<S: Simd, const N: usize>(s: S, p: *const f32, c: usize) -> 
             *vj = b;
         }
     }
-    v
 }
 
 /// The inverse of [`load_group`]: stores the first `c` columns.
@@ -1564,12 +1568,22 @@ unsafe fn store_group<S: Simd, const N: usize>(s: S, p: *mut f32, c: usize, v: &
     }
     let l = S::LANES;
     for h in 0..c.div_ceil(l) {
-        let mut block = [s.splat(0.0); 16];
-        for (b, &vj) in block.iter_mut().zip(&v[l * h..c.min(l * h + l)]) {
-            *b = vj;
-        }
+        // The block's vectors in place where 16 follow it in `v` (all but AVX2's last
+        // block): a copy of a 16-vector block costs as much as the stores.
+        let copy;
+        let block = match v[l * h..].first_chunk::<16>() {
+            Some(b) => b,
+            None => {
+                let mut b = [s.splat(0.0); 16];
+                for (b, &vj) in b.iter_mut().zip(&v[l * h..c.min(l * h + l)]) {
+                    *b = vj;
+                }
+                copy = b;
+                &copy
+            }
+        };
         // SAFETY: bounds: `l h < c`, the group's `l c` floats are writable.
-        unsafe { s.store_block(p, c, h, &block) };
+        unsafe { s.store_block(p, c, h, block) };
     }
 }
 
