@@ -651,6 +651,7 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
         zero_grad: ck.zero_grad,
         smooth: ck.smooth(),
         beta: ck.beta(),
+        unit_weights: ck.weights.is_none(),
     };
     let (mut total, mut correct) = (0f64, 0usize);
     for_row_chunks(

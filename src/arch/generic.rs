@@ -1174,6 +1174,15 @@ pub(crate) unsafe fn exp_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
 /// 3e-9` relative, and `m - 1` is exact (Sterbenz), so the result is within about 2 ulp.
 #[inline(always)]
 pub(crate) fn ln<S: Simd>(s: S, x: S::F) -> S::F {
+    let (e, ln_m) = ln_parts(s, x);
+    s.mul_add(e, s.splat(LN2_HI), s.mul_add(e, s.splat(LN2_LO), ln_m))
+}
+
+/// [`ln`] in two parts, `ln x = e ln 2 + ln m`: the exponent `e` (an integer, as f32)
+/// and `ln m` for the mantissa `m` in `[sqrt(1/2), sqrt(2))`, `|ln m| <= 0.35`. A sum of
+/// many logs keeps the integer parts exact this way.
+#[inline(always)]
+fn ln_parts<S: Simd>(s: S, x: S::F) -> (S::F, S::F) {
     let (e, m) = s.split_exponent(x);
     let big = s.gt(m, s.splat(core::f32::consts::SQRT_2));
     let m = s.select(big, s.mul(m, s.splat(0.5)), m);
@@ -1185,8 +1194,7 @@ pub(crate) fn ln<S: Simd>(s: S, x: S::F) -> S::F {
     for c in [1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
         p = s.mul_add(p, t2, s.splat(c));
     }
-    let ln_m = s.mul(s.add(t, t), p);
-    s.mul_add(e, s.splat(LN2_HI), s.mul_add(e, s.splat(LN2_LO), ln_m))
+    (e, s.mul(s.add(t, t), p))
 }
 
 /// Groups the row-group path takes through each of its two phases at a time: the exps
@@ -1195,6 +1203,10 @@ pub(crate) fn ln<S: Simd>(s: S, x: S::F) -> S::F {
 /// loads; leaving them to a second loop lets the out-of-order core overlap the groups'
 /// chains instead of waiting out each one.
 const BATCH_GROUPS: usize = 16;
+
+// A batch multiplies up to `BATCH_GROUPS` sums of at most `SMALL_MAX_CLASSES` each into
+// one lane (`small_batch`): the product must stay below f32's 2^128.
+const _: () = assert!(BATCH_GROUPS as u32 * SMALL_MAX_CLASSES.ilog2() < 127);
 
 /// Rows of one batch at most (`BATCH_GROUPS` groups of at most 16 lanes).
 const BATCH_ROWS: usize = BATCH_GROUPS * 16;
@@ -1213,6 +1225,9 @@ pub(crate) struct SmallJob<'a> {
     pub zero_grad: bool,
     pub smooth: Smooth<'a>,
     pub beta: Beta<'a>,
+    /// No class weights: every counted row's `ln S` has the same coefficient
+    /// `eps1 + k sum_w` (which is 1), so a batch's logs are one log of a product.
+    pub unit_weights: bool,
 }
 
 /// Cross-entropy over `len / C` rows of `C <= SMALL_MAX_CLASSES` classes, `LANES` rows at
@@ -1305,6 +1320,7 @@ where
         wt: [0.0; BATCH_ROWS + 16],
         stats: [empty; BATCH_GROUPS],
         loss: s.wide_zero(),
+        ln_exp: s.wide_zero(),
         correct: zero,
     };
     // Buffers for a partial group (only a call's last batch has one), `LANES * c` floats
@@ -1353,7 +1369,10 @@ where
         .iter()
         .map(|&v| v as usize)
         .sum();
-    (s.wide_sum(st.loss) * WSUM_UNSCALE, count)
+    // The exponents' part of the batches' logs (see `small_batch`), exact until here.
+    let ln_coef = f64::from(job.eps1) + f64::from(job.k) * f64::from(job.sum_w);
+    let ln_exp = s.wide_sum(st.ln_exp) * core::f64::consts::LN_2 * ln_coef;
+    (s.wide_sum(st.loss) * WSUM_UNSCALE + ln_exp, count)
 }
 
 /// The row-group path's state over one call: a batch's planned targets (f32, -1 for an
@@ -1361,12 +1380,14 @@ where
 /// group's padding lanes; the exp phase's results for the loss phase; and the
 /// accumulators. Each lane sums its rows' losses (at scale 2^-64) in f64: the widening is
 /// exact, no group needs a horizontal add, and the order is the same whatever the thread
-/// count.
+/// count. Without class weights the logs' exponent parts are summed apart, unscaled
+/// (integers, exact in f64).
 struct SmallState<S: Simd> {
     tg: [f32; BATCH_ROWS + 16],
     wt: [f32; BATCH_ROWS + 16],
     stats: [GroupStats<S::F>; BATCH_GROUPS],
     loss: S::Wide,
+    ln_exp: S::Wide,
     correct: S::F,
 }
 
@@ -1434,11 +1455,27 @@ unsafe fn small_batch<S: Simd, const N: usize>(
         // `src` (and `dst`) by the contract; the spare group is the caller's buffers.
         *stats = unsafe { group_exps::<S, N>(s, (gs, gd), job, (t, w_t), &mut cols, &mut tmp) };
     }
+    // Without class weights every counted row's `ln S` has the same coefficient, so the
+    // batch takes one log, of each lane's product of its counted rows' sums, instead of
+    // one per group. Each sum lies in `[1, C]` (or is NaN, which poisons the loss as it
+    // should), so the product of at most 16 is below `64^16 = 2^96`: no overflow, and 16
+    // roundings of 2^-24 are about one per row, as the logs had.
+    let mut prod = s.splat(1.0);
     for (k, stats) in st.stats[..groups].iter().enumerate() {
         let (t, w_t) = lanes(k);
         let (l, ok) = group_loss(s, job, stats, t, w_t);
         st.loss = s.wide_add(st.loss, l);
         st.correct = s.add(st.correct, ok);
+        if job.unit_weights {
+            let counted = s.gt(t, s.splat(-0.5));
+            prod = s.mul(prod, s.select(counted, stats.sum, s.splat(1.0)));
+        }
+    }
+    if job.unit_weights {
+        let (e, ln_m) = ln_parts(s, prod);
+        let coef = s.mul_add(s.splat(job.k), s.splat(job.sum_w), s.splat(job.eps1));
+        st.loss = s.wide_add(st.loss, s.mul(s.mul(ln_m, s.splat(WSUM_SCALE)), coef));
+        st.ln_exp = s.wide_add(st.ln_exp, e);
     }
 }
 
@@ -1613,10 +1650,14 @@ fn group_loss<S: Simd>(
     w_t: S::F,
 ) -> (S::F, S::F) {
     let (zero, one, scv) = (s.splat(0.0), s.splat(1.0), s.splat(WSUM_SCALE));
-    let ln_s = ln(s, st.sum);
-    // Row loss at scale 2^-64: c (ln S - (z_t - m)) + k (W ln S - sum_j w_j (z_j - m)).
+    // Row loss at scale 2^-64: c (ln S - (z_t - m)) + k (W ln S - sum_j w_j (z_j - m)),
+    // without the `ln S` terms when the batch adds them (`small_batch`).
     let cw = s.mul(s.splat(job.eps1), w_t);
-    let ln_sc = s.mul(ln_s, scv);
+    let ln_sc = if job.unit_weights {
+        zero
+    } else {
+        s.mul(ln(s, st.sum), scv)
+    };
     let msc = s.mul(st.m, scv);
     let mut row = s.mul(cw, s.sub(ln_sc, s.sub(s.mul(st.zt, scv), msc)));
     if !matches!(job.smooth, Smooth::Off) {
@@ -1626,5 +1667,6 @@ fn group_loss<S: Simd>(
     let valid = s.gt(t, s.splat(-0.5));
     let loss = s.select(valid, row, zero);
     let ok = s.select(s.eq(st.am, t), one, zero);
-    (loss, s.select(s.eq(ln_s, ln_s), ok, zero))
+    // A NaN sum (a NaN or +inf logit, or a row of -inf) counts no prediction correct.
+    (loss, s.select(s.eq(st.sum, st.sum), ok, zero))
 }
