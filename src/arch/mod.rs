@@ -41,9 +41,12 @@
 //! every row sits in one vector and the max, the sum of exps, the log and the loss are
 //! vertical operations: no horizontal reduction per row or per group (each lane keeps its
 //! own f64 loss sum). Up to [`FIXED_MAX_CLASSES`] the path is instantiated per class
-//! count; above, one instance loops over a runtime count. Groups go in batches of 16: first every group's exps and gradient, then every
-//! group's log and loss, so that the long dependent chains of neighbouring groups overlap.
-//! Targets are converted to f32 a batch at a time. The last, partial group runs on a
+//! count; above, one instance loops over a runtime count. Groups go in batches of 16:
+//! first every group's exps and gradient (up to 12 classes, each gradient one group late,
+//! after the next group's exps), then every group's loss, so that the long dependent
+//! chains of neighbouring groups overlap. Without class weights a batch takes one log per
+//! lane, of the product of its rows' sums of exps (at most `64^16`, no overflow); with
+//! them, one log per group. Targets are converted to f32 a batch at a time. The last, partial group runs on a
 //! zero-padded local copy.
 //!
 //! # Tails
