@@ -46,8 +46,8 @@
 //! after the next group's exps), then every group's loss, so that the long dependent
 //! chains of neighbouring groups overlap. Without class weights a batch takes one log per
 //! lane, of the product of its rows' sums of exps (at most `64^16`, no overflow); with
-//! them, one log per group. Targets are converted to f32 a batch at a time. The last, partial group runs on a
-//! zero-padded local copy.
+//! them, one log per group. Targets are converted to f32 a batch at a time. The last,
+//! partial group runs on a zero-padded local copy.
 //!
 //! # Tails
 //!
