@@ -70,7 +70,8 @@
 //! then AVX2+FMA, then the portable `wide` kernel (SSE2 / NEON). All are compiled into
 //! every build, so no `-C target-cpu` flag is needed. Any variant can be forced with
 //! [`CrossEntropy::kernel`], which is how the tests cover each one. The exp is a
-//! polynomial with at most 2 ulp of error ([`exp`] module).
+//! table of eight powers of two and a cubic, with at most 2 ulp of error ([`exp`]
+//! module).
 //!
 //! ## Threads and determinism
 //!

@@ -8,7 +8,7 @@
 use super::{
     Beta, BlockStats, FIXED_MAX_CLASSES, FUSED_MAX_CLASSES, SMALL_MAX_CLASSES, Simd, Smooth,
 };
-use crate::exp::{EXP_C, EXP_CLAMP_HI, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC};
+use crate::exp::{EXP_CLAMP_HI, EXP_Q, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC};
 
 /// Per-call constants of the fused cross-entropy rows.
 pub(crate) struct RowsJob<'a> {
@@ -68,19 +68,20 @@ const WSUM_SCALE: f32 = 1.0 / 18_446_744_073_709_551_616.0; // 2^-64
 const WSUM_UNSCALE: f64 = 18_446_744_073_709_551_616.0; // 2^64
 
 /// The fast exp (see `crate::exp` for the derivation and error bound): Cody-Waite range
-/// reduction `x = n ln2 + r`, a degree-6 polynomial for `e^r`, and `2^n` applied exactly.
+/// reduction in eighths `x = (k + j/8) ln2 + r`, `2^(j/8)` from an eight-entry table, a
+/// cubic for `e^r`, and `2^k` applied exactly.
 ///
 /// The domain is the kernels' one: `x <= EXP_CLAMP_HI`, or NaN (`z - max` is never
 /// positive). Inputs below the underflow threshold, -inf included, whatever garbage the
 /// reduction makes of them, are replaced by exactly 0 at the end; `scale_pow2` saturates
-/// `n` so nothing else can go wrong on the way.
+/// `k` so nothing else can go wrong on the way.
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
     exp_with::<S, false>(s, x)
 }
 
 /// [`exp`] for `x <= EXP_SMALL_MAX` (or NaN), which covers every `z - max`: there
-/// `n <= 127`, and variants without a scaling instruction build `2^n` in one step from the
+/// `floor(n) <= 127`, and variants without a scaling instruction build `2^n` in one step from the
 /// rounding's own bits (see [`Simd::scale_pow2_small_unless_below`]). Bit-identical to
 /// [`exp`] on that domain.
 #[inline(always)]
@@ -88,30 +89,29 @@ pub(crate) fn exp_small<S: Simd>(s: S, x: S::F) -> S::F {
     exp_with::<S, true>(s, x)
 }
 
-/// The largest input of [`exp_small`]: `n = round(x / ln2)` stays at most 127 below
-/// `127.5 ln 2 = 88.376...`.
+/// The largest input of [`exp_small`]: `n` (`x / ln2` to the nearest eighth) stays below
+/// 128, so `floor(n) <= 127`, below `127.9375 ln 2 = 88.68...`.
 const EXP_SMALL_MAX: f32 = 88.0;
 
 #[inline(always)]
 fn exp_with<S: Simd, const SMALL: bool>(s: S, x: S::F) -> S::F {
-    // n = round-to-nearest(x / ln2): adding 1.5 * 2^23 rounds to an integer, which `t`
-    // then holds in its low mantissa bits.
+    // n = x / ln2 rounded to the nearest eighth: adding 1.5 * 2^20 leaves three fraction
+    // bits, and `t` then holds 8n in its low mantissa bits.
     let magic = s.splat(ROUND_MAGIC);
     let t = s.mul_add(x, s.splat(LOG2E), magic);
     let n = s.sub(t, magic);
     let r = s.mul_add(n, s.splat(-LN2_HI), x);
     let r = s.mul_add(n, s.splat(-LN2_LO), r);
-    let mut p = s.splat(EXP_C[6]);
-    let mut k = 6;
-    while k > 0 {
-        k -= 1;
-        p = s.mul_add(p, r, s.splat(EXP_C[k]));
-    }
+    // 2^(j/8) for j = 8n mod 8, then T e^r = T + (T r) q(r).
+    let table = s.exp2_eighths(t);
+    let q = s.mul_add(s.splat(EXP_Q[1]), r, s.splat(EXP_Q[0]));
+    let q = s.mul_add(q, r, s.splat(1.0));
+    let y = s.mul_add(s.mul(table, r), q, table);
     let lo = s.splat(EXP_UNDERFLOW);
     if SMALL {
-        s.scale_pow2_small_unless_below(p, n, t, x, lo)
+        s.scale_pow2_small_unless_below(y, n, t, x, lo)
     } else {
-        s.scale_pow2_unless_below(p, n, x, lo)
+        s.scale_pow2_unless_below(y, n, x, lo)
     }
 }
 

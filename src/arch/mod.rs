@@ -129,14 +129,14 @@ pub(crate) unsafe trait Simd: Copy {
     fn mul(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a * b + c`, fused (one rounding) where the variant has FMA.
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
-    /// `x < lo ? 0 : p * 2^n` for `n` an integer-valued float (or anything at all in
-    /// lanes where `x < lo`), exact when the result is a normal float; overflow gives
-    /// +inf; a NaN `x` keeps the product. Implementations may saturate `n` to
-    /// `[-127, 129]`, which changes no normal result for `p` in `[0.7, 1.5]`.
+    /// `x < lo ? 0 : p * 2^floor(n)` (or anything at all in lanes where `x < lo`), exact
+    /// when the result is a normal float; overflow gives +inf; a NaN `x` keeps the product.
+    /// Implementations may saturate `floor(n)` to `[-127, 129]`, which changes no normal
+    /// result for `p` in `[0.9, 2]`.
     fn scale_pow2_unless_below(self, p: Self::F, n: Self::F, x: Self::F, lo: Self::F) -> Self::F;
-    /// As [`scale_pow2_unless_below`](Self::scale_pow2_unless_below) for `n <= 127` only,
-    /// given also `t = n + ROUND_MAGIC` (the rounding step's result, which holds `n` in its
-    /// low mantissa bits).
+    /// As [`scale_pow2_unless_below`](Self::scale_pow2_unless_below) for `floor(n) <= 127`
+    /// only, given also `t = n + ROUND_MAGIC` (the rounding step's result, which holds
+    /// `8n` in its low mantissa bits).
     #[inline(always)]
     fn scale_pow2_small_unless_below(
         self,
@@ -149,6 +149,9 @@ pub(crate) unsafe trait Simd: Copy {
         let _ = t;
         self.scale_pow2_unless_below(p, n, x, lo)
     }
+    /// `2^(j/8)` ([`EXP_TABLE`](crate::exp::EXP_TABLE)`[j]`) per lane, for `j` the low three
+    /// bits of the lane's bit pattern (`t` from the exp's rounding step).
+    fn exp2_eighths(self, t: Self::F) -> Self::F;
     fn lt(self, a: Self::F, b: Self::F) -> Self::M;
     fn gt(self, a: Self::F, b: Self::F) -> Self::M;
     /// `m ? a : b` per lane.

@@ -3,6 +3,7 @@
 //! fallback on x86 CPUs without AVX2+FMA and the only kernel on other architectures.
 
 use super::Simd;
+use crate::exp::EXP_TABLE;
 use bytemuck::cast;
 use wide::{CmpEq, CmpGt, CmpLt, f32x8, i32x8};
 
@@ -90,9 +91,11 @@ unsafe impl Simd for Portable {
     }
     #[inline(always)]
     fn scale_pow2_unless_below(self, p: f32x8, n: f32x8, x: f32x8, lo: f32x8) -> f32x8 {
-        // Saturate n to [-127, 129] (NaN n becomes 0 in `round_int`; p is NaN then), and
-        // apply it as two exponent-field factors so neither leaves the biased range.
+        // Saturate floor(n) to [-127, 129] (NaN n becomes 0 in `round_int`; p is NaN
+        // then), and apply it as two exponent-field factors so neither leaves the biased
+        // range.
         let n = n
+            .floor()
             .fast_max(f32x8::splat(-127.0))
             .fast_min(f32x8::splat(129.0));
         let n: i32x8 = n.round_int();
@@ -101,6 +104,11 @@ unsafe impl Simd for Portable {
         let f1: f32x8 = cast((n1 + 127) << 23);
         let f2: f32x8 = cast((n2 + 127) << 23);
         self.lt(x, lo).blend(f32x8::splat(0.0), p * f1 * f2)
+    }
+    #[inline(always)]
+    fn exp2_eighths(self, t: f32x8) -> f32x8 {
+        // `wide` has no lane permute; eight table reads.
+        f32x8::from(t.to_array().map(|v| EXP_TABLE[(v.to_bits() & 7) as usize]))
     }
     #[inline(always)]
     fn lt(self, a: f32x8, b: f32x8) -> f32x8 {

@@ -1,10 +1,11 @@
 //! The AVX2+FMA kernel: 8 lanes, tails through a stack buffer.
 
 use crate::arch::Simd;
+use crate::exp::EXP_TABLE;
 use core::arch::x86_64::*;
 
 /// Proof that the CPU supports AVX2 and FMA (both are used: FMA for every multiply-add of
-/// the exp polynomial and the gradient, AVX2 for the 256-bit integer exponent arithmetic).
+/// the exp and the gradient, AVX2 for the 256-bit integer exponent arithmetic).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2(());
 
@@ -122,11 +123,11 @@ unsafe impl Simd for Avx2 {
     fn scale_pow2_unless_below(self, p: __m256, n: __m256, x: __m256, lo: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2 (256-bit integer shifts and adds).
         unsafe {
-            // Saturate n to [-127, 129] (`max`/`min` return their second operand for a NaN
-            // first operand: a NaN n only occurs with a NaN p, which stays NaN), then split
-            // it in two halves so both exponent fields stay in the biased range.
+            // Saturate floor(n) to [-127, 129] (`max`/`min` return their second operand
+            // for a NaN first operand: a NaN n only occurs with a NaN p, which stays NaN),
+            // then split it in two halves so both exponent fields stay in the biased range.
             let n = _mm256_min_ps(
-                _mm256_max_ps(n, _mm256_set1_ps(-127.0)),
+                _mm256_max_ps(_mm256_floor_ps(n), _mm256_set1_ps(-127.0)),
                 _mm256_set1_ps(129.0),
             );
             let n = _mm256_cvtps_epi32(n);
@@ -150,14 +151,25 @@ unsafe impl Simd for Avx2 {
     ) -> __m256 {
         // SAFETY: feature: token proves avx2 (256-bit integer adds and shifts).
         unsafe {
-            // `t`'s bits are those of `ROUND_MAGIC` plus `n`, and the magic's low 9 bits are
-            // 0: shifting `bits(t) + 127` left by 23 keeps exactly `n + 127` in the exponent
-            // field, which is `2^n` for n in [-126, 127]. Lanes with n <= -127 have
-            // x < lo and are cleared; a NaN x has a NaN p, and the product stays NaN.
-            let bits = _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127));
-            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(bits));
+            // `t`'s bits are those of `ROUND_MAGIC` plus `8n`, and the magic's low 22 bits
+            // are 0. Adding `8 * 127` and shifting right by 3 leaves `floor(n) + 127` in
+            // the low 9 bits (the magic's bits land at bit 19 and up, which the left
+            // shift by 23 drops), so the result is the exponent field of `2^floor(n)`
+            // for floor(n) in [-126, 127]. Lanes with floor(n) <= -127 have x < lo and are
+            // cleared; a NaN x has a NaN p, and the product stays NaN.
+            let bits = _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(8 * 127));
+            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_srli_epi32::<3>(bits)));
             let zero = _mm256_cmp_ps::<_CMP_LT_OQ>(x, lo);
             _mm256_andnot_ps(zero, _mm256_mul_ps(p, pow2))
+        }
+    }
+    #[inline(always)]
+    fn exp2_eighths(self, t: __m256) -> __m256 {
+        // SAFETY: feature: token proves avx2. bounds: reads the 8 floats of a constant.
+        // `vpermps` indexes with each lane's low three bits.
+        unsafe {
+            let table = _mm256_loadu_ps(EXP_TABLE.as_ptr());
+            _mm256_permutevar8x32_ps(table, _mm256_castps_si256(t))
         }
     }
     #[inline(always)]

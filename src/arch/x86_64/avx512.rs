@@ -1,8 +1,20 @@
-//! The AVX-512F kernel: 16 lanes, masked loads and stores for row tails, `vscalefps` for
-//! the exponent.
+//! The AVX-512F kernel: 16 lanes, masked loads and stores for row tails, `vpermps` for
+//! the exp's table and `vscalefps` for its exponent.
 
 use crate::arch::Simd;
+use crate::exp::EXP_TABLE;
 use core::arch::x86_64::*;
+
+/// [`EXP_TABLE`] twice: one 16-lane permute table indexed by four bits.
+static EXP_TABLE_TWICE: [f32; 16] = {
+    let mut t = [0.0; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = EXP_TABLE[i % 8];
+        i += 1;
+    }
+    t
+};
 
 /// Proof that the CPU supports AVX-512F, the only AVX-512 subset the kernel uses (512-bit
 /// float arithmetic, FMA, compares into mask registers, masked loads/stores, `scalef`).
@@ -191,6 +203,16 @@ unsafe impl Simd for Avx512 {
         unsafe {
             let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, lo);
             _mm512_maskz_scalef_ps(keep, p, n)
+        }
+    }
+    #[inline(always)]
+    fn exp2_eighths(self, t: __m512) -> __m512 {
+        // SAFETY: feature: token proves avx512f. bounds: reads the 16 floats of a static.
+        // `vpermps` indexes with each lane's low four bits; the table repeats its eight
+        // entries, so only the low three count.
+        unsafe {
+            let table = _mm512_loadu_ps(EXP_TABLE_TWICE.as_ptr());
+            _mm512_permutexvar_ps(_mm512_castps_si512(t), table)
         }
     }
     #[inline(always)]
