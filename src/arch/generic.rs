@@ -536,6 +536,48 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8, const CAP: boo
     // covered by the hardware stream prefetcher.
     let prefetch = !next.is_null() && n >= 256;
     let mut i = 0;
+    if SM == 0 && !CAP {
+        // The plain case, four vectors per step: four independent exp chains in flight
+        // rather than two (3-6% faster on rows in L2). Lanes' sums are index-determined.
+        let (mut s2, mut s3) = (zero, zero);
+        while i + 4 * l <= n {
+            if prefetch {
+                for k in 0..4 {
+                    s.prefetch(next.wrapping_add(i + k * l));
+                }
+            }
+            // Written out: a closure (`array::map`) would not inherit the caller's target
+            // features, and its vector operations would not inline.
+            // SAFETY: bounds: `i + 4 * LANES <= n` by the loop condition.
+            let z = unsafe {
+                [
+                    s.load(src.add(i)),
+                    s.load(src.add(i + l)),
+                    s.load(src.add(i + 2 * l)),
+                    s.load(src.add(i + 3 * l)),
+                ]
+            };
+            let e = [
+                exp_small(s, s.sub(z[0], mv)),
+                exp_small(s, s.sub(z[1], mv)),
+                exp_small(s, s.sub(z[2], mv)),
+                exp_small(s, s.sub(z[3], mv)),
+            ];
+            if STORE {
+                for (k, &e) in e.iter().enumerate() {
+                    // SAFETY: bounds: as the loads; `dst` holds `n` (caller's obligation).
+                    unsafe { s.store(dst.add(i + k * l), e) };
+                }
+            }
+            s0 = s.add(s0, e[0]);
+            s1 = s.add(s1, e[1]);
+            s2 = s.add(s2, e[2]);
+            s3 = s.add(s3, e[3]);
+            i += 4 * l;
+        }
+        s0 = s.add(s0, s2);
+        s1 = s.add(s1, s3);
+    }
     while i + 2 * l <= n {
         if prefetch {
             s.prefetch(next.wrapping_add(i));
