@@ -47,12 +47,16 @@ impl_target!(u8, u16, u32, u64, usize, i32, i64);
 /// the ignore index `i` exactly when its low bits do and, for an unsigned type, `i >= 0`.
 #[inline(always)]
 pub(crate) fn scan<T: Target>(targets: &[T], classes: usize, ignore: Option<i64>) -> (usize, bool) {
-    let ignore = ignore.filter(|&i| T::SIGNED || i >= 0);
-    let (has, index) = (ignore.is_some(), ignore.unwrap_or(0));
+    let Some(index) = ignore.filter(|&i| T::SIGNED || i >= 0) else {
+        // No target can be ignored (the usual case): every row counts, and the range check
+        // is one unsigned max per vector.
+        let top = targets.iter().fold(0u64, |m, &t| m.max(t.low() as u64));
+        return (targets.len(), !targets.is_empty() && top >= classes as u64);
+    };
     let (mut counted, mut bad) = (0usize, false);
     for &t in targets {
         let low = t.low();
-        let ignored = has & (low == index);
+        let ignored = low == index;
         bad |= !ignored & (low as u64 >= classes as u64);
         counted += usize::from(!ignored);
     }
