@@ -17,7 +17,8 @@ static EXP_TABLE_TWICE: [f32; 16] = {
 };
 
 /// Proof that the CPU supports AVX-512F, the only AVX-512 subset the kernel uses (512-bit
-/// float arithmetic, FMA, compares into mask registers, masked loads/stores, `scalef`).
+/// float arithmetic, FMA, compares into mask registers, masked loads/stores, `scalef`,
+/// `vpermps`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512(());
 
