@@ -659,7 +659,7 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
         ck.classes,
         |row0, chunk| {
             let targets = &targets[row0..];
-            let ignore = ck.ignore.map_or(i64::MIN, |i| i as i64);
+            let ignore = ck.ignore.map(|i| i as i64);
             // Called once per batch, through a trait object; the conversion itself runs
             // at the kernel's vector width.
             let mut plan = |r0: usize, tg: &mut [f32], wt: &mut [f32]| {

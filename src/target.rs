@@ -68,19 +68,29 @@ pub(crate) fn scan<T: Target>(targets: &[T], classes: usize, ignore: Option<i64>
 /// `weights[t]`; 0 for an ignored row).
 ///
 /// Branch-free loops (they vectorise): validated targets are a class or the ignore index,
-/// both exact as i64 (see `Sealed::low`), and no valid target equals `i64::MIN` unless
-/// the ignore index does, so `ignore == i64::MIN` stands for "none".
+/// both exact as i64 (see `Sealed::low`).
 #[inline(always)]
 pub(crate) fn plan_batch<T: Target>(
     targets: &[T],
-    ignore: i64,
+    ignore: Option<i64>,
     weights: Option<&[f32]>,
     tg: &mut [f32],
     wt: &mut [f32],
 ) {
-    for (t, &x) in tg.iter_mut().zip(targets) {
-        let x = x.low();
-        *t = if x == ignore { -1.0 } else { x as i32 as f32 };
+    match ignore.filter(|&i| T::SIGNED || i >= 0) {
+        // Nothing can be ignored (the usual case): a conversion per target (classes are
+        // below 64 on this path).
+        None => {
+            for (t, &x) in tg.iter_mut().zip(targets) {
+                *t = x.low() as i32 as f32;
+            }
+        }
+        Some(ignore) => {
+            for (t, &x) in tg.iter_mut().zip(targets) {
+                let x = x.low();
+                *t = if x == ignore { -1.0 } else { x as i32 as f32 };
+            }
+        }
     }
     match weights {
         None => {

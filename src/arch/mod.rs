@@ -546,7 +546,7 @@ macro_rules! instantiate_kernel {
             pub(crate) fn plan_targets<T: crate::Target>(
                 self,
                 targets: &[T],
-                ignore: i64,
+                ignore: Option<i64>,
                 weights: Option<&[f32]>,
                 tg: &mut [f32],
                 wt: &mut [f32],
@@ -555,7 +555,7 @@ macro_rules! instantiate_kernel {
                 unsafe fn inner<T: crate::Target>(
                     _: $tok,
                     ts: &[T],
-                    i: i64,
+                    i: Option<i64>,
                     w: Option<&[f32]>,
                     tg: &mut [f32],
                     wt: &mut [f32],
