@@ -82,8 +82,8 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
 
 /// [`exp`] for `x <= EXP_SMALL_MAX` (or NaN), which covers every `z - max`: there
 /// `floor(n) <= 127`, and variants without a scaling instruction build `2^floor(n)` in one
-/// step from the rounding's own bits (see [`Simd::scale_pow2_small_unless_below`]). Bit-identical to
-/// [`exp`] on that domain.
+/// step from the rounding's own bits (see [`Simd::scale_pow2_small_unless_below`]).
+/// Bit-identical to [`exp`] on that domain.
 #[inline(always)]
 pub(crate) fn exp_small<S: Simd>(s: S, x: S::F) -> S::F {
     exp_with::<S, true>(s, x)
