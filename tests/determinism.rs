@@ -112,3 +112,54 @@ fn concurrent_callers_match_sequential_calls() {
         .collect();
     assert!(all.iter().all(|r| *r == seq));
 }
+
+/// Rows of up to 255 classes run in groups of four, pass by pass (`ce_rows`): each row's
+/// loss, log-sum-exp and gradient must be the bits it gets alone.
+#[test]
+fn grouped_rows_match_rows_alone() {
+    let mut s = 777u32;
+    let mut rnd = move || {
+        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (s >> 8) as f32 / (1u32 << 24) as f32 * 20.0 - 10.0
+    };
+    let rows = 11;
+    for c in [65usize, 100, 255, 256] {
+        let z: Vec<f32> = (0..rows * c).map(|_| rnd()).collect();
+        // Row 5 is ignored: a group with a hole.
+        let t: Vec<i64> = (0..rows as i64)
+            .map(|r| if r == 5 { -100 } else { (r * 31) % c as i64 })
+            .collect();
+        for k in kernels() {
+            let base = CrossEntropy::new(c)
+                .kernel(k)
+                .reduction(Reduction::None)
+                .ignore_index(-100);
+            for ce in [
+                base.clone(),
+                base.clone().label_smoothing(0.2),
+                base.clone().softcap(5.0).z_loss(1e-2),
+            ] {
+                let (mut g, mut loss, mut lse) = (z.clone(), vec![0.0; rows], vec![0.0; rows]);
+                let out = xent::RowOutputs::new().losses(&mut loss).lse(&mut lse);
+                ce.forward_backward_with(&mut g, &t, out).unwrap();
+                for r in 0..rows {
+                    let mut g1 = z[r * c..(r + 1) * c].to_vec();
+                    let (mut l1, mut s1) = ([0.0f32], [0.0f32]);
+                    let out = xent::RowOutputs::new().losses(&mut l1).lse(&mut s1);
+                    ce.forward_backward_with(&mut g1, &t[r..r + 1], out)
+                        .unwrap();
+                    assert_eq!(
+                        bits(&g1),
+                        bits(&g[r * c..(r + 1) * c]),
+                        "{k:?} C={c} row {r}"
+                    );
+                    assert_eq!(
+                        bits(&[l1[0], s1[0]]),
+                        bits(&[loss[r], lse[r]]),
+                        "{k:?} C={c} row {r}"
+                    );
+                }
+            }
+        }
+    }
+}
