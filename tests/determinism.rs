@@ -113,8 +113,9 @@ fn concurrent_callers_match_sequential_calls() {
     assert!(all.iter().all(|r| *r == seq));
 }
 
-/// Rows of up to 255 classes run in groups of four, pass by pass (`ce_rows`): each row's
-/// loss, log-sum-exp and gradient must be the bits it gets alone.
+/// Rows of up to 255 classes run in groups of four, pass by pass (`ce_rows`,
+/// `softmax_rows`): each row's loss, log-sum-exp, gradient, softmax and log-softmax must be
+/// the bits it gets alone.
 #[test]
 fn grouped_rows_match_rows_alone() {
     let mut s = 777u32;
@@ -159,6 +160,29 @@ fn grouped_rows_match_rows_alone() {
                         "{k:?} C={c} row {r}"
                     );
                 }
+            }
+            // The softmax family groups its rows the same way.
+            let ce = CrossEntropy::new(c).kernel(k);
+            let (mut p, mut lp) = (z.clone(), z.clone());
+            ce.softmax(&mut p).unwrap();
+            ce.log_softmax(&mut lp).unwrap();
+            for r in 0..rows {
+                let (mut p1, mut lp1) = (
+                    z[r * c..(r + 1) * c].to_vec(),
+                    z[r * c..(r + 1) * c].to_vec(),
+                );
+                ce.softmax(&mut p1).unwrap();
+                ce.log_softmax(&mut lp1).unwrap();
+                assert_eq!(
+                    bits(&p1),
+                    bits(&p[r * c..(r + 1) * c]),
+                    "{k:?} C={c} row {r}"
+                );
+                assert_eq!(
+                    bits(&lp1),
+                    bits(&lp[r * c..(r + 1) * c]),
+                    "{k:?} C={c} row {r}"
+                );
             }
         }
     }
