@@ -273,13 +273,16 @@ unsafe fn first_equal_sweep<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) ->
     // SAFETY: bounds: `LANE_INDEX` holds 16 >= LANES values.
     let iota = unsafe { s.load(LANE_INDEX.as_ptr()) };
     let mut found = neg_inf;
+    // `-(i + lane)`, stepped by a subtraction (exact: integers below 2^24) rather than
+    // converted from `i` on each vector.
+    let (mut neg_index, step) = (s.sub(s.splat(0.0), iota), s.splat(l as f32));
     let mut i = 0;
     while i < n {
         // SAFETY: bounds: `i < n`, `p..p + n` readable. The -inf pads never equal a finite
         // or +inf `b`.
         let v = unsafe { load_upto(s, p, i, n, f32::NEG_INFINITY) };
-        let neg_index = s.sub(s.splat(-(i as f32)), iota);
         found = s.max(s.select(s.eq(v, bv), neg_index, neg_inf), found);
+        neg_index = s.sub(neg_index, step);
         i += l;
     }
     let k = -s.reduce_max(found);
