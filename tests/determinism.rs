@@ -12,13 +12,18 @@ fn run_in(threads: usize, f: impl FnOnce() -> (u32, Vec<u32>) + Send) -> (u32, V
         .install(f)
 }
 
+/// Uniform values in `[-half, half)` from a linear congruential generator seeded with `seed`.
+fn uniform(seed: u32, half: f32) -> impl FnMut() -> f32 {
+    let mut s = seed;
+    move || {
+        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 * half - half
+    }
+}
+
 #[test]
 fn same_bits_on_1_2_3_8_threads() {
-    let mut s = 12345u32;
-    let mut rnd = move || {
-        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        (s >> 8) as f32 / (1u32 << 24) as f32 * 16.0 - 8.0
-    };
+    let mut rnd = uniform(12345, 8.0);
     // Shapes on the fused path (many chunks), with small C, and on the blocked path.
     for (rows, c) in [
         (300usize, 1000usize),
@@ -118,11 +123,7 @@ fn concurrent_callers_match_sequential_calls() {
 /// the bits it gets alone.
 #[test]
 fn grouped_rows_match_rows_alone() {
-    let mut s = 777u32;
-    let mut rnd = move || {
-        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        (s >> 8) as f32 / (1u32 << 24) as f32 * 20.0 - 10.0
-    };
+    let mut rnd = uniform(777, 10.0);
     let rows = 11;
     for c in [65usize, 100, 255, 256] {
         let z: Vec<f32> = (0..rows * c).map(|_| rnd()).collect();
