@@ -885,12 +885,13 @@ unsafe fn fill_zero<S: Simd>(s: S, dst: *mut f32, n: usize) {
 /// instruction stream for the core to overlap it. So the rows of a group run each pass
 /// side by side: every row's max, then every row's exps, then every gradient, and one
 /// row's waits overlap another's work. Each row's arithmetic is what it is alone, so the
-/// results do not depend on the grouping. Groups of two gained about half as much.
+/// results do not depend on the grouping. Groups of two gained less (a first prototype at
+/// 100 classes: 0.86 of the ungrouped time, against 0.79 with four).
 const GROUP_ROWS: usize = 4;
 
 /// The longest rows that [`ce_rows`] groups: those that pass 2 does not prefetch for.
 /// With longer rows, grouped, the prefetches run a whole group ahead rather than one row,
-/// and rows from DRAM got slower (7-10% at 256 classes, 12-16% at 1000), though rows in
+/// and rows from DRAM got slower (7-10% at 256 classes, 10-16% at 1000), though rows in
 /// L2 or L3 still gained.
 const GROUP_MAX_CLASSES: usize = PREFETCH_MIN_CLASSES - 1;
 
@@ -1051,14 +1052,14 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
             if online {
                 // SAFETY: bounds: the row of `src` and `dst`, `c <= FUSED_MAX_CLASSES`
                 // elements (the driver's limit for whole rows).
-                let (m, am, sum, k) = unsafe {
+                let (m, am, sum, count) = unsafe {
                     if store {
                         online_pass::<S, true>(s, row.src, row.dst, c, next, &mut segs)
                     } else {
                         online_pass::<S, false>(s, row.src, row.dst, c, next, &mut segs)
                     }
                 };
-                nseg = k;
+                nseg = count;
                 (row.m, row.top, row.argmax, row.sum, row.wsum) = (m, m, am, sum, 0.0);
             } else {
                 // SAFETY: bounds: the row of `src` and `dst`, `c` elements each.
