@@ -119,8 +119,8 @@ fn concurrent_callers_match_sequential_calls() {
 }
 
 /// Rows of up to 255 classes run in groups of four, pass by pass (`ce_rows`,
-/// `softmax_rows`): each row's loss, log-sum-exp, gradient, softmax and log-softmax must be
-/// the bits it gets alone.
+/// `softmax_rows`): each row's loss (with and without the gradient), log-sum-exp, gradient,
+/// softmax and log-softmax must be the bits it gets alone.
 #[test]
 fn grouped_rows_match_rows_alone() {
     let mut rnd = uniform(777, 10.0);
@@ -144,6 +144,17 @@ fn grouped_rows_match_rows_alone() {
                 let (mut g, mut loss, mut lse) = (z.clone(), vec![0.0; rows], vec![0.0; rows]);
                 let out = xent::RowOutputs::new().losses(&mut loss).lse(&mut lse);
                 ce.forward_backward_with(&mut g, &t, out).unwrap();
+                // Forward only: the rows' passes run with no gradient to write.
+                let mut fwd_loss = vec![0.0; rows];
+                ce.forward_with(&z, &t, xent::RowOutputs::new().losses(&mut fwd_loss))
+                    .unwrap();
+                for r in 0..rows {
+                    let mut l1 = [0.0f32];
+                    let out = xent::RowOutputs::new().losses(&mut l1);
+                    ce.forward_with(&z[r * c..(r + 1) * c], &t[r..r + 1], out)
+                        .unwrap();
+                    assert_eq!(bits(&l1), bits(&fwd_loss[r..r + 1]), "{k:?} C={c} row {r}");
+                }
                 for r in 0..rows {
                     let mut g1 = z[r * c..(r + 1) * c].to_vec();
                     let (mut l1, mut s1) = ([0.0f32], [0.0f32]);
