@@ -1445,6 +1445,13 @@ const _: () = assert!(BATCH_GROUPS as u32 * SMALL_MAX_CLASSES.ilog2() < 127);
 /// than the overlap gains (measured: 10% faster at 3-12 classes, 8-10% slower at 20-32).
 const PIPELINE_MAX_CLASSES: usize = 12;
 
+/// Pipelined class counts from which `small_batch` takes groups in pairs, the two arrays
+/// of exps trading roles between the pair's calls, instead of swapping them after each
+/// group: there `mem::swap` of the two arrays went through the stack. Measured on rows in
+/// cache: pairs took 0.86-0.88 of the time at 8-12 classes, but 1.04-1.06 at 3-6 (where
+/// the swap stays in registers), and the same at 7.
+const PAIRED_MIN_CLASSES: usize = 8;
+
 /// Rows of one batch at most (`BATCH_GROUPS` groups of at most 16 lanes).
 const BATCH_ROWS: usize = BATCH_GROUPS * 16;
 
@@ -1644,8 +1651,9 @@ struct GroupStats<F> {
 /// partial group), all planned in `st` from row 0. The exp and gradient phases of every
 /// group (up to [`PIPELINE_MAX_CLASSES`] classes, each gradient one group late), then the
 /// loss phase of every group, which adds each row's loss to its lane's accumulator and
-/// counts the correct predictions. (One call site for both kinds of group: the group code
-/// is inlined once per instance.)
+/// counts the correct predictions. (The spare group goes through the same calls as the
+/// full ones, [`batch_group`], so the group code is inlined once per loop shape: once, or
+/// twice where groups go in pairs.)
 ///
 /// # Safety
 /// `src..src + full * LANES * c` readable (`c` the class count, [`classes_of`]); the same
@@ -1674,50 +1682,95 @@ unsafe fn small_batch<S: Simd, const N: usize>(
     };
     // The group's columns and a tree's scratch, declared once per batch: for the looped
     // instance (64 vectors each) a per-group array would be zeroed and copied each time.
-    // `prev` holds the previous group's exps while its gradient waits (`pending`).
-    let mut cols = [s.splat(0.0); N];
+    // On the pipelined instances one of `a` and `b` holds a group's exps while the
+    // previous group's gradient, from the other, waits (`pending`).
+    let mut a = [s.splat(0.0); N];
+    let mut b = [s.splat(0.0); N];
     let mut tmp = [s.splat(0.0); N];
-    let mut prev = [s.splat(0.0); N];
     let mut pending = None;
-    for (k, stats) in st.stats[..groups].iter_mut().enumerate() {
-        let (gs, gd) = match spare {
-            Some(buffers) if k == full => buffers,
-            // A null `dst` (forward only) must stay null, not become a small offset.
-            _ if dst.is_null() => (src.wrapping_add(k * g * c), dst),
-            _ => (src.wrapping_add(k * g * c), dst.wrapping_add(k * g * c)),
-        };
-        let (t, w_t) = lanes(k);
-        // Start loading the same group of the next batch: computing a batch takes long
-        // enough for its lines to arrive. (Addresses only: a prefetch never faults.)
-        for i in 0..c {
-            s.prefetch(src.wrapping_add((BATCH_GROUPS + k) * g * c + 16 * i));
-        }
-        // SAFETY: bounds: group `k < full` is rows `k * LANES..(k + 1) * LANES`, inside
-        // `src` (and `dst`) by the contract; the spare group is the caller's buffers.
-        *stats = unsafe { group_exps::<S, N>(s, gs, job, t, &mut cols, &mut tmp) };
-        let grad = (!gd.is_null()).then_some(GroupGrad {
-            dst: gd,
-            t,
-            w_t,
-            sum: stats.sum,
-        });
-        if N > PIPELINE_MAX_CLASSES {
-            if let Some(g) = grad {
-                // SAFETY: bounds: `gd` is the group's rows in `dst` (or the spare buffer).
-                unsafe { group_grad::<S, N>(s, job, &g, &mut cols) };
+    let place = |k: usize| match spare {
+        Some(buffers) if k == full => buffers,
+        // A null `dst` (forward only) must stay null, not become a small offset.
+        _ if dst.is_null() => (src.wrapping_add(k * g * c), dst),
+        _ => (src.wrapping_add(k * g * c), dst.wrapping_add(k * g * c)),
+    };
+    // Start loading the same group of the next batch: computing a batch takes long enough
+    // for its lines to arrive. (Addresses only: a prefetch never faults.)
+    let next = |k: usize| src.wrapping_add((BATCH_GROUPS + k) * g * c);
+    // Every `batch_group` call below is sound for the same reasons: group `k < full` is
+    // rows `k * LANES..(k + 1) * LANES`, inside `src` (and `dst`) by the contract, the
+    // spare group is the caller's buffers, and the pending gradient is the previous
+    // group's, likewise.
+    let pairs = (PAIRED_MIN_CLASSES..=PIPELINE_MAX_CLASSES).contains(&N);
+    if pairs {
+        // Groups in pairs, the arrays' roles swapped between the two calls.
+        for (p, pair) in st.stats[..groups].chunks_mut(2).enumerate() {
+            let k = 2 * p;
+            if let [first, rest @ ..] = pair {
+                // SAFETY: bounds: group `k`, as above.
+                pending = unsafe {
+                    batch_group::<S, N>(
+                        s,
+                        job,
+                        place(k),
+                        lanes(k),
+                        next(k),
+                        first,
+                        pending,
+                        [&mut a, &mut b],
+                        &mut tmp,
+                    )
+                };
+                if let [second] = rest {
+                    // SAFETY: bounds: group `k + 1`, as above.
+                    pending = unsafe {
+                        batch_group::<S, N>(
+                            s,
+                            job,
+                            place(k + 1),
+                            lanes(k + 1),
+                            next(k + 1),
+                            second,
+                            pending,
+                            [&mut b, &mut a],
+                            &mut tmp,
+                        )
+                    };
+                }
             }
-            continue;
         }
-        if let Some(g) = pending {
-            // SAFETY: bounds: the previous group's rows, as above.
-            unsafe { group_grad::<S, N>(s, job, &g, &mut prev) };
+    } else {
+        for (k, stats) in st.stats[..groups].iter_mut().enumerate() {
+            // SAFETY: bounds: group `k`, as above.
+            pending = unsafe {
+                batch_group::<S, N>(
+                    s,
+                    job,
+                    place(k),
+                    lanes(k),
+                    next(k),
+                    stats,
+                    pending,
+                    [&mut a, &mut b],
+                    &mut tmp,
+                )
+            };
+            if N <= PIPELINE_MAX_CLASSES {
+                core::mem::swap(&mut a, &mut b);
+            }
         }
-        pending = grad;
-        core::mem::swap(&mut cols, &mut prev);
     }
     if let Some(g) = pending {
+        // The last group's exps: in `a` after an odd number of paired groups, else in `b`
+        // (after the swap, when unpaired).
         // SAFETY: bounds: the last group's rows, as above.
-        unsafe { group_grad::<S, N>(s, job, &g, &mut prev) };
+        unsafe {
+            if pairs && groups % 2 == 1 {
+                group_grad::<S, N>(s, job, &g, &mut a);
+            } else {
+                group_grad::<S, N>(s, job, &g, &mut b);
+            }
+        }
     }
     // Without class weights every counted row's `ln S` has the same coefficient, so the
     // batch takes one log, of each lane's product of its counted rows' sums, instead of
@@ -1741,6 +1794,53 @@ unsafe fn small_batch<S: Simd, const N: usize>(
         st.loss = s.wide_add(st.loss, s.mul(s.mul(ln_m, s.splat(WSUM_SCALE)), coef));
         st.ln_exp = s.wide_add(st.ln_exp, e);
     }
+}
+
+/// One group of [`small_batch`]: its exps (into `cur`, for its gradient) and statistics,
+/// then, on the pipelined instances, the gradient `pending` from the group before it
+/// (whose exps are in `prev`), and the group's own gradient step, returned to wait for
+/// the next group. Above [`PIPELINE_MAX_CLASSES`] the gradient is formed at once and
+/// nothing waits. `next` is where this group's lines start in the next batch.
+///
+/// # Safety
+/// `gs..gs + LANES * c` readable (`c` the class count, [`classes_of`]); `gd` null or
+/// `gd..gd + LANES * c` writable; `pending`, if any, names `LANES * c` writable floats.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn batch_group<S: Simd, const N: usize>(
+    s: S,
+    job: &SmallJob<'_>,
+    (gs, gd): (*const f32, *mut f32),
+    (t, w_t): (S::F, S::F),
+    next: *const f32,
+    stats: &mut GroupStats<S::F>,
+    pending: Option<GroupGrad<S::F>>,
+    [cur, prev]: [&mut [S::F; N]; 2],
+    tmp: &mut [S::F; N],
+) -> Option<GroupGrad<S::F>> {
+    for i in 0..classes_of::<N>(job) {
+        s.prefetch(next.wrapping_add(16 * i));
+    }
+    // SAFETY: bounds: the group's floats from `gs` (caller's obligation).
+    *stats = unsafe { group_exps::<S, N>(s, gs, job, t, cur, tmp) };
+    let grad = (!gd.is_null()).then_some(GroupGrad {
+        dst: gd,
+        t,
+        w_t,
+        sum: stats.sum,
+    });
+    if N > PIPELINE_MAX_CLASSES {
+        if let Some(g) = grad {
+            // SAFETY: bounds: `gd`'s floats (caller's obligation).
+            unsafe { group_grad::<S, N>(s, job, &g, cur) };
+        }
+        return None;
+    }
+    if let Some(g) = pending {
+        // SAFETY: bounds: the pending group's floats (caller's obligation).
+        unsafe { group_grad::<S, N>(s, job, &g, prev) };
+    }
+    grad
 }
 
 /// The exp phase of one group of `LANES` rows (targets `t`, -1 for ignored): max, argmax
