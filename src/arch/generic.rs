@@ -1449,7 +1449,8 @@ const PIPELINE_MAX_CLASSES: usize = 12;
 /// of exps trading roles between the pair's calls, instead of swapping them after each
 /// group: there `mem::swap` of the two arrays went through the stack. Measured on rows in
 /// cache: pairs took 0.86-0.88 of the time at 8-12 classes, but 1.04-1.06 at 3-6 (where
-/// the swap stays in registers), and the same at 7.
+/// the swap stays in registers), and the same at 7. Not in the portable kernel
+/// ([`Simd::EMULATED`]), where they were 1.3x slower.
 const PAIRED_MIN_CLASSES: usize = 8;
 
 /// Rows of one batch at most (`BATCH_GROUPS` groups of at most 16 lanes).
@@ -1701,7 +1702,7 @@ unsafe fn small_batch<S: Simd, const N: usize>(
     // rows `k * LANES..(k + 1) * LANES`, inside `src` (and `dst`) by the contract, the
     // spare group is the caller's buffers, and the pending gradient is the previous
     // group's, likewise.
-    let pairs = (PAIRED_MIN_CLASSES..=PIPELINE_MAX_CLASSES).contains(&N);
+    let pairs = !S::EMULATED && (PAIRED_MIN_CLASSES..=PIPELINE_MAX_CLASSES).contains(&N);
     if pairs {
         // Groups in pairs, the arrays' roles swapped between the two calls.
         for (p, pair) in st.stats[..groups].chunks_mut(2).enumerate() {
@@ -1863,22 +1864,34 @@ unsafe fn group_exps<S: Simd, const N: usize>(
     // Pass 1: the classes as columns (class j of every row in one vector), max and argmax.
     // SAFETY: bounds: the group's `LANES * c` floats from `src` are readable (contract).
     unsafe { load_group::<S, N>(s, src, c, v) };
-    // The max is a chain of one `max` per class (2 cycles' latency on Zen 4, against
-    // about 5 for a compare into a mask followed by a blend, which the argmax used to
-    // ride on). `max` keeps `m` for a NaN or an equal entry, so `m` is the running max of
-    // a strict `>` test. The argmax, the first class equal to the max, then comes from
-    // compares that all wait on `m` alone, not on each other.
     let (mut m, mut am, mut zt) = (s.splat(f32::NEG_INFINITY), zero, zero);
-    for (j, vj) in v[..c].iter().enumerate() {
-        m = s.max(*vj, m);
-        zt = s.select(s.eq(t, s.splat(j as f32)), *vj, zt);
+    if S::EMULATED {
+        // One compare per class, shared by the max and the argmax (a strict `>`: the
+        // first of equal maxima wins).
+        for (j, vj) in v[..c].iter().enumerate() {
+            let jv = s.splat(j as f32);
+            let gt = s.gt(*vj, m);
+            m = s.select(gt, *vj, m);
+            am = s.select(gt, jv, am);
+            zt = s.select(s.eq(t, jv), *vj, zt);
+        }
+    } else {
+        // The max as a chain of one `max` per class (2 cycles' latency on Zen 4, against
+        // about 5 for a compare into a mask followed by a blend, which the argmax would
+        // ride on). `max` keeps `m` for a NaN or an equal entry, so `m` is the running
+        // max of a strict `>` test, as above. The argmax, the first class equal to the
+        // max, then comes from compares that all wait on `m` alone, not on each other.
+        for (j, vj) in v[..c].iter().enumerate() {
+            m = s.max(*vj, m);
+            zt = s.select(s.eq(t, s.splat(j as f32)), *vj, zt);
+        }
+        for (j, vj) in v[..c].iter().enumerate().rev() {
+            am = s.select(s.eq(*vj, m), s.splat(j as f32), am);
+        }
+        // (A row of only -inf and NaN entries keeps `m` at -inf and may get the index of
+        // its first -inf here rather than 0 as above; its sum of exps is NaN, so
+        // `group_loss` counts it correct for no target either way.)
     }
-    for (j, vj) in v[..c].iter().enumerate().rev() {
-        am = s.select(s.eq(*vj, m), s.splat(j as f32), am);
-    }
-    // (A row of only -inf and NaN entries keeps `m` at -inf and may get the index of its
-    // first -inf here rather than 0; its sum of exps is NaN, so `group_loss` counts it
-    // correct for no target either way.)
     // Pass 2: exps and their sum (and the smoothing sum at scale 2^-64), each summed by a
     // pairwise tree over the classes: at most 6 levels (`6u`) for 64 classes.
     let (msc, scv) = (s.mul(m, s.splat(WSUM_SCALE)), s.splat(WSUM_SCALE));

@@ -24,6 +24,7 @@ unsafe impl Simd for Portable {
     type M = f32x8;
     type Wide = [f64; 8];
     const LANES: usize = 8;
+    const EMULATED: bool = true;
 
     #[inline(always)]
     fn splat(self, x: f32) -> f32x8 {
