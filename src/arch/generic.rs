@@ -1698,64 +1698,34 @@ unsafe fn small_batch<S: Simd, const N: usize>(
     // Start loading the same group of the next batch: computing a batch takes long enough
     // for its lines to arrive. (Addresses only: a prefetch never faults.)
     let next = |k: usize| src.wrapping_add((BATCH_GROUPS + k) * g * c);
-    // Every `batch_group` call below is sound for the same reasons: group `k < full` is
-    // rows `k * LANES..(k + 1) * LANES`, inside `src` (and `dst`) by the contract, the
-    // spare group is the caller's buffers, and the pending gradient is the previous
-    // group's, likewise.
+    // Group `$k` (statistics into `$stats`) through `batch_group`, its exps into `$cur`
+    // while the pending gradient reads `$prev`.
+    macro_rules! group {
+        ($k:expr, $stats:expr, $cur:ident, $prev:ident) => {
+            // SAFETY: bounds: group `k < full` is rows `k * LANES..(k + 1) * LANES`,
+            // inside `src` (and `dst`) by the contract, the spare group is the caller's
+            // buffers, and the pending gradient is the previous group's, likewise.
+            unsafe {
+                let arrays = [&mut $cur, &mut $prev];
+                let (io, t, next) = (place($k), lanes($k), next($k));
+                batch_group::<S, N>(s, job, io, t, next, $stats, pending, arrays, &mut tmp)
+            }
+        };
+    }
     let pairs = !S::EMULATED && (PAIRED_MIN_CLASSES..=PIPELINE_MAX_CLASSES).contains(&N);
     if pairs {
         // Groups in pairs, the arrays' roles swapped between the two calls.
         for (p, pair) in st.stats[..groups].chunks_mut(2).enumerate() {
-            let k = 2 * p;
             if let [first, rest @ ..] = pair {
-                // SAFETY: bounds: group `k`, as above.
-                pending = unsafe {
-                    batch_group::<S, N>(
-                        s,
-                        job,
-                        place(k),
-                        lanes(k),
-                        next(k),
-                        first,
-                        pending,
-                        [&mut a, &mut b],
-                        &mut tmp,
-                    )
-                };
+                pending = group!(2 * p, first, a, b);
                 if let [second] = rest {
-                    // SAFETY: bounds: group `k + 1`, as above.
-                    pending = unsafe {
-                        batch_group::<S, N>(
-                            s,
-                            job,
-                            place(k + 1),
-                            lanes(k + 1),
-                            next(k + 1),
-                            second,
-                            pending,
-                            [&mut b, &mut a],
-                            &mut tmp,
-                        )
-                    };
+                    pending = group!(2 * p + 1, second, b, a);
                 }
             }
         }
     } else {
         for (k, stats) in st.stats[..groups].iter_mut().enumerate() {
-            // SAFETY: bounds: group `k`, as above.
-            pending = unsafe {
-                batch_group::<S, N>(
-                    s,
-                    job,
-                    place(k),
-                    lanes(k),
-                    next(k),
-                    stats,
-                    pending,
-                    [&mut a, &mut b],
-                    &mut tmp,
-                )
-            };
+            pending = group!(k, stats, a, b);
             if N <= PIPELINE_MAX_CLASSES {
                 core::mem::swap(&mut a, &mut b);
             }
