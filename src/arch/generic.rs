@@ -1848,11 +1848,12 @@ unsafe fn group_exps<S: Simd, const N: usize>(
             zt = s.select(s.eq(t, jv), *vj, zt);
         }
     } else {
-        // The max as a chain of one `max` per class (2 cycles' latency on Zen 4, against
-        // about 5 for a compare into a mask followed by a blend, which the argmax would
-        // ride on). `max` keeps `m` for a NaN or an equal entry, so `m` is the running
-        // max of a strict `>` test, as above. The argmax, the first class equal to the
-        // max, then comes from compares that all wait on `m` alone, not on each other.
+        // The max as a chain of one `max` per class (one instruction on x86, with a
+        // shorter latency than a compare into a mask followed by a blend, which the
+        // argmax would ride on). `max` keeps `m` for a NaN or an equal entry, so `m` is
+        // the running max of a strict `>` test, as above. The argmax, the first class
+        // equal to the max, then comes from compares that all wait on `m` alone, not on
+        // each other.
         for (j, vj) in v[..c].iter().enumerate() {
             m = s.max(*vj, m);
             zt = s.select(s.eq(t, s.splat(j as f32)), *vj, zt);
