@@ -43,7 +43,8 @@
 //! own f64 loss sum). Up to [`FIXED_MAX_CLASSES`] the path is instantiated per class
 //! count; above, one instance loops over a runtime count. Groups go in batches of 16:
 //! first every group's exps and gradient (up to 12 classes, each gradient one group late,
-//! after the next group's exps), then every group's loss, so that the long dependent
+//! after the next group's exps; from 8 classes two groups per step, which trade the two
+//! arrays of exps rather than swap them), then every group's loss, so that the long dependent
 //! chains of neighbouring groups overlap. Without class weights a batch takes one log per
 //! lane, of the product of its rows' sums of exps (at most `64^16`, no overflow); with
 //! them, one log per group. Targets are converted to f32 a batch at a time. The last,
