@@ -2,13 +2,16 @@
 //! the blocked path for long rows, across rayon threads.
 
 use crate::arch::generic::SmallJob;
-use crate::arch::generic::beta_at;
+use crate::arch::generic::{beta_at, trails};
 use crate::arch::{
     BLOCK_CLASSES, Beta, BlockStats, Cap, FUSED_MAX_CLASSES, Io, RowOut, RowPlan, RowsJob,
     SMALL_MAX_CLASSES, Smooth,
 };
 use crate::kernel::{Backend, backend, with_backend};
-use crate::parallel::{for_row_chunks, for_row_chunks_with, go_parallel, map_ordered};
+use crate::parallel::{
+    for_chunks_of_rows, for_row_chunks, go_parallel, map_ordered, rows_per_chunk,
+    rows_per_linked_chunk,
+};
 use crate::rows::{RowOutputs, Sinks, UpstreamPlan};
 use crate::stats::Merged;
 use crate::{Error, Kernel, Loss, Target};
@@ -678,7 +681,8 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
 }
 
 /// Rows that fit in L2: three passes per row inside the kernel, chunks of rows across
-/// threads, chunk sums added in chunk order.
+/// threads (longer chunks where the kernel links consecutive rows), chunk sums added in
+/// chunk order.
 fn fused<T: Target>(
     ck: &Checked<'_>,
     io: Io<'_>,
@@ -694,10 +698,17 @@ fn fused<T: Target>(
         prefetch: prefetch.map(|(base, stride)| (base.wrapping_add(row0 * stride), stride)),
     };
     let mut sums = RowSums::default();
-    for_row_chunks_with(
+    let c = ck.classes;
+    let per = if trails(c) {
+        rows_per_linked_chunk(c, io.len() / c)
+    } else {
+        rows_per_chunk(c)
+    };
+    for_chunks_of_rows(
         io,
         sinks,
-        ck.classes,
+        c,
+        per,
         |row0, chunk, mut sinks| {
             let mut sums = RowSums::default();
             sinks.fill_zero();

@@ -23,6 +23,23 @@ pub(crate) fn rows_per_chunk(classes: usize) -> usize {
     (CHUNK_LOGITS / classes.max(1)).max(1)
 }
 
+/// Up to this many rows per chunk for rows that the kernel links in pairs (see
+/// [`rows_per_linked_chunk`]).
+const LINKED_CHUNK_ROWS: usize = 8;
+
+/// [`rows_per_linked_chunk`] keeps at least this many chunks, when there are enough rows,
+/// so that up to eight threads still share the work.
+const LINKED_MIN_CHUNKS: usize = 16;
+
+/// Whole rows per chunk for rows that the kernel links in pairs, finishing one row inside
+/// the next one's first pass (`arch::generic::trails`): a chunk's last row has no next
+/// row, so chunks of [`rows_per_chunk`] (two rows of 32 000 classes) would leave half the
+/// rows unlinked. Up to [`LINKED_CHUNK_ROWS`], while the batch still makes
+/// [`LINKED_MIN_CHUNKS`] chunks; at least [`rows_per_chunk`]. A function of the shape alone.
+pub(crate) fn rows_per_linked_chunk(classes: usize, rows: usize) -> usize {
+    rows_per_chunk(classes).max((rows / LINKED_MIN_CHUNKS).min(LINKED_CHUNK_ROWS))
+}
+
 /// Whether a problem of `logits` elements is worth spreading across threads.
 pub(crate) fn go_parallel(logits: usize) -> bool {
     logits >= PAR_MIN_LOGITS && rayon::current_num_threads() > 1
@@ -52,14 +69,31 @@ impl SplitRows for () {
 }
 
 /// [`for_row_chunks`] with per-row buffers `x` cut at the same row boundaries.
-pub(crate) fn for_row_chunks_with<X, R, F, G>(io: Io<'_>, x: X, classes: usize, f: F, mut fold: G)
+pub(crate) fn for_row_chunks_with<X, R, F, G>(io: Io<'_>, x: X, classes: usize, f: F, fold: G)
 where
     X: SplitRows,
     R: Send,
     F: Fn(usize, Io<'_>, X) -> R + Sync,
     G: FnMut(R),
 {
-    let per = rows_per_chunk(classes);
+    for_chunks_of_rows(io, x, classes, rows_per_chunk(classes), f, fold);
+}
+
+/// [`for_row_chunks_with`] in chunks of `per` rows (a function of the shape alone).
+pub(crate) fn for_chunks_of_rows<X, R, F, G>(
+    io: Io<'_>,
+    x: X,
+    classes: usize,
+    per: usize,
+    f: F,
+    mut fold: G,
+) where
+    X: SplitRows,
+    R: Send,
+    F: Fn(usize, Io<'_>, X) -> R + Sync,
+    G: FnMut(R),
+{
+    debug_assert!(per > 0);
     let chunk = per * classes;
     let mut rest = (io, x);
     if !go_parallel(rest.0.len()) {

@@ -28,6 +28,8 @@ fn same_bits_on_1_2_3_8_threads() {
     for (rows, c) in [
         (300usize, 1000usize),
         (40_000, 3),
+        // Long rows that the kernels link in pairs, in chunks of eight rows.
+        (200, 20_000),
         (3, 100_003),
         (1, 300_000),
     ] {
@@ -195,6 +197,67 @@ fn grouped_rows_match_rows_alone() {
                     bits(&lp[r * c..(r + 1) * c]),
                     "{k:?} C={c} row {r}"
                 );
+            }
+        }
+    }
+}
+
+/// Rows of 16384-32768 classes are linked: each row's pass 3 (its gradient) runs inside
+/// the next row's pass 2, and the last row's after it; an ignored row in between leaves
+/// the earlier row waiting for the one after. Each row's loss, log-sum-exp and gradient
+/// must be the bits it gets alone, with every segment shape (the max rising in every
+/// block, or set by the first one) and z-loss.
+#[test]
+fn linked_rows_match_rows_alone() {
+    let mut rnd = uniform(4242, 10.0);
+    let rows = 9;
+    for c in [16_384usize, 20_001, 32_768] {
+        let z: Vec<f32> = (0..rows * c)
+            .map(|i| match (i / c) % 3 {
+                0 => rnd(),
+                1 => (i % c) as f32 * 0.01 - 50.0,
+                _ => -((i % c) as f32) * 0.01,
+            })
+            .collect();
+        // Rows 1, 2 and 5 are ignored (inside a chunk at 16384 classes), row 7's target
+        // has weight 0.
+        let t: Vec<i64> = (0..rows as i64)
+            .map(|r| match r {
+                1 | 2 | 5 => -100,
+                7 => 3,
+                _ => (r * 4099) % c as i64,
+            })
+            .collect();
+        let w: Vec<f32> = (0..c).map(|j| if j == 3 { 0.0 } else { 1.0 }).collect();
+        for k in kernels() {
+            let base = CrossEntropy::new(c)
+                .kernel(k)
+                .reduction(Reduction::None)
+                .ignore_index(-100);
+            for ce in [
+                base.clone(),
+                base.clone().z_loss(1e-2).class_weights(w.clone()),
+            ] {
+                let (mut g, mut loss, mut lse) = (z.clone(), vec![0.0; rows], vec![0.0; rows]);
+                let out = xent::RowOutputs::new().losses(&mut loss).lse(&mut lse);
+                ce.forward_backward_with(&mut g, &t, out).unwrap();
+                for r in 0..rows {
+                    let mut g1 = z[r * c..(r + 1) * c].to_vec();
+                    let (mut l1, mut s1) = ([0.0f32], [0.0f32]);
+                    let out = xent::RowOutputs::new().losses(&mut l1).lse(&mut s1);
+                    ce.forward_backward_with(&mut g1, &t[r..r + 1], out)
+                        .unwrap();
+                    assert_eq!(
+                        bits(&g1),
+                        bits(&g[r * c..(r + 1) * c]),
+                        "{k:?} C={c} row {r}"
+                    );
+                    assert_eq!(
+                        bits(&[l1[0], s1[0]]),
+                        bits(&[loss[r], lse[r]]),
+                        "{k:?} C={c} row {r}"
+                    );
+                }
             }
         }
     }

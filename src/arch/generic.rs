@@ -396,19 +396,28 @@ impl Segment {
 /// they are 0 (or NaN) either way, and the segment's factor `exp(-inf - max)` is 0 (NaN
 /// when the max is -inf too, as the three-pass sum is then NaN).
 ///
+/// With `TRAIL`, the same sweep also forms the gradient of `trail`, the row before (of the
+/// same length): block `b` of it is scaled by its segment's factor while block `b` of this
+/// row computes its exps (see [`TRAIL_MAX_CLASSES`]).
+///
 /// # Safety
 /// `src..src + n` readable; if `STORE`, `dst..dst + n` writable (it may equal `src`);
-/// `n <= FUSED_MAX_CLASSES`.
+/// `n <= FUSED_MAX_CLASSES`. With `TRAIL`: `trail.dst..trail.dst + n` readable and
+/// writable, disjoint from both, and `trail.segs` segments of a row of `n` classes (as
+/// this function returns them).
 #[inline(always)]
-unsafe fn online_pass<S: Simd, const STORE: bool>(
+unsafe fn online_pass<S: Simd, const STORE: bool, const TRAIL: bool>(
     s: S,
     src: *const f32,
     dst: *mut f32,
     n: usize,
     next: *const f32,
     segs: &mut [Segment; ONLINE_MAX_SEGMENTS],
+    trail: TrailRow<'_>,
 ) -> (f32, usize, f32, usize) {
     let mut nseg = 0;
+    let mut tk = 0;
+    let mut ta = 0.0f32;
     let (mut best, mut am) = (f32::NEG_INFINITY, 0);
     let mut b = 0;
     while b < n {
@@ -435,9 +444,28 @@ unsafe fn online_pass<S: Simd, const STORE: bool>(
             nseg += 1;
         }
         let reference = if best == f32::NEG_INFINITY { 0.0 } else { best };
+        let mut tr = TrailBlock::NONE;
+        if TRAIL {
+            // The trailing row's segment holding block `b` (segments start on block
+            // boundaries, in order, the first at 0), and its factor as `row_gradient`
+            // computes it.
+            let mut moved = b == 0;
+            while trail.segs.get(tk + 1).is_some_and(|g| g.start <= b) {
+                tk += 1;
+                moved = true;
+            }
+            if moved {
+                let seg = trail.segs[tk];
+                ta = (trail.alpha * segment_factor(seg.reference, trail.m)) as f32;
+            }
+            tr = TrailBlock {
+                dst: trail.dst.wrapping_add(b),
+                alpha: ta,
+            };
+        }
         // SAFETY: bounds: `[b, b + len)` of `src` and `dst`; no smoothing weights read.
         let (sum, _) = unsafe {
-            exp_pass_mode::<S, STORE, 0, false>(
+            exp_pass_trail::<S, STORE, 0, false, TRAIL>(
                 s,
                 src.add(b),
                 dst.wrapping_add(b),
@@ -446,6 +474,7 @@ unsafe fn online_pass<S: Simd, const STORE: bool>(
                 core::ptr::null(),
                 Cap::NONE,
                 next.wrapping_add(b),
+                tr,
             )
         };
         segs[(nseg - 1).min(ONLINE_MAX_SEGMENTS - 1)].sum += sum;
@@ -456,6 +485,27 @@ unsafe fn online_pass<S: Simd, const STORE: bool>(
         total += f64::from(seg.sum) * segment_factor(seg.reference, best);
     }
     (best, am, total as f32, nseg.min(ONLINE_MAX_SEGMENTS))
+}
+
+/// A row whose gradient [`online_pass`] forms while it computes the next row's exps (the
+/// trailing row): where its exps are stored, its segments, its max, and its gradient
+/// coefficient `alpha` (before the segments' factors). The target's correction is left to
+/// the caller.
+#[derive(Clone, Copy)]
+struct TrailRow<'a> {
+    dst: *mut f32,
+    segs: &'a [Segment],
+    m: f32,
+    alpha: f64,
+}
+
+impl TrailRow<'_> {
+    const NONE: TrailRow<'static> = TrailRow {
+        dst: core::ptr::null_mut(),
+        segs: &[],
+        m: 0.0,
+        alpha: 0.0,
+    };
 }
 
 /// `exp(reference - max)` in f64: the factor that puts a segment's exps on the row's max.
@@ -528,7 +578,69 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8, const CAP: boo
     cap: Cap,
     next: *const f32,
 ) -> (f32, f64) {
+    // SAFETY: forwarded; no trailing row.
+    unsafe {
+        exp_pass_trail::<S, STORE, SM, CAP, false>(
+            s,
+            src,
+            dst,
+            n,
+            m,
+            w,
+            cap,
+            next,
+            TrailBlock::NONE,
+        )
+    }
+}
+
+/// The stretch of a trailing row's stored exps (see [`TrailRow`]) that [`exp_pass_trail`]
+/// turns into gradient, `g = alpha e`, alongside its own exps: `dst[..n]`, the `n` of that
+/// call.
+#[derive(Clone, Copy)]
+struct TrailBlock {
+    dst: *mut f32,
+    alpha: f32,
+}
+
+impl TrailBlock {
+    const NONE: TrailBlock = TrailBlock {
+        dst: core::ptr::null_mut(),
+        alpha: 0.0,
+    };
+}
+
+/// [`exp_pass_mode`], and with `TRAIL` (plain mode only) `trail.dst[j] = alpha
+/// trail.dst[j]` for `j < n` in the same loop: the multiply, load and store of the
+/// trailing row fill slots that the exps leave free. Each value is what [`scale_pass`]
+/// would make of it, so the results do not depend on this.
+///
+/// # Safety
+/// As [`exp_pass_mode`]; with `TRAIL`, `trail.dst..trail.dst + n` readable and writable,
+/// disjoint from `src..src + n` and `dst..dst + n`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn exp_pass_trail<
+    S: Simd,
+    const STORE: bool,
+    const SM: u8,
+    const CAP: bool,
+    const TRAIL: bool,
+>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    m: f32,
+    w: *const f32,
+    cap: Cap,
+    next: *const f32,
+    trail: TrailBlock,
+) -> (f32, f64) {
+    const { assert!(!TRAIL || (SM == 0 && !CAP)) };
     let l = S::LANES;
+    // `alpha e + (-0)`, the scale pass's own form (its `beta` term is -0 without smoothing).
+    let (tv, nz) = (s.splat(trail.alpha), s.splat(-0.0));
     let mv = s.splat(m);
     let sc = s.splat(WSUM_SCALE);
     let msc = s.splat(m * WSUM_SCALE);
@@ -570,6 +682,16 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8, const CAP: boo
                     unsafe { s.store(dst.add(i + k * l), e) };
                 }
             }
+            if TRAIL {
+                for k in 0..4 {
+                    // SAFETY: bounds: `i + 4 * LANES <= n`, and `trail.dst` holds `n`
+                    // (caller's obligation).
+                    unsafe {
+                        let p = trail.dst.add(i + k * l);
+                        s.store(p, s.mul_add(s.load(p), tv, nz));
+                    }
+                }
+            }
             s0 = s.add(s0, e[0]);
             s1 = s.add(s1, e[1]);
             s2 = s.add(s2, e[2]);
@@ -578,6 +700,11 @@ unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8, const CAP: boo
         }
         s0 = s.add(s0, s2);
         s1 = s.add(s1, s3);
+        if TRAIL && i < n {
+            // The rest of the stretch (a short last block).
+            // SAFETY: bounds: `i < n`, and `trail.dst` holds `n`.
+            unsafe { scale_pass(s, trail.dst.add(i), n - i, trail.alpha, Beta::Zero) };
+        }
     }
     while i + 2 * l <= n {
         if prefetch {
@@ -941,7 +1068,8 @@ impl GroupRow {
 /// row of the group, then pass 2 (exps and sums, [`exp_pass`]), then each counted row's
 /// statistics to `out`, then the gradients (pass 3, [`scale_pass`]). Rows of at least
 /// [`ONLINE_MIN_CLASSES`] without smoothing or capping fuse passes 1 and 2
-/// ([`online_pass`]).
+/// ([`online_pass`]), and up to [`TRAIL_MAX_CLASSES`] their pass 3 runs inside the next
+/// row's pass 2 (or after the last row).
 ///
 /// # Safety
 /// `src..src + len` readable; `dst` null (forward only) or `dst..dst + len` writable (it
@@ -996,12 +1124,18 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
             (job.smooth, job.beta, job.cap),
             (Smooth::Off, Beta::Zero, None)
         );
+    // Not in the portable kernel (vectors of two registers): it ran 2-6% slower linked.
+    let trail = online && trails(c) && !S::EMULATED;
     // Online rows are longer than `GROUP_MAX_CLASSES`, so they come one per group, and
-    // `segs` holds the segments of the group's only row when its gradient is formed.
+    // `segs[cur]` holds the segments of the group's only row when its gradient is formed.
+    // With `trail`, that gradient waits (`pending`) for the next row's pass 2, so its
+    // segments live on in the other set while that row fills `segs[cur]`, flipped.
     const { assert!(GROUP_MAX_CLASSES < ONLINE_MIN_CLASSES) };
     debug_assert!(!online || G == 1);
-    let mut segs = [Segment::EMPTY; ONLINE_MAX_SEGMENTS];
-    let mut nseg = 0;
+    let mut segs = [[Segment::EMPTY; ONLINE_MAX_SEGMENTS]; 2];
+    let mut nsegs = [0; 2];
+    let mut cur = 0;
+    let mut pending: Option<GroupRow> = None;
     let mut group = [GroupRow::IDLE; G];
     let mut r0 = 0;
     while r0 < rows {
@@ -1050,16 +1184,50 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
             };
             let store = !dst.is_null() && !row.plan.zero_grad;
             if online {
+                let [a, b] = &mut segs;
+                let (mine, theirs) = if cur == 0 { (a, &*b) } else { (b, &*a) };
+                let trail = pending.map(|p| TrailRow {
+                    dst: p.dst,
+                    segs: &theirs[..nsegs[1 - cur]],
+                    m: p.m,
+                    alpha: grad_alpha(&p),
+                });
                 // SAFETY: bounds: the row of `src` and `dst`, `c <= FUSED_MAX_CLASSES`
-                // elements (the driver's limit for whole rows).
+                // elements (the driver's limit for whole rows); the trailing row is an
+                // earlier row of `dst`, `c` elements, disjoint from this one.
                 let (m, am, sum, count) = unsafe {
-                    if store {
-                        online_pass::<S, true>(s, row.src, row.dst, c, next, &mut segs)
-                    } else {
-                        online_pass::<S, false>(s, row.src, row.dst, c, next, &mut segs)
+                    match (store, trail) {
+                        (true, None) => online_pass::<S, true, false>(
+                            s,
+                            row.src,
+                            row.dst,
+                            c,
+                            next,
+                            mine,
+                            TrailRow::NONE,
+                        ),
+                        (false, None) => online_pass::<S, false, false>(
+                            s,
+                            row.src,
+                            row.dst,
+                            c,
+                            next,
+                            mine,
+                            TrailRow::NONE,
+                        ),
+                        (true, Some(t)) => {
+                            online_pass::<S, true, true>(s, row.src, row.dst, c, next, mine, t)
+                        }
+                        (false, Some(t)) => {
+                            online_pass::<S, false, true>(s, row.src, row.dst, c, next, mine, t)
+                        }
                     }
                 };
-                nseg = count;
+                if let Some(p) = pending.take() {
+                    // SAFETY: bounds: the pending row's target lies inside its row of `dst`.
+                    unsafe { finish_target(&p) };
+                }
+                nsegs[cur] = count;
                 (row.m, row.top, row.argmax, row.sum, row.wsum) = (m, m, am, sum, 0.0);
             } else {
                 // SAFETY: bounds: the row of `src` and `dst`, `c` elements each.
@@ -1095,13 +1263,71 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
             }
         }
         if !dst.is_null() {
-            let segs = if online { &segs[..nseg] } else { &[] };
             for row in group.iter() {
+                if trail && row.plan.target.is_some() && !row.plan.zero_grad {
+                    // Formed during the next row's pass 2 (or below, after the last row;
+                    // an ignored row in between runs no pass 2 and leaves it waiting).
+                    pending = Some(*row);
+                    cur = 1 - cur;
+                    continue;
+                }
+                let segs = if online {
+                    &segs[cur][..nsegs[cur]]
+                } else {
+                    &[]
+                };
                 // SAFETY: bounds: the row of `dst`, `c` elements, with its segments.
                 unsafe { row_gradient(s, job, row, c, segs) };
             }
         }
         r0 += g;
+    }
+    if let Some(p) = pending {
+        // SAFETY: bounds: the row of `dst`, `c` elements, with its segments.
+        unsafe { row_gradient(s, job, &p, c, &segs[1 - cur][..nsegs[1 - cur]]) };
+    }
+}
+
+/// The longest rows whose pass 3 [`ce_row_groups`] runs inside the next row's pass 2
+/// ([`online_pass`] with a trailing row). Alone, pass 3 takes about a quarter of a long
+/// row's time (at 32000 classes in L2, by `perf`) and waits on the L2, not on arithmetic;
+/// beside the exps, which wait on the multiply-add pipes, most of it is hidden. It keeps
+/// three rows in L2 (the trailing row, this one, and the next one being prefetched), so
+/// only rows up to 128 KiB. Measured with two builds linked and called alternately
+/// (1 thread, median of the per-call ratios): rows in cache took 0.87-0.96 of the time
+/// without at 16384-32768 classes; from DRAM, in the driver's chunks of eight rows, 0.92
+/// at 32000 (0.89 on 2 threads), 0.96 at 16384 and 0.97 at 20000. At 40000 classes it
+/// gained nothing in L2, and at 65536 and 128256 it was 2-6% slower from DRAM.
+const TRAIL_MAX_CLASSES: usize = 32_768;
+
+/// Whether [`ce_rows`] links consecutive rows of `classes` (when the options allow
+/// [`online_pass`]): each row's pass 3 inside the next row's pass 2. The driver gives
+/// such rows longer chunks, since a chunk's last row has no next row.
+pub(crate) const fn trails(classes: usize) -> bool {
+    ONLINE_MIN_CLASSES <= classes && classes <= TRAIL_MAX_CLASSES
+}
+
+/// `g = (alpha / S) e_j`'s coefficient of one counted row: `(grad_a + zloss lse) / S`.
+#[inline(always)]
+fn grad_alpha(row: &GroupRow) -> f64 {
+    let p = &row.plan;
+    let (m, sum) = (row.m, f64::from(row.sum));
+    let mut a = p.grad_a;
+    if p.zloss != 0.0 {
+        a += p.zloss * (f64::from(m) + sum.ln());
+    }
+    a / sum
+}
+
+/// The target correction `g_t -= tfix` of a row whose scale pass is done.
+///
+/// # Safety
+/// `row.dst..row.dst + c` writable, with `row.plan.target < c`.
+#[inline(always)]
+unsafe fn finish_target(row: &GroupRow) {
+    if let Some(t) = row.plan.target {
+        // SAFETY: bounds: `t < c` (caller's obligation).
+        unsafe { *row.dst.add(t) -= row.plan.tfix };
     }
 }
 
@@ -1127,12 +1353,8 @@ unsafe fn row_gradient<S: Simd>(
         unsafe { fill_zero(s, row.dst, c) };
         return;
     };
-    let (m, sum) = (row.m, f64::from(row.sum));
-    let mut a = p.grad_a;
-    if p.zloss != 0.0 {
-        a += p.zloss * (f64::from(m) + sum.ln());
-    }
-    let alpha = a / sum;
+    let m = row.m;
+    let alpha = grad_alpha(row);
     match job.cap {
         // SAFETY: bounds: the row of `dst` (and each segment inside it); weighted beta
         // spans a whole row of `c`.
