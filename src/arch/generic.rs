@@ -1068,8 +1068,9 @@ impl GroupRow {
 /// row of the group, then pass 2 (exps and sums, [`exp_pass`]), then each counted row's
 /// statistics to `out`, then the gradients (pass 3, [`scale_pass`]). Rows of at least
 /// [`ONLINE_MIN_CLASSES`] without smoothing or capping fuse passes 1 and 2
-/// ([`online_pass`]), and up to [`TRAIL_MAX_CLASSES`] their pass 3 runs inside the next
-/// row's pass 2 (or after the last row).
+/// ([`online_pass`]). Without smoothing or capping, from [`TRAIL_MIN_CLASSES`] to
+/// [`TRAIL_MAX_CLASSES`], a row's pass 3 runs inside the next row's pass 2 (or after the
+/// last row).
 ///
 /// # Safety
 /// `src..src + len` readable; `dst` null (forward only) or `dst..dst + len` writable (it
@@ -1119,13 +1120,13 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
 {
     let c = job.classes;
     let rows = len / c;
-    let online = c >= ONLINE_MIN_CLASSES
-        && matches!(
-            (job.smooth, job.beta, job.cap),
-            (Smooth::Off, Beta::Zero, None)
-        );
+    let plain = matches!(
+        (job.smooth, job.beta, job.cap),
+        (Smooth::Off, Beta::Zero, None)
+    );
+    let online = c >= ONLINE_MIN_CLASSES && plain;
     // Not in the portable kernel (vectors of two registers): it ran 2-6% slower linked.
-    let trail = online && trails(c) && !S::EMULATED;
+    let trail = plain && G == 1 && trails(c) && !S::EMULATED;
     // Online rows are longer than `GROUP_MAX_CLASSES`, so they come one per group, and
     // `segs[cur]` holds the segments of the group's only row when its gradient is formed.
     // With `trail`, that gradient waits (`pending`) for the next row's pass 2, so its
@@ -1229,6 +1230,45 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
                 }
                 nsegs[cur] = count;
                 (row.m, row.top, row.argmax, row.sum, row.wsum) = (m, m, am, sum, 0.0);
+            } else if let Some(p) = pending.take() {
+                // Plain rows (no smoothing or capping), so pass 2 is the plain exp loop.
+                let tb = TrailBlock {
+                    dst: p.dst,
+                    alpha: grad_alpha(&p) as f32,
+                };
+                let null = core::ptr::null();
+                // SAFETY: bounds: the row of `src` and `dst`, `c` elements each; the
+                // trailing row is an earlier row of `dst`, `c` elements, disjoint from
+                // this one, and its target lies inside it.
+                (row.sum, row.wsum) = unsafe {
+                    let r = if store {
+                        exp_pass_trail::<S, true, 0, false, true>(
+                            s,
+                            row.src,
+                            row.dst,
+                            c,
+                            row.m,
+                            null,
+                            Cap::NONE,
+                            next,
+                            tb,
+                        )
+                    } else {
+                        exp_pass_trail::<S, false, 0, false, true>(
+                            s,
+                            row.src,
+                            row.dst,
+                            c,
+                            row.m,
+                            null,
+                            Cap::NONE,
+                            next,
+                            tb,
+                        )
+                    };
+                    finish_target(&p);
+                    r
+                };
             } else {
                 // SAFETY: bounds: the row of `src` and `dst`, `c` elements each.
                 (row.sum, row.wsum) = unsafe {
@@ -1289,7 +1329,7 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
 }
 
 /// The longest rows whose pass 3 [`ce_row_groups`] runs inside the next row's pass 2
-/// ([`online_pass`] with a trailing row). Alone, pass 3 takes about a quarter of a long
+/// ([`exp_pass_trail`], or [`online_pass`] with a trailing row). Alone, pass 3 takes about a quarter of a long
 /// row's time (at 32000 classes in L2, by `perf`) and waits on the L2, not on arithmetic;
 /// beside the exps, which wait on the multiply-add pipes, most of it is hidden. It keeps
 /// three rows in L2 (the trailing row, this one, and the next one being prefetched), so
@@ -1297,14 +1337,21 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
 /// (1 thread, median of the per-call ratios): rows in cache took 0.87-0.96 of the time
 /// without at 16384-32768 classes; from DRAM, in the driver's chunks of eight rows, 0.92
 /// at 32000 (0.89 on 2 threads), 0.96 at 16384 and 0.97 at 20000. At 40000 classes it
-/// gained nothing in L2, and at 65536 and 128256 it was 2-6% slower from DRAM.
+/// gained nothing in L2, and at 65536 and 128256 it was up to 6% slower from DRAM.
 const TRAIL_MAX_CLASSES: usize = 32_768;
 
-/// Whether [`ce_rows`] links consecutive rows of `classes` (when the options allow
-/// [`online_pass`]): each row's pass 3 inside the next row's pass 2. The driver gives
+/// The shortest rows that [`ce_row_groups`] links (see [`TRAIL_MAX_CLASSES`]): 32 KiB, an
+/// L1. Shorter rows run their pass 3 from L1, where it costs little, and linked they
+/// lost: from DRAM 1.22 times the time without at 1000 classes and 1.03-1.04 at 4096, in
+/// cache 1.03 at 1000 and 2000. From 8192 classes they gained: 0.93-0.96 at 8192 in cache
+/// and from DRAM, 0.88-0.92 at 10000 in cache and 0.83-1.02 from DRAM.
+const TRAIL_MIN_CLASSES: usize = 8192;
+
+/// Whether [`ce_rows`] links consecutive rows of `classes` (without smoothing or
+/// capping): each row's pass 3 inside the next row's pass 2. The driver gives
 /// such rows longer chunks, since a chunk's last row has no next row.
 pub(crate) const fn trails(classes: usize) -> bool {
-    ONLINE_MIN_CLASSES <= classes && classes <= TRAIL_MAX_CLASSES
+    TRAIL_MIN_CLASSES <= classes && classes <= TRAIL_MAX_CLASSES
 }
 
 /// `g = (alpha / S) e_j`'s coefficient of one counted row: `(grad_a + zloss lse) / S`.

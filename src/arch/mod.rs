@@ -24,9 +24,10 @@
 //! passes 1 and 2 block by block (`generic::online_pass`): a block's max, then its exps
 //! while it is still in L1, relative to the running max. A block that raises the max opens
 //! a segment; pass 3 scales each segment by `alpha exp(reference - max)`, so a row is read
-//! from L2 (or DRAM) twice rather than three times. Up to 32 768 classes, a row's pass 3
-//! runs inside the next row's pass 2 (`generic::TRAIL_MAX_CLASSES`): alone it waits on
-//! the L2, while the exps wait on the multiply-add pipes, so side by side they overlap.
+//! from L2 (or DRAM) twice rather than three times. From 8192 to 32 768 classes (rows
+//! beyond L1, three rows within L2), without smoothing or capping, a row's pass 3 runs
+//! inside the next row's pass 2 (`generic::TRAIL_MAX_CLASSES`): alone it waits on the L2,
+//! while the exps wait on the multiply-add pipes, so side by side they overlap.
 //! The driver gives such rows chunks of up to eight rows, since a chunk's last row runs
 //! its pass 3 alone.
 //!
