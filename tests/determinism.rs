@@ -157,23 +157,7 @@ fn grouped_rows_match_rows_alone() {
                         .unwrap();
                     assert_eq!(bits(&l1), bits(&fwd_loss[r..r + 1]), "{k:?} C={c} row {r}");
                 }
-                for r in 0..rows {
-                    let mut g1 = z[r * c..(r + 1) * c].to_vec();
-                    let (mut l1, mut s1) = ([0.0f32], [0.0f32]);
-                    let out = xent::RowOutputs::new().losses(&mut l1).lse(&mut s1);
-                    ce.forward_backward_with(&mut g1, &t[r..r + 1], out)
-                        .unwrap();
-                    assert_eq!(
-                        bits(&g1),
-                        bits(&g[r * c..(r + 1) * c]),
-                        "{k:?} C={c} row {r}"
-                    );
-                    assert_eq!(
-                        bits(&[l1[0], s1[0]]),
-                        bits(&[loss[r], lse[r]]),
-                        "{k:?} C={c} row {r}"
-                    );
-                }
+                each_row_alone(&ce, &z, &t, &g, &loss, &lse, &format!("{k:?} C={c}"));
             }
             // The softmax family groups its rows the same way.
             let ce = CrossEntropy::new(c).kernel(k);
@@ -242,24 +226,35 @@ fn linked_rows_match_rows_alone() {
                 let (mut g, mut loss, mut lse) = (z.clone(), vec![0.0; rows], vec![0.0; rows]);
                 let out = xent::RowOutputs::new().losses(&mut loss).lse(&mut lse);
                 ce.forward_backward_with(&mut g, &t, out).unwrap();
-                for r in 0..rows {
-                    let mut g1 = z[r * c..(r + 1) * c].to_vec();
-                    let (mut l1, mut s1) = ([0.0f32], [0.0f32]);
-                    let out = xent::RowOutputs::new().losses(&mut l1).lse(&mut s1);
-                    ce.forward_backward_with(&mut g1, &t[r..r + 1], out)
-                        .unwrap();
-                    assert_eq!(
-                        bits(&g1),
-                        bits(&g[r * c..(r + 1) * c]),
-                        "{k:?} C={c} row {r}"
-                    );
-                    assert_eq!(
-                        bits(&[l1[0], s1[0]]),
-                        bits(&[loss[r], lse[r]]),
-                        "{k:?} C={c} row {r}"
-                    );
-                }
+                each_row_alone(&ce, &z, &t, &g, &loss, &lse, &format!("{k:?} C={c}"));
             }
         }
+    }
+}
+
+/// Each row of `z` (targets `t`) alone through `forward_backward_with` must give the bits
+/// of its part of the batch's gradient `g`, per-row losses and log-sum-exps.
+fn each_row_alone(
+    ce: &CrossEntropy,
+    z: &[f32],
+    t: &[i64],
+    g: &[f32],
+    loss: &[f32],
+    lse: &[f32],
+    what: &str,
+) {
+    let c = ce.classes();
+    for r in 0..t.len() {
+        let mut g1 = z[r * c..(r + 1) * c].to_vec();
+        let (mut l1, mut s1) = ([0.0f32], [0.0f32]);
+        let out = xent::RowOutputs::new().losses(&mut l1).lse(&mut s1);
+        ce.forward_backward_with(&mut g1, &t[r..r + 1], out)
+            .unwrap();
+        assert_eq!(bits(&g1), bits(&g[r * c..(r + 1) * c]), "{what} row {r}");
+        assert_eq!(
+            bits(&[l1[0], s1[0]]),
+            bits(&[loss[r], lse[r]]),
+            "{what} row {r}"
+        );
     }
 }

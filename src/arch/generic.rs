@@ -465,7 +465,7 @@ unsafe fn online_pass<S: Simd, const STORE: bool, const TRAIL: bool>(
         }
         // SAFETY: bounds: `[b, b + len)` of `src` and `dst`; no smoothing weights read.
         let (sum, _) = unsafe {
-            exp_pass_trail::<S, STORE, 0, false, TRAIL>(
+            exp_pass_mode::<S, STORE, 0, false, TRAIL>(
                 s,
                 src.add(b),
                 dst.wrapping_add(b),
@@ -539,62 +539,35 @@ unsafe fn exp_pass<S: Simd, const STORE: bool>(
     // The smoothing and capping variants are separate loops so the common case carries
     // no extra work.
     let null = core::ptr::null();
+    macro_rules! mode {
+        ($sm:literal, $cap:literal, $w:expr, $c:expr) => {
+            exp_pass_mode::<S, STORE, $sm, $cap, false>(
+                s,
+                src,
+                dst,
+                n,
+                m,
+                $w,
+                $c,
+                next,
+                TrailBlock::NONE,
+            )
+        };
+    }
     // SAFETY: the caller's obligations are forwarded unchanged.
     unsafe {
         match (smooth, cap) {
-            (Smooth::Off, None) => {
-                exp_pass_mode::<S, STORE, 0, false>(s, src, dst, n, m, null, Cap::NONE, next)
-            }
-            (Smooth::Uniform, None) => {
-                exp_pass_mode::<S, STORE, 1, false>(s, src, dst, n, m, null, Cap::NONE, next)
-            }
-            (Smooth::Weighted(w), None) => {
-                exp_pass_mode::<S, STORE, 2, false>(s, src, dst, n, m, w.as_ptr(), Cap::NONE, next)
-            }
-            (Smooth::Off, Some(c)) => {
-                exp_pass_mode::<S, STORE, 0, true>(s, src, dst, n, m, null, c, next)
-            }
-            (Smooth::Uniform, Some(c)) => {
-                exp_pass_mode::<S, STORE, 1, true>(s, src, dst, n, m, null, c, next)
-            }
-            (Smooth::Weighted(w), Some(c)) => {
-                exp_pass_mode::<S, STORE, 2, true>(s, src, dst, n, m, w.as_ptr(), c, next)
-            }
+            (Smooth::Off, None) => mode!(0, false, null, Cap::NONE),
+            (Smooth::Uniform, None) => mode!(1, false, null, Cap::NONE),
+            (Smooth::Weighted(w), None) => mode!(2, false, w.as_ptr(), Cap::NONE),
+            (Smooth::Off, Some(c)) => mode!(0, true, null, c),
+            (Smooth::Uniform, Some(c)) => mode!(1, true, null, c),
+            (Smooth::Weighted(w), Some(c)) => mode!(2, true, w.as_ptr(), c),
         }
     }
 }
 
-/// # Safety
-/// As [`exp_pass`]; `w..w + n` readable when `SM == 2`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn exp_pass_mode<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
-    s: S,
-    src: *const f32,
-    dst: *mut f32,
-    n: usize,
-    m: f32,
-    w: *const f32,
-    cap: Cap,
-    next: *const f32,
-) -> (f32, f64) {
-    // SAFETY: forwarded; no trailing row.
-    unsafe {
-        exp_pass_trail::<S, STORE, SM, CAP, false>(
-            s,
-            src,
-            dst,
-            n,
-            m,
-            w,
-            cap,
-            next,
-            TrailBlock::NONE,
-        )
-    }
-}
-
-/// The stretch of a trailing row's stored exps (see [`TrailRow`]) that [`exp_pass_trail`]
+/// The stretch of a trailing row's stored exps (see [`TrailRow`]) that [`exp_pass_mode`]
 /// turns into gradient, `g = alpha e`, alongside its own exps: `dst[..n]`, the `n` of that
 /// call.
 #[derive(Clone, Copy)]
@@ -610,17 +583,19 @@ impl TrailBlock {
     };
 }
 
-/// [`exp_pass_mode`], and with `TRAIL` (plain mode only) `trail.dst[j] = alpha
-/// trail.dst[j]` for `j < n` in the same loop: the multiply, load and store of the
-/// trailing row fill slots that the exps leave free. Each value is what [`scale_pass`]
-/// would make of it, so the results do not depend on this.
+/// [`exp_pass`] for one smoothing mode `SM` (0 off, 1 uniform, 2 weighted) and capping
+/// `CAP`. With `TRAIL` (plain mode only) also `trail.dst[j] = alpha trail.dst[j]` for
+/// `j < n`, in the same loop: the multiply, load and store of the trailing row fill slots
+/// that the exps leave free. Each value is what [`scale_pass`] would make of it, so the
+/// results do not depend on this.
 ///
 /// # Safety
-/// As [`exp_pass_mode`]; with `TRAIL`, `trail.dst..trail.dst + n` readable and writable,
-/// disjoint from `src..src + n` and `dst..dst + n`.
+/// As [`exp_pass`]; `w..w + n` readable when `SM == 2`; with `TRAIL`,
+/// `trail.dst..trail.dst + n` readable and writable, disjoint from `src..src + n` and
+/// `dst..dst + n`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn exp_pass_trail<
+unsafe fn exp_pass_mode<
     S: Simd,
     const STORE: bool,
     const SM: u8,
@@ -1242,7 +1217,7 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
                 // this one, and its target lies inside it.
                 (row.sum, row.wsum) = unsafe {
                     let r = if store {
-                        exp_pass_trail::<S, true, 0, false, true>(
+                        exp_pass_mode::<S, true, 0, false, true>(
                             s,
                             row.src,
                             row.dst,
@@ -1254,7 +1229,7 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
                             tb,
                         )
                     } else {
-                        exp_pass_trail::<S, false, 0, false, true>(
+                        exp_pass_mode::<S, false, 0, false, true>(
                             s,
                             row.src,
                             row.dst,
@@ -1329,7 +1304,7 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
 }
 
 /// The longest rows whose pass 3 [`ce_row_groups`] runs inside the next row's pass 2
-/// ([`exp_pass_trail`], or [`online_pass`] with a trailing row). Alone, pass 3 takes about a quarter of a long
+/// ([`exp_pass_mode`], or [`online_pass`] with a trailing row). Alone, pass 3 takes about a quarter of a long
 /// row's time (at 32000 classes in L2, by `perf`) and waits on the L2, not on arithmetic;
 /// beside the exps, which wait on the multiply-add pipes, most of it is hidden. It keeps
 /// three rows in L2 (the trailing row, this one, and the next one being prefetched), so
