@@ -1304,9 +1304,10 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
 }
 
 /// The longest rows whose pass 3 [`ce_row_groups`] runs inside the next row's pass 2
-/// ([`exp_pass_mode`], or [`online_pass`] with a trailing row). Alone, pass 3 takes about a quarter of a long
-/// row's time (at 32000 classes in L2, by `perf`) and waits on the L2, not on arithmetic;
-/// beside the exps, which wait on the multiply-add pipes, most of it is hidden. It keeps
+/// ([`exp_pass_mode`], or [`online_pass`] with a trailing row). Alone, pass 3 took about
+/// a quarter of a long row's time (at 32000 classes in L2, by `perf`) for one multiply
+/// per vector: it streams the row from L2 and back. Beside the exps, which keep the
+/// multiply-add pipes busy, most of that time is hidden. It keeps
 /// three rows in L2 (the trailing row, this one, and the next one being prefetched), so
 /// only rows up to 128 KiB. Measured with two builds linked and called alternately
 /// (1 thread, median of the per-call ratios): rows in cache took 0.87-0.96 of the time
