@@ -1216,31 +1216,22 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
                 // trailing row is an earlier row of `dst`, `c` elements, disjoint from
                 // this one, and its target lies inside it.
                 (row.sum, row.wsum) = unsafe {
-                    let r = if store {
-                        exp_pass_mode::<S, true, 0, false, true>(
-                            s,
-                            row.src,
-                            row.dst,
-                            c,
-                            row.m,
-                            null,
-                            Cap::NONE,
-                            next,
-                            tb,
-                        )
-                    } else {
-                        exp_pass_mode::<S, false, 0, false, true>(
-                            s,
-                            row.src,
-                            row.dst,
-                            c,
-                            row.m,
-                            null,
-                            Cap::NONE,
-                            next,
-                            tb,
-                        )
-                    };
+                    macro_rules! linked {
+                        ($store:literal) => {
+                            exp_pass_mode::<S, $store, 0, false, true>(
+                                s,
+                                row.src,
+                                row.dst,
+                                c,
+                                row.m,
+                                null,
+                                Cap::NONE,
+                                next,
+                                tb,
+                            )
+                        };
+                    }
+                    let r = if store { linked!(true) } else { linked!(false) };
                     finish_target(&p);
                     r
                 };
