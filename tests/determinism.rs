@@ -232,6 +232,46 @@ fn linked_rows_match_rows_alone() {
     }
 }
 
+/// `forward_backward_into` gives the bits of the in-place call on every path: row groups (3 classes), grouped fused rows (300), linked rows (10000 and
+/// 20001, where the separate destination is prefetched too), online rows (40000) and
+/// blocked rows (140000), with ignored rows among them.
+#[test]
+fn into_matches_in_place() {
+    let mut rnd = uniform(777, 6.0);
+    for (rows, c) in [
+        (40usize, 3usize),
+        (9, 300),
+        (9, 10_000),
+        (9, 20_001),
+        (5, 40_000),
+        (3, 140_000),
+    ] {
+        let z: Vec<f32> = (0..rows * c).map(|_| rnd()).collect();
+        let t: Vec<i64> = (0..rows as i64)
+            .map(|r| {
+                if r % 4 == 1 {
+                    -100
+                } else {
+                    (r * 7919) % c as i64
+                }
+            })
+            .collect();
+        for k in kernels() {
+            let base = CrossEntropy::new(c).kernel(k).ignore_index(-100);
+            for ce in [base.clone(), base.clone().label_smoothing(0.1).z_loss(1e-3)] {
+                let what = format!("{k:?} {rows}x{c}");
+                let mut g = vec![f32::NAN; z.len()];
+                let into = ce.forward_backward_into(&z, &t, &mut g).unwrap();
+                let mut g1 = z.clone();
+                let in_place = ce.forward_backward(&mut g1, &t).unwrap();
+                assert_eq!(bits(&g), bits(&g1), "{what}");
+                assert_eq!(into.value.to_bits(), in_place.value.to_bits(), "{what}");
+                assert_eq!(into.correct, in_place.correct, "{what}");
+            }
+        }
+    }
+}
+
 /// Each row of `z` (targets `t`) alone through `forward_backward_with` must give the bits
 /// of its part of the batch's gradient `g`, per-row losses and log-sum-exps.
 fn each_row_alone(
