@@ -2,7 +2,7 @@
 
 use crate::check::bits;
 use crate::common::kernels;
-use xent::{CrossEntropy, Reduction};
+use xent::{CrossEntropy, Kernel, Reduction};
 
 fn run_in(threads: usize, f: impl FnOnce() -> (u32, Vec<u32>) + Send) -> (u32, Vec<u32>) {
     rayon::ThreadPoolBuilder::new()
@@ -134,18 +134,13 @@ fn grouped_rows_match_rows_alone() {
             .map(|r| if r == 5 { -100 } else { (r * 31) % c as i64 })
             .collect();
         for k in kernels() {
-            let base = CrossEntropy::new(c)
-                .kernel(k)
-                .reduction(Reduction::None)
-                .ignore_index(-100);
+            let base = per_row(c, k);
             for ce in [
                 base.clone(),
                 base.clone().label_smoothing(0.2),
                 base.clone().softcap(5.0).z_loss(1e-2),
             ] {
-                let (mut g, mut loss, mut lse) = (z.clone(), vec![0.0; rows], vec![0.0; rows]);
-                let out = xent::RowOutputs::new().losses(&mut loss).lse(&mut lse);
-                ce.forward_backward_with(&mut g, &t, out).unwrap();
+                let (g, loss, lse) = with_row_outputs(&ce, &z, &t);
                 // Forward only: the rows' passes run with no gradient to write.
                 let mut fwd_loss = vec![0.0; rows];
                 ce.forward_with(&z, &t, xent::RowOutputs::new().losses(&mut fwd_loss))
@@ -215,47 +210,44 @@ fn linked_rows_match_rows_alone() {
             .collect();
         let w: Vec<f32> = (0..c).map(|j| if j == 3 { 0.0 } else { 1.0 }).collect();
         for k in kernels() {
-            let base = CrossEntropy::new(c)
-                .kernel(k)
-                .reduction(Reduction::None)
-                .ignore_index(-100);
+            let base = per_row(c, k);
             for ce in [
                 base.clone(),
                 base.clone().z_loss(1e-2).class_weights(w.clone()),
             ] {
-                let (mut g, mut loss, mut lse) = (z.clone(), vec![0.0; rows], vec![0.0; rows]);
-                let out = xent::RowOutputs::new().losses(&mut loss).lse(&mut lse);
-                ce.forward_backward_with(&mut g, &t, out).unwrap();
+                let (g, loss, lse) = with_row_outputs(&ce, &z, &t);
                 each_row_alone(&ce, &z, &t, &g, &loss, &lse, &format!("{k:?} C={c}"));
             }
         }
     }
 }
 
-/// `forward_backward_into` gives the bits of the in-place call on every path: row groups (3 classes), grouped fused rows (300), linked rows (10000 and
-/// 20001, where the separate destination is prefetched too), online rows (40000) and
-/// blocked rows (140000), with ignored rows among them.
+/// `forward_backward_into` gives the bits of the in-place call on every path, with ignored
+/// rows among the rows: row groups (3 classes), grouped fused rows (300), linked rows (10000
+/// and 20001, where the separate destination is prefetched too), online rows (40000) and
+/// blocked rows (140000).
 #[test]
 fn into_matches_in_place() {
-    let mut rnd = uniform(777, 6.0);
-    for (rows, c) in [
-        (40usize, 3usize),
+    const SHAPES: [(usize, usize); 6] = [
+        (40, 3),
         (9, 300),
         (9, 10_000),
         (9, 20_001),
         (5, 40_000),
         (3, 140_000),
-    ] {
+    ];
+    let mut rnd = uniform(777, 6.0);
+    for (rows, c) in SHAPES {
         let z: Vec<f32> = (0..rows * c).map(|_| rnd()).collect();
-        let t: Vec<i64> = (0..rows as i64)
-            .map(|r| {
-                if r % 4 == 1 {
-                    -100
-                } else {
-                    (r * 7919) % c as i64
-                }
-            })
-            .collect();
+        // Every fourth row from the second ignored.
+        let target = |r: usize| {
+            if r % 4 == 1 {
+                -100
+            } else {
+                (r * 7919 % c) as i64
+            }
+        };
+        let t: Vec<i64> = (0..rows).map(target).collect();
         for k in kernels() {
             let base = CrossEntropy::new(c).kernel(k).ignore_index(-100);
             for ce in [base.clone(), base.clone().label_smoothing(0.1).z_loss(1e-3)] {
@@ -270,6 +262,23 @@ fn into_matches_in_place() {
             }
         }
     }
+}
+
+/// Unreduced cross-entropy over `c` classes on kernel `k`, ignoring target -100: the base
+/// of the per-row tests.
+fn per_row(c: usize, k: Kernel) -> CrossEntropy {
+    CrossEntropy::new(c)
+        .kernel(k)
+        .reduction(Reduction::None)
+        .ignore_index(-100)
+}
+
+/// `forward_backward_with` on a copy of `z`: the gradient, row losses and log-sum-exps.
+fn with_row_outputs(ce: &CrossEntropy, z: &[f32], t: &[i64]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mut g, mut loss, mut lse) = (z.to_vec(), vec![0.0; t.len()], vec![0.0; t.len()]);
+    let out = xent::RowOutputs::new().losses(&mut loss).lse(&mut lse);
+    ce.forward_backward_with(&mut g, t, out).unwrap();
+    (g, loss, lse)
 }
 
 /// Each row of `z` (targets `t`) alone through `forward_backward_with` must give the bits
