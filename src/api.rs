@@ -746,7 +746,9 @@ pub(crate) struct RowGrad {
 }
 
 /// Rows longer than `FUSED_MAX_CLASSES`: statistics per block (in parallel), merged per
-/// row in block order, then the gradient per block from the merged statistics.
+/// row in block order, then the gradient per block from the merged statistics. On one
+/// thread the rows go one at a time through the same steps, with no task lists (no heap
+/// allocation); the results are the same bits either way.
 fn blocked<T: Target>(
     ck: &Checked<'_>,
     io: Io<'_>,
@@ -757,24 +759,20 @@ fn blocked<T: Target>(
     let nb = c.div_ceil(BLOCK_CLASSES);
     let par = go_parallel(io.len());
     let smooth = ck.smooth();
-    let src = io.src();
-    // Phase 1: block statistics of counted rows.
-    let tasks: Vec<(usize, usize)> = (0..targets.len())
-        .filter(|&r| ck.target(targets[r]).is_some())
-        .flat_map(|r| (0..nb).map(move |b| (r, b)))
-        .collect();
-    let stats: Vec<BlockStats> = map_ordered(tasks, par, |_, (r, b)| {
-        let (lo, hi) = (b * BLOCK_CLASSES, ((b + 1) * BLOCK_CLASSES).min(c));
-        let z = &src[r * c + lo..r * c + hi];
+    let beta = ck.beta();
+    let write = !matches!(io, Io::Read(_));
+    let span = |b: usize| (b * BLOCK_CLASSES, ((b + 1) * BLOCK_CLASSES).min(c));
+    // Block `b`'s statistics in row `row`.
+    let block_stats = |row: &[f32], b: usize| {
+        let (lo, hi) = span(b);
         let s = match smooth {
             Smooth::Weighted(w) => Smooth::Weighted(&w[lo..hi]),
             other => other,
         };
-        with_backend!(ck.backend, k => k.stats(z, s, ck.cap))
-    });
-    // Phase 2: merge per row in block order; row loss; gradient coefficients.
+        with_backend!(ck.backend, k => k.stats(&row[lo..hi], s, ck.cap))
+    };
     let block_weight = |b: usize| {
-        let (lo, hi) = (b * BLOCK_CLASSES, ((b + 1) * BLOCK_CLASSES).min(c));
+        let (lo, hi) = span(b);
         match smooth {
             Smooth::Off => 0.0,
             Smooth::Uniform => (hi - lo) as f64,
@@ -783,48 +781,96 @@ fn blocked<T: Target>(
     };
     let mut sums = RowSums::default();
     sinks.fill_zero();
-    let mut grads = Vec::with_capacity(targets.len());
-    let mut blocks = stats.chunks_exact(nb);
-    for (r, &t) in targets.iter().enumerate() {
-        let plan = ck.plan(t);
-        let Some(t) = plan.target else {
-            grads.push(RowGrad::IGNORED);
-            continue;
-        };
-        let row_stats = blocks.next().unwrap_or(&[]);
-        let mut m = Merged::from_block(row_stats[0], 0, block_weight(0));
-        for (b, s) in row_stats.iter().enumerate().skip(1) {
-            m = m.merge(Merged::from_block(*s, b * BLOCK_CLASSES, block_weight(b)));
+    // A counted row's loss (to `sinks` and `sums`) and gradient coefficients from its
+    // blocks' statistics, merged in block order.
+    let mut finish_row = |r: usize,
+                          row: &[f32],
+                          plan: &RowPlan,
+                          t: usize,
+                          stats: &mut dyn Iterator<Item = BlockStats>| {
+        let mut m = Merged::default();
+        for (b, s) in stats.enumerate() {
+            let mb = Merged::from_block(s, b * BLOCK_CLASSES, block_weight(b));
+            m = if b == 0 { mb } else { m.merge(mb) };
         }
-        let zt = src[r * c + t];
+        let zt = row[t];
         let yt = match ck.cap {
             Some(cap) => with_backend!(ck.backend, k => k.softcap(zt, cap)),
             None => zt,
         };
-        let row = ck.row_loss(t, &m, yt);
-        sinks.put(r, row.loss, row.lse);
+        let loss = ck.row_loss(t, &m, yt);
+        sinks.put(r, loss.loss, loss.lse);
         sums.add(RowSums {
-            loss: row.loss,
-            z: row.z,
-            correct: usize::from(row.correct),
+            loss: loss.loss,
+            z: loss.z,
+            correct: usize::from(loss.correct),
         });
-        grads.push(ck.row_grad(&plan, &m, row.lse, yt));
+        ck.row_grad(plan, &m, loss.lse, yt)
+    };
+    // Block `b` of a row's gradient (`piece`, that block of the row's buffers).
+    let write_block = |piece: Io<'_>, b: usize, g: &RowGrad| {
+        write_grad_run(ck, piece, b * BLOCK_CLASSES, g, beta);
+    };
+    if !par {
+        let mut rest = io;
+        for (r, &t) in targets.iter().enumerate() {
+            let (mut row, tail) = rest.split_at(c);
+            rest = tail;
+            let plan = ck.plan(t);
+            let g = match plan.target {
+                None => RowGrad::IGNORED,
+                Some(t) => {
+                    let src = row.src();
+                    finish_row(r, src, &plan, t, &mut (0..nb).map(|b| block_stats(src, b)))
+                }
+            };
+            if write {
+                for b in 0..nb {
+                    let (piece, tail) = row.split_at(span(b).1 - span(b).0);
+                    write_block(piece, b, &g);
+                    row = tail;
+                }
+            }
+        }
+        return sums;
+    }
+    let src = io.src();
+    // Phase 1: block statistics of counted rows.
+    let tasks: Vec<(usize, usize)> = (0..targets.len())
+        .filter(|&r| ck.target(targets[r]).is_some())
+        .flat_map(|r| (0..nb).map(move |b| (r, b)))
+        .collect();
+    let stats: Vec<BlockStats> = map_ordered(tasks, par, |_, (r, b)| {
+        block_stats(&src[r * c..(r + 1) * c], b)
+    });
+    // Phase 2: merge per row in block order; row loss; gradient coefficients.
+    let mut grads = Vec::with_capacity(targets.len());
+    let mut blocks = stats.chunks_exact(nb);
+    for (r, &t) in targets.iter().enumerate() {
+        let plan = ck.plan(t);
+        let g = match plan.target {
+            None => RowGrad::IGNORED,
+            Some(t) => {
+                let row_stats = blocks.next().unwrap_or(&[]);
+                let row = &src[r * c..(r + 1) * c];
+                finish_row(r, row, &plan, t, &mut row_stats.iter().copied())
+            }
+        };
+        grads.push(g);
     }
     // Phase 3: gradient blocks.
-    if !matches!(io, Io::Read(_)) {
-        let beta = ck.beta();
+    if write {
         let mut pieces = Vec::with_capacity(targets.len() * nb);
         let mut rest = io;
         for r in 0..targets.len() {
             for b in 0..nb {
-                let w = (c - b * BLOCK_CLASSES).min(BLOCK_CLASSES);
-                let (head, tail) = rest.split_at(w);
+                let (head, tail) = rest.split_at(span(b).1 - span(b).0);
                 pieces.push((r, b, head));
                 rest = tail;
             }
         }
         map_ordered(pieces, par, |_, (r, b, piece)| {
-            write_grad_run(ck, piece, b * BLOCK_CLASSES, &grads[r], beta);
+            write_block(piece, b, &grads[r])
         });
     }
     sums
