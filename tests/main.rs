@@ -6,7 +6,12 @@
 mod check;
 mod common;
 
+/// Counts each thread's allocations, for `alloc`'s test.
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
 mod agreement;
+mod alloc;
 mod corpus;
 mod determinism;
 mod edge_cases;
