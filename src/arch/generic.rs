@@ -1225,12 +1225,9 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
                 // Only linked rows prefetch a separate destination (see `Ahead`).
                 None if trail => Ahead::rows(row.src, row.dst, g * c),
                 None => Ahead::source(row.src.wrapping_add(g * c)),
-                Some((base, stride)) => Ahead {
-                    src: core::ptr::without_provenance(
-                        base.wrapping_add(ahead.wrapping_mul(stride)),
-                    ),
-                    dst: core::ptr::null(),
-                },
+                Some((base, stride)) => Ahead::source(core::ptr::without_provenance(
+                    base.wrapping_add(ahead.wrapping_mul(stride)),
+                )),
             };
             let store = !dst.is_null() && !row.plan.zero_grad;
             if online {
