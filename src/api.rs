@@ -762,6 +762,7 @@ fn blocked<T: Target>(
     let beta = ck.beta();
     let write = !matches!(io, Io::Read(_));
     let span = |b: usize| (b * BLOCK_CLASSES, ((b + 1) * BLOCK_CLASSES).min(c));
+    let width = |b: usize| span(b).1 - span(b).0;
     // Block `b`'s statistics in row `row`.
     let block_stats = |row: &[f32], b: usize| {
         let (lo, hi) = span(b);
@@ -826,7 +827,7 @@ fn blocked<T: Target>(
             };
             if write {
                 for b in 0..nb {
-                    let (piece, tail) = row.split_at(span(b).1 - span(b).0);
+                    let (piece, tail) = row.split_at(width(b));
                     write_block(piece, b, &g);
                     row = tail;
                 }
@@ -864,7 +865,7 @@ fn blocked<T: Target>(
         let mut rest = io;
         for r in 0..targets.len() {
             for b in 0..nb {
-                let (head, tail) = rest.split_at(span(b).1 - span(b).0);
+                let (head, tail) = rest.split_at(width(b));
                 pieces.push((r, b, head));
                 rest = tail;
             }

@@ -522,9 +522,9 @@ fn segment_factor(reference: f32, max: f32) -> f64 {
 /// ([`TRAIL_MIN_CLASSES`]..=[`TRAIL_MAX_CLASSES`]): a store to a line that is not in cache
 /// waits for the line to be read first, and in the exp loop those waits stalled the core.
 /// Prefetching the next row's destination lines as well took `forward_backward_into`
-/// from 0.52 to 0.41-0.42 ns per logit at 4096x32000 on one thread (0.28-0.30 to 0.22-0.26
-/// on two), 0.59 to 0.47 at 8192x8192 and 0.52 to 0.37 at 4096x16384; the in-place call
-/// takes 0.27, 0.29 and 0.31. Elsewhere it lost: 0.46 to 0.70 at 16384x1000 (the hardware
+/// from 0.52-0.54 to 0.41-0.43 ns per logit at 4096x32000 on one thread (0.28-0.31 to
+/// 0.22-0.28 on two), 0.59-0.60 to 0.46-0.47 at 8192x8192 and 0.52-0.53 to 0.37-0.38 at
+/// 4096x16384; the in-place call takes 0.27, 0.28-0.29 and 0.31-0.36. Elsewhere it lost: 0.46 to 0.70 at 16384x1000 (the hardware
 /// prefetcher already follows short rows' stores), 0.43 to 0.47 at 1024x128256 (four rows
 /// of 512 KiB no longer fit in L2). Forming the gradient in a staging row and streaming it
 /// out with non-temporal stores, which saves the reads, did worse than this prefetch at
