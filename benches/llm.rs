@@ -98,7 +98,7 @@ fn llm(c: &mut Criterion) {
                 for (d, &s) in data.iter().zip(&shards) {
                     plain.shard_stats(d, s, &targets, &mut part).unwrap();
                     for (m, p) in merged.iter_mut().zip(&part) {
-                        *m = m.merge(*p);
+                        *m = m.merge(*p).unwrap();
                     }
                 }
                 for (d, &s) in data.iter_mut().zip(&shards) {

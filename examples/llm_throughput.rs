@@ -196,7 +196,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 for (d, &s) in shard_data.iter().zip(&shards) {
                     plain.shard_stats(d, s, &targets, &mut part).unwrap();
                     for (m, p) in merged.iter_mut().zip(&part) {
-                        *m = m.merge(*p);
+                        *m = m.merge(*p).unwrap();
                     }
                 }
                 black_box(plain.shard_loss(&merged, &targets).unwrap());

@@ -134,12 +134,15 @@ impl CrossEntropy {
         self
     }
 
-    /// Logit soft-capping (Gemma 2) with `cap > 0`: the loss is computed on
-    /// `cap * tanh(z / cap)`, and the gradient with respect to the raw logits includes the
-    /// chain factor `1 - tanh^2(z / cap)`, all inside the same passes over memory. As for
-    /// the composition in PyTorch, `+-inf` logits cap to `+-cap` (so `-inf` is no longer a
-    /// mask) and NaN stays NaN. The predicted class is the argmax of the raw logits.
-    /// Checked when used ([`Error::Softcap`]).
+    /// Logit soft-capping (Gemma 2) with `cap` in `[2^-126, 2^126]`: the loss is computed
+    /// on `cap * tanh(z / cap)`, and the gradient with respect to the raw logits includes
+    /// the chain factor `1 - tanh^2(z / cap)`, all inside the same passes over memory. As
+    /// for the composition in PyTorch, `+-inf` logits cap to `+-cap` (so `-inf` is no
+    /// longer a mask) and NaN stays NaN. The predicted class is the argmax of the raw
+    /// logits. The capped logits are accurate in relative terms (within a few ulp, see
+    /// [`crate::exp`]), so a cap far above every logit gives the uncapped result. Checked
+    /// when used ([`Error::Softcap`] outside the range, where `cap` or `1 / cap` would not
+    /// be a normal float).
     ///
     /// ```
     /// let ce = xent::CrossEntropy::new(2).softcap(30.0).reduction(xent::Reduction::Sum);
@@ -269,8 +272,11 @@ impl CrossEntropy {
     /// `outputs` (one value per row): the unreduced row losses (PyTorch's
     /// `reduction='none'`, z-loss included) and the rows' log-sum-exp, which
     /// [`backward`](Self::backward) takes to form a gradient later without the max and sum
-    /// passes. Ignored rows get a loss of 0 and an LSE of 0; a row whose loss is NaN gets a
-    /// NaN LSE.
+    /// passes. Ignored rows get a loss of 0 and an LSE of 0. The LSE is NaN where the
+    /// row's log-sum-exp is undefined (a NaN or +inf logit, or every logit -inf); a row
+    /// whose loss is NaN only through its smoothing term (a class of weight 0 whose logit
+    /// is -inf: `0 * -inf`, as in PyTorch) keeps its finite log-sum-exp, which is the
+    /// right one for [`backward`](Self::backward).
     ///
     /// # Errors
     /// As [`forward`](Self::forward), plus [`Error::OutputLength`] for a per-row buffer
@@ -337,7 +343,8 @@ impl CrossEntropy {
         if !(self.z_loss.is_finite() && self.z_loss >= 0.0) {
             return Err(Error::ZLoss(self.z_loss));
         }
-        if let Some(cap) = self.softcap.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        let cap_ok = |c: &f32| (crate::exp::SOFTCAP_MIN..=crate::exp::SOFTCAP_MAX).contains(c);
+        if let Some(cap) = self.softcap.filter(|c| !cap_ok(c)) {
             return Err(Error::Softcap(cap));
         }
         if let Some(w) = &self.weights {
@@ -560,11 +567,15 @@ impl Checked<'_> {
         } else {
             0.0
         };
+        let loss = loss + z;
         RowLoss {
-            loss: loss + z,
+            loss,
             z,
             lse,
-            correct: !ln_s.is_nan() && m.argmax == t,
+            // A NaN loss never counts, whatever made it NaN: a NaN or +inf logit (then
+            // `ln_s` is NaN too), or only the smoothing term (`0 w_j * -inf z_j`, as
+            // PyTorch), which leaves the log-sum-exp finite.
+            correct: !loss.is_nan() && m.argmax == t,
         }
     }
 
@@ -716,7 +727,7 @@ fn fused<T: Target>(
             let plan = |r: usize| ck.plan(targets[r]);
             let out = |r: usize, o: RowOut| {
                 if let Some(t) = ck.target(targets[r]) {
-                    let m = Merged::from_block(o.stats, 0, 0.0);
+                    let m = Merged::from_block(o.stats, 0, c, 0.0);
                     let row = ck.row_loss(t, &m, o.target_logit);
                     sinks.put(r, row.loss, row.lse);
                     sums.add(RowSums {
@@ -791,8 +802,8 @@ fn blocked<T: Target>(
                           stats: &mut dyn Iterator<Item = BlockStats>| {
         let mut m = Merged::default();
         for (b, s) in stats.enumerate() {
-            let mb = Merged::from_block(s, b * BLOCK_CLASSES, block_weight(b));
-            m = if b == 0 { mb } else { m.merge(mb) };
+            let mb = Merged::from_block(s, b * BLOCK_CLASSES, width(b), block_weight(b));
+            m = if b == 0 { mb } else { m.combine(mb) };
         }
         let zt = row[t];
         let yt = match ck.cap {

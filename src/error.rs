@@ -58,7 +58,9 @@ pub enum Error {
     LabelSmoothing(f32),
     /// A z-loss coefficient that is negative, NaN or infinite.
     ZLoss(f32),
-    /// A soft-capping value that is not finite and positive.
+    /// A soft-capping value outside `[2^-126, 2^126]`
+    /// ([`SOFTCAP_MIN`](crate::exp::SOFTCAP_MIN), [`SOFTCAP_MAX`](crate::exp::SOFTCAP_MAX)):
+    /// not finite and positive, subnormal, or so large that its reciprocal is subnormal.
     Softcap(f32),
     /// An input buffer with one value per row (log-sum-exp, upstream gradients, shard
     /// statistics) has the wrong length.
@@ -76,6 +78,30 @@ pub enum Error {
         offset: usize,
         /// Classes in the shard.
         width: usize,
+        /// Classes per row.
+        classes: usize,
+    },
+    /// [`ShardStats::merge`](crate::ShardStats::merge) of two runs that count more classes
+    /// together than their span holds: they overlap (or the same shard was merged twice).
+    ShardOverlap {
+        /// The classes counted by each run.
+        classes: (usize, usize),
+        /// The first class of the two runs together.
+        first: usize,
+        /// One past the last class of the two runs together.
+        end: usize,
+    },
+    /// A row's merged [`ShardStats`](crate::ShardStats) do not cover the classes
+    /// `0..classes` exactly: a shard is missing, was merged twice, or overlaps another.
+    ShardCoverage {
+        /// The row.
+        row: usize,
+        /// The classes the statistics count.
+        covered: usize,
+        /// Their first class (`usize::MAX` if none).
+        first: usize,
+        /// One past their last class.
+        end: usize,
         /// Classes per row.
         classes: usize,
     },
@@ -126,7 +152,11 @@ impl fmt::Display for Error {
             Error::ZLoss(c) => {
                 write!(f, "z-loss coefficient {c} must be finite and non-negative")
             }
-            Error::Softcap(c) => write!(f, "soft-capping value {c} must be finite and positive"),
+            Error::Softcap(c) => write!(
+                f,
+                "soft-capping value {c} must lie in [2^-126, 2^126] (finite, positive, normal, \
+                 with a normal reciprocal)"
+            ),
             Error::InputLength {
                 what,
                 len,
@@ -142,6 +172,27 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "shard of {width} classes at offset {offset} does not fit in {classes} classes"
+            ),
+            Error::ShardOverlap {
+                classes: (a, b),
+                first,
+                end,
+            } => write!(
+                f,
+                "merging shard statistics of {a} and {b} classes that span only [{first}, {end}): \
+                 the shards overlap, or one was merged twice"
+            ),
+            Error::ShardCoverage {
+                row,
+                covered,
+                first,
+                end,
+                classes,
+            } => write!(
+                f,
+                "merged shard statistics of row {row} count {covered} classes in \
+                 [{first}, {end}), not exactly 0..{classes}: a shard is missing, repeated \
+                 or overlapping"
             ),
             Error::ShardMissingTarget { row } => write!(
                 f,

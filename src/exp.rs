@@ -1,4 +1,4 @@
-//! The fast exp used by every kernel, and a scalar model of it.
+//! The fast exp and tanh used by every kernel, and scalar models of them.
 //!
 //! # Algorithm
 //!
@@ -48,6 +48,36 @@
 //! rounds each multiply-add twice; its results can differ from the model by an ulp and stay
 //! within the same bound (the exhaustive test checks each variant against `f64::exp`).
 
+//!
+//! # tanh (soft-capping)
+//!
+//! [`CrossEntropy::softcap`](crate::CrossEntropy::softcap) computes `cap tanh(z / cap)`.
+//! With `x = z / cap` (as `z * (1 / cap)`) and `a = |x|`:
+//!
+//! * for `a < TANH_SMALL_MAX` (0.625): `tanh a = a + (a a^2) P(a^2)`, with `P` the
+//!   degree-4 polynomial [`TANH_P`] fitted to `(tanh a / a - 1) / a^2` on `a^2` in
+//!   `[0, 0.390625]` (Chebyshev, 30 digits, rounded to f32; within 1.6e-8 relative of
+//!   `tanh`). The correction term is at most 0.13 of `a`, so its roundings shrink by that
+//!   much, and the result is accurate in relative terms for every `a`, subnormals
+//!   included: a cap far above every logit gives the logits back;
+//! * above, `tanh a = 1 - 2e / (1 + e)` with `e = exp(-2a)` (the exp above), where
+//!   `tanh a >= 0.55` keeps the cancellation of `1 - q` small;
+//! * the sign is put back last (the function is exactly odd, but for `tanh(-0) = +0`);
+//!   `+-inf` give `+-1`, NaN gives NaN.
+//!
+//! **Bound:** within [`TANH_MAX_ULP`] ulp of `tanh x` for every f32 `x`. `tests/exp.rs`
+//! checks it exhaustively over every non-negative f32 below 9.1 (above, every result is
+//! exactly 1) for every kernel variant, and [`tanh_model`] bit for bit on FMA variants.
+//! The worst error it finds is 1.69 ulp (AVX2 and the portable kernel, on a Zen 3).
+//! The capped logit `cap tanh(z / cap)` then carries at most `TANH_MAX_ULP + 1.5` ulp
+//! relative: the product `z (1 / cap)` one ulp, which `tanh` (relative condition number at
+//! most 1) passes on, and the last product half of one.
+//!
+//! Caps must lie in `[SOFTCAP_MIN, SOFTCAP_MAX]` = `[2^-126, 2^126]`, where `cap` and
+//! `1 / cap` are both normal floats ([`Error::Softcap`](crate::Error::Softcap) otherwise):
+//! a subnormal cap has no finite reciprocal, and a cap above `2^126` a subnormal one,
+//! which would cost `z / cap` its precision.
+
 /// `1 / ln 2`.
 pub const LOG2E: f32 = core::f32::consts::LOG2_E;
 /// High part of `ln 2`: `0.693359375 = 355 / 512`, exact in 9 bits.
@@ -85,6 +115,77 @@ pub const EXP_Q: [f32; 2] = [0.500_065_6, 0.166_697_58];
 
 /// The maximum relative error of the kernels' exp over `[EXP_UNDERFLOW, 88.72]`, in ulp.
 pub const EXP_MAX_ULP: f32 = 2.0;
+
+/// Below this `|x|` the kernels' tanh is the odd polynomial (see the module docs).
+pub const TANH_SMALL_MAX: f32 = 0.625;
+
+/// Coefficients of `P`, highest degree first: `tanh a ~ a + (a a^2) P(a^2)` for
+/// `a < TANH_SMALL_MAX` (module docs).
+pub const TANH_P: [f32; 5] = [
+    -0.006_096_714,
+    0.020_997_18,
+    -0.053_850_908,
+    0.133_327_7,
+    -0.333_333_28,
+];
+
+/// The maximum relative error of the kernels' tanh over every f32, in ulp of the exact
+/// value (module docs; `tests/exp.rs` checks it exhaustively).
+pub const TANH_MAX_ULP: f32 = 2.0;
+
+/// The smallest cap [`CrossEntropy::softcap`](crate::CrossEntropy::softcap) accepts,
+/// `2^-126` (`f32::MIN_POSITIVE`): below it `1 / cap` overflows.
+pub const SOFTCAP_MIN: f32 = f32::MIN_POSITIVE;
+
+/// The largest cap [`CrossEntropy::softcap`](crate::CrossEntropy::softcap) accepts,
+/// `2^126`: above it `1 / cap` is subnormal and `z / cap` would lose precision.
+pub const SOFTCAP_MAX: f32 = 8.507_059e37;
+
+/// Scalar model of the vector tanh, operation for operation (with fused multiply-adds):
+/// FMA variants give the same bits.
+///
+/// ```
+/// use xent::exp::tanh_model;
+/// assert_eq!(tanh_model(0.0), 0.0);
+/// assert_eq!(tanh_model(1e-30), 1e-30); // relative accuracy near 0
+/// assert_eq!(tanh_model(f32::INFINITY), 1.0);
+/// assert_eq!(tanh_model(-20.0), -1.0);
+/// assert!(tanh_model(f32::NAN).is_nan());
+/// assert!((tanh_model(0.5) - 0.5f32.tanh()).abs() <= 2.0 * f32::EPSILON);
+/// ```
+pub fn tanh_model(x: f32) -> f32 {
+    let ax = if x < 0.0 { -x } else { x };
+    let e = exp_model(ax * -2.0);
+    let big = 1.0 - (e + e) / (1.0 + e);
+    let z = ax * ax;
+    let mut p = TANH_P[0];
+    for &c in &TANH_P[1..] {
+        p = p.mul_add(z, c);
+    }
+    let small = (ax * z).mul_add(p, ax);
+    let t = if ax < TANH_SMALL_MAX { small } else { big };
+    if x < 0.0 { 0.0 - t } else { t }
+}
+
+/// The kernels' tanh applied in place to every element of `xs` by the chosen variant (for
+/// the exhaustive accuracy test, and for users who want the same function).
+///
+/// # Errors
+/// [`crate::Error::KernelUnavailable`] if `kernel` cannot run on this CPU.
+///
+/// ```
+/// let mut xs = [0.0f32, 1e-20, -0.25, 3.0, f32::NEG_INFINITY];
+/// xent::exp::tanh_slice(xent::Kernel::Auto, &mut xs)?;
+/// assert_eq!(&xs[..2], &[0.0, 1e-20]);
+/// assert!((xs[2] - (-0.25f32).tanh()).abs() <= 3.0 * f32::EPSILON * 0.25);
+/// assert_eq!(xs[4], -1.0);
+/// # Ok::<(), xent::Error>(())
+/// ```
+pub fn tanh_slice(kernel: crate::Kernel, xs: &mut [f32]) -> Result<(), crate::Error> {
+    let b = crate::kernel::backend(kernel)?;
+    crate::kernel::with_backend!(b, k => k.tanh(xs));
+    Ok(())
+}
 
 /// Scalar model of the vector exp, operation for operation (with fused multiply-adds).
 /// Slow without a hardware FMA (`f32::mul_add` may call libm); for tests and docs. Same

@@ -23,11 +23,10 @@ use crate::api::{Checked, RowSums};
 use crate::arch::Io;
 use crate::arch::convert::{HalfFormat, bits, bits_mut};
 use crate::kernel::with_backend;
-use crate::parallel::{SplitRows, go_parallel, rows_per_chunk};
-use crate::rows::{RowOutputs, Sinks};
+use crate::parallel::{SplitLogits, for_chunks_of_rows, rows_per_chunk};
+use crate::rows::{RowOutputs, Sinks, backward_rows};
 use crate::{CrossEntropy, Error, Loss, Target};
 use core::cell::Cell;
-use rayon::prelude::*;
 
 mod sealed {
     /// Keeps [`HalfFloat`](super::HalfFloat) implemented only by this crate.
@@ -59,7 +58,7 @@ enum HalfIo<'a, H> {
     InPlace(&'a mut [H]),
 }
 
-impl<H> HalfIo<'_, H> {
+impl<H: Send + Sync> SplitLogits for HalfIo<'_, H> {
     fn len(&self) -> usize {
         match self {
             HalfIo::Read(s) => s.len(),
@@ -128,6 +127,77 @@ impl CrossEntropy {
         Ok(self.run_half(&ck, HalfIo::InPlace(logits), targets, Sinks::default()))
     }
 
+    /// [`forward_half`](Self::forward_half) with the per-row outputs of
+    /// [`forward_with`](Self::forward_with) (row losses and log-sum-exp, in f32).
+    ///
+    /// # Errors
+    /// As [`forward_with`](Self::forward_with); on error nothing is written.
+    ///
+    /// ```
+    /// use half::bf16;
+    /// use xent::{CrossEntropy, Reduction, RowOutputs};
+    /// let ce = CrossEntropy::new(2).reduction(Reduction::None);
+    /// let z = [0.0, 0.0, 1.0, 1.0].map(bf16::from_f32);
+    /// let (mut losses, mut lse) = ([0.0f32; 2], [0.0f32; 2]);
+    /// ce.forward_half_with(&z, &[0u8, 1], RowOutputs::new().losses(&mut losses).lse(&mut lse))?;
+    /// assert!((losses[1] - std::f32::consts::LN_2).abs() < 1e-6);
+    /// assert!((lse[1] - (1.0 + std::f32::consts::LN_2)).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn forward_half_with<H: HalfFloat, T: Target>(
+        &self,
+        logits: &[H],
+        targets: &[T],
+        outputs: RowOutputs<'_>,
+    ) -> Result<Loss, Error> {
+        let ck = self.check(logits.len(), targets, None)?;
+        let sinks = outputs.checked(targets.len())?;
+        Ok(self.run_half(&ck, HalfIo::Read(logits), targets, sinks))
+    }
+
+    /// [`backward`](Self::backward) on bf16 or f16 logits: the gradient of
+    /// `sum_i upstream[i] * loss_i` from the rows' saved log-sum-exp (f32, as
+    /// [`forward_half_with`](Self::forward_half_with) writes it), computed in f32 and
+    /// written over the logits in the same type, rounded to nearest even once. The same
+    /// bits as [`backward`](Self::backward) on the widened logits, rounded.
+    ///
+    /// # Errors
+    /// As [`backward`](Self::backward); on error the logits are unchanged.
+    ///
+    /// ```
+    /// use half::bf16;
+    /// use xent::{CrossEntropy, Reduction, RowOutputs};
+    /// let ce = CrossEntropy::new(2).reduction(Reduction::None);
+    /// let mut z = [0.0, 0.0].map(bf16::from_f32);
+    /// let mut lse = [0.0f32];
+    /// ce.forward_half_with(&z, &[1u8], RowOutputs::new().lse(&mut lse))?;
+    /// ce.backward_half(&mut z, &[1u8], &lse, &[2.0])?;
+    /// assert_eq!(z.map(|v| v.to_f32()), [1.0, -1.0]); // 2 * (softmax - onehot)
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn backward_half<H: HalfFloat, T: Target>(
+        &self,
+        logits: &mut [H],
+        targets: &[T],
+        lse: &[f32],
+        upstream: &[f32],
+    ) -> Result<(), Error> {
+        let (ck, up) = self.check_backward(logits.len(), targets, lse, upstream)?;
+        for_chunks_of_rows(
+            HalfIo::InPlace(logits),
+            up,
+            self.classes(),
+            rows_per_chunk(self.classes()),
+            |row0, tile, up| {
+                with_tile(&ck, tile, |f32_tile| {
+                    backward_rows(&ck, f32_tile, &targets[row0..], up)
+                })
+            },
+            |()| {},
+        );
+        Ok(())
+    }
+
     /// [`forward_backward_half`](Self::forward_backward_half) with the per-row outputs of
     /// [`forward_with`](Self::forward_with) (row losses and log-sum-exp, in f32).
     ///
@@ -163,68 +233,62 @@ impl CrossEntropy {
         sinks: Sinks<'_>,
     ) -> Loss {
         let c = self.classes();
-        let per = rows_per_chunk(c);
-        let tile_len = per * c;
-        let parallel = go_parallel(io.len());
-        let mut tiles = Vec::new();
         let mut sums = RowSums::default();
-        let mut rest = (io, sinks);
-        let mut row0 = 0;
-        while rest.0.len() > 0 {
-            let n = tile_len.min(rest.0.len());
-            let (head, tail) = rest.0.split_at(n);
-            let (sh, st) = rest.1.split_rows(n / c);
-            if parallel {
-                tiles.push((row0, head, sh));
-            } else {
-                sums.add(tile::<H, T>(ck, head, &targets[row0..row0 + n / c], sh));
-            }
-            rest = (tail, st);
-            row0 += n / c;
-        }
-        if parallel {
-            let parts: Vec<RowSums> = tiles
-                .into_par_iter()
-                .map(|(r0, t, s)| {
-                    let rows = t.len() / c;
-                    tile::<H, T>(ck, t, &targets[r0..r0 + rows], s)
+        for_chunks_of_rows(
+            io,
+            sinks,
+            c,
+            rows_per_chunk(c),
+            |row0, tile, sinks| {
+                let targets = &targets[row0..row0 + tile.len() / c];
+                // While a row of the tile is computed, the kernel prefetches the 16-bit
+                // logits of the rows after it (running into the next tile), so DRAM
+                // reads overlap the exps.
+                let hint = Some((tile.addr(), 2 * c));
+                with_tile(ck, tile, |f32_tile| {
+                    ck.run_rows(f32_tile, targets, sinks, hint)
                 })
-                .collect();
-            parts.into_iter().for_each(|p| sums.add(p));
-        }
+            },
+            |s| sums.add(s),
+        );
         self.reduce(ck, sums)
     }
 }
 
-/// One tile: widen into the thread's scratch, run the f32 rows, narrow the gradient back.
-fn tile<H: HalfFloat, T: Target>(
+impl<H> HalfIo<'_, H> {
+    /// The address of the first logit (for prefetch hints only).
+    fn addr(&self) -> usize {
+        match self {
+            HalfIo::Read(s) => s.as_ptr().addr(),
+            HalfIo::InPlace(s) => s.as_ptr().addr(),
+        }
+    }
+}
+
+/// Runs `f` on one tile widened into the thread's f32 scratch (read only, or in place),
+/// then narrows the scratch back over the 16-bit logits when they are written.
+fn with_tile<H: HalfFloat, R>(
     ck: &Checked<'_>,
     io: HalfIo<'_, H>,
-    targets: &[T],
-    sinks: Sinks<'_>,
-) -> RowSums {
+    f: impl FnOnce(Io<'_>) -> R,
+) -> R {
     let fmt: HalfFormat = <H as sealed::Sealed>::FORMAT;
     let mut buf = SCRATCH.with(Cell::take);
     // Every element is overwritten by the widening; `resize` only writes when it grows
     // (the first tile on a thread, or a longer one), so tiles after that cost nothing here.
     buf.resize(io.len(), 0.0);
-    // While a row of the tile is computed, the kernel prefetches the 16-bit logits of the
-    // rows after it (running into the next tile), so DRAM reads overlap the exps.
-    let row_bytes = 2 * ck.classes;
-    let sums = match io {
+    let r = match io {
         HalfIo::Read(src) => {
-            let hint = Some((src.as_ptr().addr(), row_bytes));
             with_backend!(ck.backend, k => k.widen(fmt, bits(src), &mut buf));
-            ck.run_rows(Io::Read(&buf), targets, sinks, hint)
+            f(Io::Read(&buf))
         }
         HalfIo::InPlace(dst) => {
-            let hint = Some((dst.as_ptr().addr(), row_bytes));
             with_backend!(ck.backend, k => k.widen(fmt, bits(dst), &mut buf));
-            let sums = ck.run_rows(Io::InPlace(&mut buf), targets, sinks, hint);
+            let r = f(Io::InPlace(&mut buf));
             with_backend!(ck.backend, k => k.narrow(fmt, &buf, bits_mut(dst)));
-            sums
+            r
         }
     };
     SCRATCH.with(|s| s.set(buf));
-    sums
+    r
 }

@@ -53,6 +53,9 @@
 //! * A NaN or +inf logit makes its row's loss and gradient NaN (and so the reduced loss).
 //! * `-inf` logits are masks: exactly zero probability. A `-inf` target logit gives a
 //!   +inf loss. A row of only `-inf` gives NaN.
+//! * With label smoothing and class weights, a `-inf` logit of a class of weight 0 makes
+//!   the smoothing term `0 * -inf`, NaN, as in PyTorch; that row's log-sum-exp stays
+//!   finite.
 //! * A row whose loss is NaN never counts as correct.
 //! * Ignored rows get a zero gradient whatever they hold.
 //! * **Deliberate difference**: a mean over zero weight (every row ignored, an empty batch,

@@ -6,7 +6,8 @@
 /// in a fixed order and rounded once to f32; `rows` counts the rows that were not ignored;
 /// `correct` counts those whose argmax (first index on ties) equals the target, so
 /// `correct / rows` is the batch accuracy. A row whose loss is NaN (a NaN or +inf logit,
-/// or all logits -inf) is never counted as correct.
+/// all logits -inf, or label smoothing meeting a -inf logit of a class of weight 0) is
+/// never counted as correct.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Loss {

@@ -45,6 +45,23 @@ pub(crate) fn go_parallel(logits: usize) -> bool {
     logits >= PAR_MIN_LOGITS && rayon::current_num_threads() > 1
 }
 
+/// A buffer of rows that can be cut into chunks: f32 logits ([`Io`]) or 16-bit ones.
+pub(crate) trait SplitLogits: Send + Sized {
+    /// Elements (rows times classes).
+    fn len(&self) -> usize;
+    /// Splits off the first `n` elements.
+    fn split_at(self, n: usize) -> (Self, Self);
+}
+
+impl SplitLogits for Io<'_> {
+    fn len(&self) -> usize {
+        Io::len(self)
+    }
+    fn split_at(self, n: usize) -> (Self, Self) {
+        Io::split_at(self, n)
+    }
+}
+
 /// Calls `f(first_row, chunk)` for consecutive chunks of `rows_per_chunk` whole rows of
 /// `io` and feeds the results to `fold` in chunk order.
 pub(crate) fn for_row_chunks<R, F, G>(io: Io<'_>, classes: usize, f: F, fold: G)
@@ -79,18 +96,20 @@ where
     for_chunks_of_rows(io, x, classes, rows_per_chunk(classes), f, fold);
 }
 
-/// [`for_row_chunks_with`] in chunks of `per` rows (a function of the shape alone).
-pub(crate) fn for_chunks_of_rows<X, R, F, G>(
-    io: Io<'_>,
+/// [`for_row_chunks_with`] in chunks of `per` rows (a function of the shape alone), over
+/// any [`SplitLogits`].
+pub(crate) fn for_chunks_of_rows<L, X, R, F, G>(
+    io: L,
     x: X,
     classes: usize,
     per: usize,
     f: F,
     mut fold: G,
 ) where
+    L: SplitLogits,
     X: SplitRows,
     R: Send,
-    F: Fn(usize, Io<'_>, X) -> R + Sync,
+    F: Fn(usize, L, X) -> R + Sync,
     G: FnMut(R),
 {
     debug_assert!(per > 0);

@@ -147,7 +147,7 @@ pub fn cross_entropy<T: Target>(
         row_losses[r] = loss + zl;
         lses[r] = lse;
         let first_argmax = (0..c).fold(0, |a, j| if z[j] > z[a] { j } else { a });
-        correct += usize::from(!logp[0].is_nan() && first_argmax == t);
+        correct += usize::from(!(loss + zl).is_nan() && first_argmax == t);
         if scale == 0.0 {
             // A mean over zero weight: the gradient stays exactly zero (documented).
             continue;

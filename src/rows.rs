@@ -13,6 +13,7 @@
 //! with `c_i = (1 - eps) w_t`, `k = eps / C`, `a_i = c_i + k sum_j w_j`, `zc` the z-loss
 //! coefficient and `s_ij = 1 - (y_ij / cap)^2` the soft-capping chain factor (1 without).
 
+use crate::api::Checked;
 use crate::arch::generic::beta_at;
 use crate::arch::{Beta, Io};
 use crate::kernel::with_backend;
@@ -47,7 +48,10 @@ impl<'a> RowOutputs<'a> {
     }
 
     /// Write each row's log-sum-exp (of the soft-capped logits when capping is on; 0 for
-    /// an ignored row, NaN for a row whose loss is NaN) into `buf`, one value per row.
+    /// an ignored row; NaN where it is undefined: a NaN or +inf logit, or every logit
+    /// -inf) into `buf`, one value per row. A row whose loss is NaN only through label
+    /// smoothing (`0 * -inf` for a -inf logit of a class of weight 0) keeps its finite
+    /// log-sum-exp.
     pub fn lse(mut self, buf: &'a mut [f32]) -> Self {
         self.lse = Some(buf);
         self
@@ -120,9 +124,9 @@ impl SplitRows for Sinks<'_> {
 }
 
 /// The per-row inputs of a backward call, cut along with the rows.
-struct Upstream<'a> {
-    lse: &'a [f32],
-    grad: &'a [f32],
+pub(crate) struct Upstream<'a> {
+    pub(crate) lse: &'a [f32],
+    pub(crate) grad: &'a [f32],
 }
 
 impl SplitRows for Upstream<'_> {
@@ -210,7 +214,26 @@ impl CrossEntropy {
         lse: &[f32],
         upstream: &[f32],
     ) -> Result<(), Error> {
-        let ck = self.check(io.len(), targets, None)?;
+        let (ck, up) = self.check_backward(io.len(), targets, lse, upstream)?;
+        for_row_chunks_with(
+            io,
+            up,
+            self.classes(),
+            |row0, chunk, up| backward_rows(&ck, chunk, &targets[row0..], up),
+            |()| {},
+        );
+        Ok(())
+    }
+
+    /// Every check of a backward call, before anything is written.
+    pub(crate) fn check_backward<'a, T: Target>(
+        &self,
+        len: usize,
+        targets: &[T],
+        lse: &'a [f32],
+        upstream: &'a [f32],
+    ) -> Result<(Checked<'_>, Upstream<'a>), Error> {
+        let ck = self.check(len, targets, None)?;
         let rows = targets.len();
         for (what, b) in [("lse", lse), ("upstream", upstream)] {
             if b.len() != rows {
@@ -221,49 +244,48 @@ impl CrossEntropy {
                 });
             }
         }
-        let c = self.classes();
         let up = Upstream {
             lse,
             grad: upstream,
         };
-        for_row_chunks_with(
-            io,
-            up,
-            c,
-            |row0, mut chunk, up| {
-                let mut rest = chunk.reborrow();
-                for (r, (&lse, &u)) in up.lse.iter().zip(up.grad).enumerate() {
-                    let (mut row, tail) = rest.split_at(c);
-                    rest = tail;
-                    let Some((t, a, tfix, beta)) =
-                        ck.upstream_plan(targets[row0 + r], f64::from(u))
-                    else {
-                        row.dst_mut().fill(0.0);
-                        continue;
-                    };
-                    let lse64 = f64::from(lse);
-                    let alpha = a + 2.0 * u as f64 * ck.zc() * lse64;
-                    let zt = row.src()[t];
-                    let yt = match ck.cap {
-                        Some(cap) => with_backend!(ck.backend, k => k.softcap(zt, cap)),
-                        None => zt,
-                    };
-                    with_backend!(ck.backend, k => k.grad_from_stats(row.reborrow(), lse, alpha as f32, beta, ck.cap));
-                    let dst = &mut row.dst_mut()[t];
-                    match ck.cap {
-                        None => *dst -= tfix as f32,
-                        Some(cap) => {
-                            let y = f64::from(yt) / f64::from(cap.cap);
-                            let e = (f64::from(yt) - lse64).exp();
-                            *dst = ((alpha * e - beta_at(beta, t) - tfix) * ((1.0 - y) * (1.0 + y)))
-                                as f32;
-                        }
-                    }
-                }
-            },
-            |()| {},
-        );
-        Ok(())
+        Ok((ck, up))
+    }
+}
+
+/// The backward pass over a chunk of whole rows (`targets` from the chunk's first row):
+/// one read-and-write sweep per row from its saved log-sum-exp, the target entry last.
+pub(crate) fn backward_rows<T: Target>(
+    ck: &Checked<'_>,
+    mut chunk: Io<'_>,
+    targets: &[T],
+    up: Upstream<'_>,
+) {
+    let c = ck.classes;
+    let mut rest = chunk.reborrow();
+    for (r, (&lse, &u)) in up.lse.iter().zip(up.grad).enumerate() {
+        let (mut row, tail) = rest.split_at(c);
+        rest = tail;
+        let Some((t, a, tfix, beta)) = ck.upstream_plan(targets[r], f64::from(u)) else {
+            row.dst_mut().fill(0.0);
+            continue;
+        };
+        let lse64 = f64::from(lse);
+        let alpha = a + 2.0 * u as f64 * ck.zc() * lse64;
+        let zt = row.src()[t];
+        let yt = match ck.cap {
+            Some(cap) => with_backend!(ck.backend, k => k.softcap(zt, cap)),
+            None => zt,
+        };
+        with_backend!(ck.backend, k => k.grad_from_stats(row.reborrow(), lse, alpha as f32, beta, ck.cap));
+        let dst = &mut row.dst_mut()[t];
+        match ck.cap {
+            None => *dst -= tfix as f32,
+            Some(cap) => {
+                let y = f64::from(yt) / f64::from(cap.cap);
+                let e = (f64::from(yt) - lse64).exp();
+                *dst = ((alpha * e - beta_at(beta, t) - tfix) * ((1.0 - y) * (1.0 + y))) as f32;
+            }
+        }
     }
 }
 

@@ -13,7 +13,14 @@
 //!    all-reduce it (SUM); all-reduce `target_logit` with SUM over a zero default (exactly
 //!    one shard holds it); the argmax is a MAX all-reduce over the pair `(top, -argmax)`;
 //!    with label smoothing, `smooth_sum + smooth_weight * (local max - global max)` and
-//!    `smooth_weight` are SUMs too. That is what `merge` computes.
+//!    `smooth_weight` are SUMs too; the coverage is a SUM of `classes`, a MIN of `first`, a
+//!    MAX of `end` and a bitwise XOR of `coverage` (the same for every row of a shard, so
+//!    one all-reduce per call suffices). That is what `merge` computes.
+//!
+//!    A shard merged twice, overlapping shards or a missing shard are errors, not a wrong
+//!    loss: `merge` rejects what it can see ([`Error::ShardOverlap`]), and steps 3a and 3b
+//!    accept only statistics that cover `0..classes` exactly ([`Error::ShardCoverage`];
+//!    see [`ShardStats`] for how coverage is recorded).
 //! 3. [`CrossEntropy::shard_loss`] turns the merged statistics into the [`Loss`] (every
 //!    worker can do it; it reads no logits), and [`CrossEntropy::shard_backward`] writes
 //!    each shard's gradient from them in one more pass over the shard.
@@ -26,7 +33,7 @@ use crate::api::{Checked, RowGrad, RowSums, write_grad_run};
 use crate::arch::{Io, Smooth};
 use crate::kernel::with_backend;
 use crate::parallel::{SplitRows, for_row_chunks_with};
-use crate::stats::ShardStats;
+use crate::stats::{ShardStats, coverage_of};
 use crate::{CrossEntropy, Error, Loss, Target};
 
 /// A class shard `[offset, offset + width)` of every row.
@@ -115,7 +122,7 @@ impl CrossEntropy {
     /// let (mut a, mut b) = ([ShardStats::EMPTY], [ShardStats::EMPTY]);
     /// ce.shard_stats(&row[..2], Shard::new(0, 2), &t, &mut a)?;
     /// ce.shard_stats(&row[2..], Shard::new(2, 3), &t, &mut b)?;
-    /// let merged = [a[0].merge(b[0])];
+    /// let merged = [a[0].merge(b[0])?];
     /// let sharded = ce.shard_loss(&merged, &t)?;
     /// let whole = ce.forward(&row, &t)?;
     /// assert!((sharded.value - whole.value).abs() < 1e-6);
@@ -159,6 +166,7 @@ impl CrossEntropy {
             Smooth::Uniform => w as f64,
             Smooth::Weighted(ws) => ws.iter().map(|&v| f64::from(v)).sum(),
         };
+        let fp = coverage_of(lo, w);
         for_row_chunks_with(
             Io::Read(logits),
             out,
@@ -166,7 +174,7 @@ impl CrossEntropy {
             |row0, chunk, out| {
                 for (r, (z, o)) in chunk.src().chunks_exact(w).zip(out).enumerate() {
                     let b = with_backend!(ck.backend, k => k.stats(z, smooth, ck.cap));
-                    let mut s = ShardStats::from_block(b, lo, weight);
+                    let mut s = ShardStats::from_block(b, lo, w, weight).covering(fp);
                     s.target_logit = ck
                         .target(targets[row0 + r])
                         .filter(|&t| t >= lo && t < lo + w)
@@ -188,6 +196,8 @@ impl CrossEntropy {
     /// # Errors
     /// As [`forward`](Self::forward) for the options and targets;
     /// [`Error::InputLength`] if `stats` does not hold one entry per row;
+    /// [`Error::ShardCoverage`] if a row's statistics do not cover `0..classes` exactly
+    /// (a shard missing, merged twice, or overlapping another);
     /// [`Error::ShardMissingTarget`] if a counted row's statistics have no target logit
     /// (the shard holding the target was not merged in).
     pub fn shard_loss<T: Target>(
@@ -271,7 +281,18 @@ impl CrossEntropy {
                 expected: targets.len(),
             });
         }
+        let classes = self.classes();
+        let full = coverage_of(0, classes);
         for (row, (s, &t)) in stats.iter().zip(targets).enumerate() {
+            if !s.covers_all(classes, full) {
+                return Err(Error::ShardCoverage {
+                    row,
+                    covered: s.classes,
+                    first: s.first,
+                    end: s.end,
+                    classes,
+                });
+            }
             if ck.target(t).is_some() && s.target_logit.is_none() {
                 return Err(Error::ShardMissingTarget { row });
             }

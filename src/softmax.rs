@@ -151,13 +151,13 @@ impl CrossEntropy {
 pub(crate) fn row_stats(b: Backend, row: &[f32], smooth: Smooth<'_>, weight: f64) -> Merged {
     if row.len() <= FUSED_MAX_CLASSES {
         let s: BlockStats = with_backend!(b, k => k.stats(row, smooth, None));
-        return Merged::from_block(s, 0, weight);
+        return Merged::from_block(s, 0, row.len(), weight);
     }
     let mut merged: Option<Merged> = None;
     for (i, z) in row.chunks(BLOCK_CLASSES).enumerate() {
         let s: BlockStats = with_backend!(b, k => k.stats(z, Smooth::Off, None));
-        let m = Merged::from_block(s, i * BLOCK_CLASSES, 0.0);
-        merged = Some(merged.map_or(m, |acc| acc.merge(m)));
+        let m = Merged::from_block(s, i * BLOCK_CLASSES, z.len(), 0.0);
+        merged = Some(merged.map_or(m, |acc| acc.combine(m)));
     }
     merged.unwrap_or(Merged {
         argmax: 0,

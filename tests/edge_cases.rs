@@ -255,3 +255,181 @@ fn gradient_into_leaves_logits_alone() {
         assert_eq!(bits(&z), before);
     }
 }
+
+/// Runs `f` in a rayon pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+#[test]
+fn a_nan_loss_from_smoothing_never_counts_as_correct() {
+    // Label smoothing with class weights: the -inf logit of a class of weight 0 makes the
+    // smoothing term `0 * -inf`, NaN, as in PyTorch, while the row's argmax is its target
+    // and its log-sum-exp is finite. Every path (row groups, fused, linked, online,
+    // blocked), every entry point, every kernel, 1 and 2 threads; each batch repeats the
+    // row so that two threads really split it.
+    for c in [2usize, 100, 10_000, 20_000, 140_000] {
+        let mut row = vec![0.0f32; c];
+        row[0] = 1.0;
+        row[c - 1] = NEG;
+        let mut w = vec![1.0f32; c];
+        w[c - 1] = 0.0;
+        let rows = (1 << 17) / c + 2;
+        let z = row.repeat(rows);
+        let t = vec![0u32; rows];
+        let lse_want = (1f64.exp() + (c - 2) as f64).ln();
+        for k in kernels() {
+            let ce = CrossEntropy::new(c)
+                .label_smoothing(0.1)
+                .class_weights(w.clone())
+                .reduction(Reduction::Sum)
+                .kernel(k);
+            for threads in [1, 2] {
+                let what = format!("{k:?} C={c} threads={threads}");
+                on_threads(threads, || {
+                    let loss = ce.forward(&z, &t).unwrap();
+                    assert!(loss.value.is_nan() && loss.correct == 0, "{what}: {loss:?}");
+                    let mut lse = vec![0.0f32; rows];
+                    let outs = xent::RowOutputs::new().lse(&mut lse);
+                    let loss = ce.forward_with(&z, &t, outs).unwrap();
+                    assert!(loss.value.is_nan() && loss.correct == 0, "{what}: {loss:?}");
+                    // The finite log-sum-exp of the logits.
+                    assert!(
+                        lse.iter()
+                            .all(|&l| (f64::from(l) - lse_want).abs() < 1e-5 * lse_want),
+                        "{what}: lse {}",
+                        lse[0]
+                    );
+                    let mut g = z.clone();
+                    let loss = ce.forward_backward(&mut g, &t).unwrap();
+                    assert!(loss.value.is_nan() && loss.correct == 0, "{what}: {loss:?}");
+                    // The gradient stays finite (as autograd's: the weight-0 class takes
+                    // no part in it).
+                    assert!(g.iter().all(|v| v.is_finite()), "{what}");
+                    let zh: Vec<half::bf16> = z.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                    let loss = ce.forward_half(&zh, &t).unwrap();
+                    assert!(
+                        loss.value.is_nan() && loss.correct == 0,
+                        "{what}: half {loss:?}"
+                    );
+                    let (loss, _) = crate::check::sharded_in_three(&ce, &z, &t).unwrap();
+                    assert!(
+                        loss.value.is_nan() && loss.correct == 0,
+                        "{what}: sharded {loss:?}"
+                    );
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn caps_far_above_the_logits_give_the_uncapped_result() {
+    for k in kernels() {
+        // The cases: at cap 1e4, 8.3 caps to 8.3 (not 8.299); at 1e30 the logits
+        // do not collapse to 0.
+        let ce = CrossEntropy::new(2).reduction(Reduction::Sum).kernel(k);
+        let got = ce
+            .clone()
+            .softcap(1e4)
+            .forward(&[8.3, 0.0], &[1u8])
+            .unwrap();
+        let want = ce.forward(&[8.3, 0.0], &[1u8]).unwrap();
+        let rel = ((got.value - want.value) / want.value).abs();
+        assert!(rel < 1e-6, "{k:?}: {} vs {}", got.value, want.value);
+        let got = ce
+            .clone()
+            .softcap(1e30)
+            .forward(&[0.0, 1.0], &[0u8])
+            .unwrap();
+        assert!(
+            (got.value - 1.313_261_7).abs() < 1e-6,
+            "{k:?}: {}",
+            got.value
+        );
+        // Every cap from 1e2 up, on rows of every path: loss and gradient within a few
+        // ulp of the uncapped ones (the capped logits are, relative).
+        for c in [3usize, 300, 20_000, 140_000] {
+            let z: Vec<f32> = crate::common::seeded_row(5, 2 * c)
+                .iter()
+                .map(|v| v.clamp(-30.0, 30.0))
+                .collect();
+            let t = [1u32, (c - 1) as u32];
+            let plain = CrossEntropy::new(c).kernel(k);
+            let mut g0 = z.clone();
+            let l0 = plain.forward_backward(&mut g0, &t).unwrap();
+            for cap in [1e2f32, 1e4, 1e8, 1e30, xent::exp::SOFTCAP_MAX] {
+                let mut g = z.clone();
+                let l = plain
+                    .clone()
+                    .softcap(cap)
+                    .forward_backward(&mut g, &t)
+                    .unwrap();
+                // 30 / cap of tanh's curvature, plus the capped logits' few ulp.
+                let tol = 2.0 * (30.0 / cap).powi(2) + 1e-5;
+                assert!(
+                    ((l.value - l0.value) / l0.value).abs() <= tol,
+                    "{k:?} C={c} cap={cap:e}: {} vs {}",
+                    l.value,
+                    l0.value
+                );
+                let gmax = g0.iter().fold(0f32, |a, v| a.max(v.abs()));
+                for (a, b) in g.iter().zip(&g0) {
+                    assert!(
+                        (a - b).abs() <= tol * gmax + 1e-6,
+                        "{k:?} C={c} cap={cap:e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn caps_outside_the_normal_range_are_rejected() {
+    let z = [0.0f32, 1.0];
+    let below = f32::from_bits(xent::exp::SOFTCAP_MIN.to_bits() - 1);
+    let above = f32::from_bits(xent::exp::SOFTCAP_MAX.to_bits() + 1);
+    for cap in [1e-40f32, below, above, f32::MAX] {
+        let err = CrossEntropy::new(2)
+            .softcap(cap)
+            .forward(&z, &[0u8])
+            .unwrap_err();
+        assert_eq!(err, xent::Error::Softcap(cap));
+        assert!(err.to_string().contains("2^-126"));
+    }
+    assert_eq!(xent::exp::SOFTCAP_MAX, 2f32.powi(126));
+    assert_eq!(xent::exp::SOFTCAP_MIN, 2f32.powi(-126));
+    for k in kernels() {
+        // The smallest cap: every capped logit is 0 or within a subnormal of it, so the
+        // softmax is uniform.
+        let ce = CrossEntropy::new(2).kernel(k).reduction(Reduction::Sum);
+        let l = ce
+            .clone()
+            .softcap(xent::exp::SOFTCAP_MIN)
+            .forward(&z, &[0u8])
+            .unwrap();
+        assert!(
+            (l.value - std::f32::consts::LN_2).abs() < 1e-6,
+            "{k:?}: {}",
+            l.value
+        );
+        let mut g = z;
+        ce.clone()
+            .softcap(xent::exp::SOFTCAP_MIN)
+            .forward_backward(&mut g, &[0u8])
+            .unwrap();
+        assert!(g.iter().all(|v| v.is_finite()), "{k:?}: {g:?}");
+        // The largest: the logits themselves.
+        let l = ce
+            .clone()
+            .softcap(xent::exp::SOFTCAP_MAX)
+            .forward(&z, &[0u8])
+            .unwrap();
+        assert!((l.value - 1.313_261_7).abs() < 1e-6, "{k:?}: {}", l.value);
+    }
+}

@@ -1,10 +1,11 @@
 //! The exp's error bound, exhaustively over every f32 in [-104, 0] for every kernel
-//! variant (about 1.1 billion inputs each), plus special values and the positive range.
+//! variant (about 1.1 billion inputs each), plus special values and the positive range;
+//! the tanh of soft-capping likewise over every non-negative f32 below 9.1.
 
-use crate::check::check_exp;
+use crate::check::{check_exp, check_tanh};
 use crate::common::kernels;
 use rayon::prelude::*;
-use xent::exp::{EXP_UNDERFLOW, exp_model, exp_slice};
+use xent::exp::{EXP_UNDERFLOW, exp_model, exp_slice, tanh_model, tanh_slice};
 
 /// Checks every input in `xs` for one variant (see `check::check_exp`); returns the worst
 /// ulp error seen.
@@ -111,5 +112,83 @@ fn table_holds_the_nearest_floats_to_the_eighth_powers_of_two() {
     for (j, &t) in xent::exp::EXP_TABLE.iter().enumerate() {
         // f64 -> f32 rounds to nearest; 2^(j/8) in f64 is within 2^-52 of the truth.
         assert_eq!(t, 2f64.powf(j as f64 / 8.0) as f32, "entry {j}");
+    }
+}
+
+/// Every variant's tanh on `xs`, each result checked (`check::check_tanh`); the worst ulp
+/// error seen.
+fn check_tanh_on(k: xent::Kernel, xs: &[f32]) -> f64 {
+    let mut ys = xs.to_vec();
+    tanh_slice(k, &mut ys).unwrap();
+    xs.iter()
+        .zip(&ys)
+        .map(|(&x, &y)| check_tanh(k, x, y))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn tanh_exhaustive_nonnegative_domain() {
+    // Every f32 bit pattern from +0 to 9.1; above, tanh rounds to exactly 1 (checked
+    // below on a sample). The function is odd by construction (sign put back last), which
+    // `tanh_is_odd_and_saturates` checks.
+    let hi = 9.1f32.to_bits();
+    for k in kernels() {
+        let starts: Vec<u32> = (0..=hi).step_by(1 << 16).collect();
+        let worst = starts
+            .into_par_iter()
+            .map(|start| {
+                let xs: Vec<f32> = (start..=hi.min(start + (1 << 16) - 1))
+                    .map(f32::from_bits)
+                    .collect();
+                check_tanh_on(k, &xs)
+            })
+            .reduce(|| 0.0, f64::max);
+        println!("tanh {k:?}: worst error over [0, 9.1] is {worst:.3} ulp");
+    }
+}
+
+#[test]
+fn tanh_is_odd_and_saturates() {
+    let xs: Vec<f32> = (0..=u32::MAX / 2)
+        .step_by(4099)
+        .map(f32::from_bits)
+        .chain([f32::INFINITY, f32::MAX, 9.1, 20.0, 1e-45, 0.625, 0.62499994])
+        .collect();
+    for k in kernels() {
+        let mut pos = xs.clone();
+        tanh_slice(k, &mut pos).unwrap();
+        let mut neg: Vec<f32> = xs.iter().map(|x| -x).collect();
+        tanh_slice(k, &mut neg).unwrap();
+        for ((&x, &p), &n) in xs.iter().zip(&pos).zip(&neg) {
+            check_tanh(k, x, p);
+            // (Both zeros give +0.)
+            if !x.is_nan() && x != 0.0 {
+                assert_eq!(n.to_bits(), (-p).to_bits(), "{k:?}: tanh(-{x:e})");
+            }
+            if x >= 9.1 {
+                assert_eq!(p, 1.0, "{k:?}: tanh({x:e})");
+            }
+        }
+        let mut nan = [f32::NAN, -f32::NAN];
+        tanh_slice(k, &mut nan).unwrap();
+        assert!(nan.iter().all(|v| v.is_nan()), "{k:?}");
+    }
+}
+
+#[test]
+fn tanh_fma_variants_equal_the_scalar_model() {
+    let xs: Vec<f32> = (0..200_000)
+        .map(|i| -10.0 + i as f32 * 1e-4)
+        .chain((0..1000).map(|i| f32::from_bits(i * 1_000_003)))
+        .collect();
+    for k in kernels()
+        .into_iter()
+        .filter(|k| *k != xent::Kernel::Portable)
+    {
+        let mut ys = xs.clone();
+        tanh_slice(k, &mut ys).unwrap();
+        for (&x, &y) in xs.iter().zip(&ys) {
+            assert_eq!(y.to_bits(), tanh_model(x).to_bits(), "{k:?} at {x:e}");
+        }
     }
 }

@@ -38,13 +38,13 @@ fn sharded(
         ce.shard_stats(&slice(s), s, t, &mut out)?;
         per_shard.push(out);
     }
-    let merged: Vec<ShardStats> = (0..rows)
+    let merged = (0..rows)
         .map(|r| {
-            order.iter().fold(ShardStats::EMPTY, |acc, &i| {
+            order.iter().try_fold(ShardStats::EMPTY, |acc, &i| {
                 acc.merge(per_shard[i % parts.len()][r])
             })
         })
-        .collect();
+        .collect::<Result<Vec<ShardStats>, Error>>()?;
     let loss = ce.shard_loss(&merged, t)?;
     let mut grad = vec![f32::NAN; z.len()];
     for &s in parts {
@@ -164,7 +164,17 @@ fn shard_errors_leave_buffers_alone() {
     // Statistics without the target's shard: an error, not a silent NaN.
     ce.shard_stats(&z, Shard::new(0, 2), &t, &mut out).unwrap();
     let e = ce.shard_loss(&out, &t).unwrap_err();
-    assert_eq!(e, Error::ShardMissingTarget { row: 1 });
+    assert_eq!(
+        e,
+        Error::ShardCoverage {
+            row: 0,
+            covered: 2,
+            first: 0,
+            end: 2,
+            classes: 4
+        }
+    );
+    assert!(e.to_string().contains("0..4"));
     let mut g = z;
     assert_eq!(
         ce.shard_backward(&mut g, Shard::new(0, 2), &t, &out)
@@ -172,6 +182,19 @@ fn shard_errors_leave_buffers_alone() {
         e
     );
     assert_eq!(g, z);
+    // Full coverage but no target logit (statistics rebuilt by hand without it).
+    let mut rest = [ShardStats::EMPTY; 2];
+    let zz = [0.5f32; 4];
+    ce.shard_stats(&zz, Shard::new(2, 2), &t, &mut rest)
+        .unwrap();
+    let mut full: Vec<ShardStats> = out
+        .iter()
+        .zip(&rest)
+        .map(|(a, b)| a.merge(*b).unwrap())
+        .collect();
+    full[1].target_logit = None;
+    let e = ce.shard_loss(&full, &t).unwrap_err();
+    assert_eq!(e, Error::ShardMissingTarget { row: 1 });
     let e = ce.shard_loss(&out[..1], &t).unwrap_err();
     assert_eq!(
         e,
@@ -185,5 +208,103 @@ fn shard_errors_leave_buffers_alone() {
     let mut empty = [ShardStats::EMPTY; 2];
     ce.shard_stats(&[], Shard::new(4, 0), &t, &mut empty)
         .unwrap();
-    assert_eq!(empty[0].merge(out[0]), out[0]);
+    assert_eq!(empty[0].merge(out[0]), Ok(out[0]));
+}
+
+/// The statistics of `parts` (shards of a 6-class row, one row, target 0), merged left
+/// to right; then the loss from them.
+fn merged_loss(parts: &[(usize, usize)]) -> Result<xent::Loss, Error> {
+    let ce = CrossEntropy::new(6);
+    let z = [0.5f32, -1.0, 2.0, 0.0, 1.0, 3.0];
+    let mut acc = ShardStats::EMPTY;
+    for &(lo, w) in parts {
+        let mut s = [ShardStats::EMPTY];
+        ce.shard_stats(&z[lo..lo + w], Shard::new(lo, w), &[0u8], &mut s)?;
+        acc = acc.merge(s[0])?;
+    }
+    ce.shard_loss(&[acc], &[0u8])
+}
+
+#[test]
+fn repeated_overlapping_or_missing_shards_are_errors() {
+    let whole = merged_loss(&[(0, 6)]).unwrap();
+    // Any order and grouping of a partition gives the same result.
+    assert_eq!(
+        merged_loss(&[(4, 2), (0, 1), (1, 3)]).unwrap().correct,
+        whole.correct
+    );
+    // The same shard twice: seen by `merge`.
+    let e = merged_loss(&[(0, 3), (3, 3), (3, 3)]).unwrap_err();
+    assert!(matches!(e, Error::ShardOverlap { .. }), "{e:?}");
+    assert!(e.to_string().contains("overlap"));
+    // Two overlapping shards: seen by `merge`.
+    let e = merged_loss(&[(0, 4), (3, 3)]).unwrap_err();
+    assert_eq!(
+        e,
+        Error::ShardOverlap {
+            classes: (4, 3),
+            first: 0,
+            end: 6
+        }
+    );
+    // An overlap (class 1) hidden by a gap (class 3) between shards merged earlier: the
+    // counts fit the span, so `merge` cannot see it; the fingerprint can.
+    let e = merged_loss(&[(0, 2), (4, 2), (1, 2)]).unwrap_err();
+    assert!(
+        matches!(e, Error::ShardCoverage { covered: 6, .. }),
+        "{e:?}"
+    );
+    // A missing shard.
+    let e = merged_loss(&[(0, 2), (2, 2)]).unwrap_err();
+    assert!(
+        matches!(e, Error::ShardCoverage { covered: 4, .. }),
+        "{e:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// A partition with one shard repeated, or one shard widened into its neighbour, or
+    /// one shard dropped, never gives a loss: `merge` or `shard_loss` rejects it.
+    #[test]
+    fn broken_partitions_are_rejected(
+        c in 2usize..40,
+        cuts in prop::collection::vec(any::<u16>(), 1..6),
+        pick in any::<usize>(),
+        how in 0u8..3,
+        order_seed in any::<u64>(),
+    ) {
+        let mut parts: Vec<Shard> = shards(c, &cuts).into_iter().filter(|s| s.width > 0).collect();
+        let i = pick % parts.len();
+        match how {
+            0 => parts.push(parts[i]),
+            1 if parts.len() > 1 => {
+                // Widen shard `i` by one class into a neighbour.
+                let s = parts[i];
+                parts[i] = if s.offset + s.width < c {
+                    Shard::new(s.offset, s.width + 1)
+                } else {
+                    Shard::new(s.offset - 1, s.width + 1)
+                };
+            }
+            1 => parts.push(parts[i]),
+            _ if parts.len() > 1 => { parts.remove(i); }
+            _ => parts.push(parts[i]),
+        }
+        let ce = CrossEntropy::new(c);
+        let z = seeded_row(7, 3 * c);
+        let t = [0i64, (c - 1) as i64, 1];
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        let mut s = order_seed | 1;
+        for i in (1..order.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            order.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let got = sharded(&ce, &z, &t, &parts, &order);
+        prop_assert!(
+            matches!(got, Err(Error::ShardOverlap { .. } | Error::ShardCoverage { .. })),
+            "{parts:?}: {:?}", got.map(|(l, _)| l)
+        );
+    }
 }

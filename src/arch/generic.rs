@@ -8,7 +8,9 @@
 use super::{
     Beta, BlockStats, FIXED_MAX_CLASSES, FUSED_MAX_CLASSES, SMALL_MAX_CLASSES, Simd, Smooth,
 };
-use crate::exp::{EXP_CLAMP_HI, EXP_Q, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC};
+use crate::exp::{
+    EXP_CLAMP_HI, EXP_Q, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC, TANH_P, TANH_SMALL_MAX,
+};
 
 /// Per-call constants of the fused cross-entropy rows.
 pub(crate) struct RowsJob<'a> {
@@ -128,26 +130,42 @@ fn exp_any<S: Simd>(s: S, x: S::F) -> S::F {
     exp(s, s.select(s.gt(x, hi), hi, x))
 }
 
-/// `cap tanh(z / cap)`, as `sign(x) (1 - 2e / (1 + e))` with `e = exp(-2 |x|)`, `x = z / cap`,
-/// so the exp only sees its own domain (`<= 0`); +-inf give +-cap and NaN stays NaN.
-///
-/// Error (`u = 2^-23`): `x` carries about `u` relative, which moves `tanh` by at most
-/// `0.45u`; `e`'s 2 ulp move it by at most `u`; the reciprocal (2 ulp), the sum and the
-/// fused multiply-add add at most `3.5u` absolute; the final product half an ulp. So the
-/// capped logit is within `5u cap` absolute: what the softmax feels is an absolute error of
-/// the logit, and near 0 that is far below an ulp of `cap`.
+/// `tanh x` (see `crate::exp` for the derivation and the error bound, and
+/// [`tanh_model`](crate::exp::tanh_model) for the same steps in scalar code): for
+/// `|x| < TANH_SMALL_MAX` the odd polynomial `x + (x x^2) P(x^2)`, accurate in relative
+/// terms down to the smallest subnormal; above, `1 - 2e / (1 + e)` with
+/// `e = exp(-2 |x|)`, so the exp only sees its own domain (`<= 0`). The sign is put back
+/// last, so the function is exactly odd; +-inf give +-1 and NaN stays NaN.
 #[inline(always)]
-pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
+pub(crate) fn tanh<S: Simd>(s: S, x: S::F) -> S::F {
     let (zero, one) = (s.splat(0.0), s.splat(1.0));
-    let x = s.mul(z, s.splat(c.inv));
     let neg = s.lt(x, zero);
     let ax = s.select(neg, s.sub(zero, x), x);
+    // Large arguments. `1 - 2e / (1 + e)` is exactly 1 once `e` is negligible
+    // (saturation, +inf). A division rather than a reciprocal estimate: the scalar model
+    // then gives the same bits.
     let e = exp_small(s, s.mul(ax, s.splat(-2.0)));
-    // `1 - 2e / (1 + e)`: exactly 1 once `e` is negligible (saturation, +-inf), whatever
-    // the last bit of the reciprocal.
-    let two_e = s.add(e, e);
-    let t = s.mul_add(s.sub(s.splat(0.0), two_e), s.recip(s.add(one, e)), one);
-    s.mul(s.select(neg, s.sub(zero, t), t), s.splat(c.cap))
+    let big = s.sub(one, s.div(s.add(e, e), s.add(one, e)));
+    // Small arguments: `|x| + (|x| z) P(z)`, `z = x^2`; the correction is at most 0.13 of
+    // `|x|`, so its rounding errors shrink by that much.
+    let z = s.mul(ax, ax);
+    let mut p = s.splat(TANH_P[0]);
+    for &c in &TANH_P[1..] {
+        p = s.mul_add(p, z, s.splat(c));
+    }
+    let small = s.mul_add(s.mul(ax, z), p, ax);
+    let t = s.select(s.lt(ax, s.splat(TANH_SMALL_MAX)), small, big);
+    s.select(neg, s.sub(zero, t), t)
+}
+
+/// `cap tanh(z / cap)`, with `z / cap` as `z * (1 / cap)`: `+-inf` give `+-cap`, NaN stays
+/// NaN. Within `TANH_MAX_ULP + 1.5` ulp of the exact value relative (`crate::exp`): the
+/// product `z (1 / cap)` carries at most one ulp (which `tanh`, whose relative condition
+/// number is at most 1, passes on), the final product half of one. So a cap far above
+/// every logit gives the logits back to within those few ulps.
+#[inline(always)]
+pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
+    s.mul(tanh(s, s.mul(z, s.splat(c.inv))), s.splat(c.cap))
 }
 
 /// [`softcap`] of one value, through the same vector code so it matches the lanes exactly.
@@ -989,6 +1007,16 @@ impl<S: Simd> LaneMap<S> for ExpAny {
     }
 }
 
+/// The kernels' tanh, for [`tanh_slice`].
+struct Tanh;
+
+impl<S: Simd> LaneMap<S> for Tanh {
+    #[inline(always)]
+    unsafe fn apply<const INDEXED: bool>(&self, s: S, x: S::F, _: usize) -> S::F {
+        tanh(s, x)
+    }
+}
+
 /// `dst[i..] = f.apply(src[i..], i)` vector by vector over `n` entries: whole vectors at a fixed
 /// stride, two per step (independent, and the loop counter carries no dependency on the
 /// tail arithmetic), then one tail of exactly the remaining entries, loaded with 0 pads
@@ -1694,6 +1722,16 @@ pub(crate) unsafe fn exp_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
     unsafe { map_stream::<S, _, false>(s, p, p, n, &ExpAny) }
 }
 
+/// The kernel's tanh in place.
+///
+/// # Safety
+/// `p..p + n` readable and writable.
+#[inline(always)]
+pub(crate) unsafe fn tanh_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
+    // SAFETY: `p` is both ends; forwarded.
+    unsafe { map_stream::<S, _, false>(s, p, p, n, &Tanh) }
+}
+
 /// `ln x` for positive normal `x` (NaN gives NaN): `x = m 2^e` with `m` in
 /// `[sqrt(1/2), sqrt(2))`, `ln m = 2 atanh(t) = 2 (t + t^3/3 + .. + t^9/9)` with
 /// `t = (m - 1) / (m + 1)`, `|t| <= 0.1716`: the truncation error is below `t^10 / 11 <
@@ -2342,6 +2380,9 @@ fn group_loss<S: Simd>(
     let valid = s.gt(t, s.splat(-0.5));
     let loss = s.select(valid, row, zero);
     let ok = s.select(s.eq(st.am, t), one, zero);
-    // A NaN sum (a NaN or +inf logit, or a row of -inf) counts no prediction correct.
+    // A NaN loss counts no prediction correct: a NaN sum (a NaN or +inf logit, or a row
+    // of -inf; with unit weights its log is not in `row`), or a NaN `row` (the smoothing
+    // term's `0 w_j * -inf z_j`, with a finite sum).
+    let ok = s.select(s.eq(row, row), ok, zero);
     (loss, s.select(s.eq(st.sum, st.sum), ok, zero))
 }

@@ -203,10 +203,6 @@ pub(crate) unsafe trait Simd: Copy {
             .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
     }
     fn div(self, a: Self::F, b: Self::F) -> Self::F;
-    /// `1 / d` for `d` in `[1, 2]`, within 2 ulp: a hardware reciprocal estimate refined
-    /// by one Newton step where that is cheaper than a division (a 512-bit `vdivps` issues
-    /// once per 10 or more cycles), else a division.
-    fn recip(self, d: Self::F) -> Self::F;
     /// For positive normal `x`: `(e, m)` with `x = m 2^e`, `m` in `[1, 2)`. NaN gives a
     /// NaN `m`. (Zero, infinities and subnormals do not occur where it is used.)
     fn split_exponent(self, x: Self::F) -> (Self::F, Self::F);
@@ -576,6 +572,17 @@ macro_rules! instantiate_kernel {
                 }
                 // SAFETY: feature: the token proves the enabled features. No pointers.
                 unsafe { inner(self, targets, ignore, weights, tg, wt) }
+            }
+
+            /// The kernel's tanh, in place over a slice.
+            pub(crate) fn tanh(self, xs: &mut [f32]) {
+                $(#[$attr])*
+                unsafe fn inner(t: $tok, xs: &mut [f32]) {
+                    // SAFETY: bounds: `xs` is a live mutable slice of `xs.len()` f32s.
+                    unsafe { generic::tanh_slice(t, xs.as_mut_ptr(), xs.len()) }
+                }
+                // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
+                unsafe { inner(self, xs) }
             }
 
             /// The kernel's exp, in place over a slice.

@@ -148,10 +148,6 @@ unsafe impl Simd for Portable {
         a / b
     }
     #[inline(always)]
-    fn recip(self, d: f32x8) -> f32x8 {
-        f32x8::splat(1.0) / d
-    }
-    #[inline(always)]
     fn split_exponent(self, x: f32x8) -> (f32x8, f32x8) {
         // Exponent field minus the bias; mantissa with the exponent field of 1.0. A NaN
         // keeps a NaN mantissa (its fraction bits are non-zero).

@@ -30,12 +30,14 @@
 //!   formed in f32 (three roundings, `3u` of it) and summed per lane in f64 (negligible);
 //!   the final rounding to f32 adds `u`: the bound used, `8u |value|`, leaves room (for
 //!   the non-negative weights used here, the rows' losses do not cancel).
-//! * Soft-capping: the kernel's `y = cap tanh(z / cap)` is within `delta = 5u cap`
-//!   absolute (`src/arch/generic.rs`), so each `d_j = y_j - m` carries `2 delta` more, every
+//! * Soft-capping: the kernel's `y = cap tanh(z / cap)` is within `K = TANH_MAX_ULP + 1.5`
+//!   ulp of the exact value, relative (`xent::exp`), so within
+//!   `delta = K u max_j |y_j|` absolute over a row, so each `d_j = y_j - m` carries `2 delta` more, every
 //!   `e_j` and `S` carry `2 delta` more relative error, and the row loss `4 delta (c + k W)`
-//!   more. The chain factor `s = 1 - (y / cap)^2` is within `13u` absolute (`y` carries
-//!   `5u`, `1 / cap` and the product `u`, the square doubles it, the fused subtraction
-//!   adds half an ulp), so a gradient entry `g' s` carries `|s| err(g') + 13u |g'|`. All `d_j` above are on the capped values.
+//!   more. The chain factor `s = 1 - (y / cap)^2` is within `(2K + 3)u` absolute (`y`
+//!   carries `Ku`, `1 / cap` and the product `u`, the square doubles it, the fused
+//!   subtraction adds half an ulp), so a gradient entry `g' s` carries
+//!   `|s| err(g') + (2K + 3)u |g'|`. All `d_j` above are on the capped values.
 //! * z-loss `zc lse^2`: `lse = m + ln S` is formed in f64 from the f32 `S`, within
 //!   `eps_l = gamma_S + 2 delta`, so the term carries `zc (2 |lse| + eps_l) eps_l`; in the
 //!   gradient `a` becomes `a + 2 zc lse` and the lse error adds `2 zc eps_l p_j`.
@@ -98,9 +100,21 @@ fn max64(y: &[f64]) -> f64 {
         .fold(f64::NEG_INFINITY, |a, &v| a.max(v))
 }
 
-/// The soft-capping error bound `delta` (module docs), 0 without capping.
-pub fn cap_delta(ce: &CrossEntropy) -> f64 {
-    ce.get_softcap().map_or(0.0, |c| 5.0 * U * f64::from(c))
+/// `K` of the soft-capping error bound, in ulp relative (module docs).
+pub fn cap_k() -> f64 {
+    f64::from(xent::exp::TANH_MAX_ULP) + 1.5
+}
+
+/// The soft-capping error bound `delta` of the row `z` (module docs), 0 without capping.
+pub fn cap_delta(ce: &CrossEntropy, z: &[f32]) -> f64 {
+    if ce.get_softcap().is_none() {
+        return 0.0;
+    }
+    let top = capped(ce, z)
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, |a, v| a.max(v.abs()));
+    cap_k() * U * top
 }
 
 /// The mean's divisor and the gradient scale the reference uses.
@@ -127,7 +141,7 @@ pub fn row_loss_tolerance(ce: &CrossEntropy, z: &[f32], t: usize, lse: f64) -> (
     let w = |j: usize| ce.get_class_weights().map_or(1.0, |w| f64::from(w[j]));
     let w_total: f64 = (0..c).map(w).sum();
     let k = eps / c as f64;
-    let delta = cap_delta(ce);
+    let delta = cap_delta(ce, z);
     let gs = gamma_s(c) + 2.0 * delta;
     let y = capped(ce, z);
     let m = max64(&y);
@@ -201,7 +215,6 @@ pub fn check_grad<T: Target>(
     let k = eps / c as f64;
     let ignore = ce.get_ignore_index().map(i128::from);
     let call_scale = scale_of(ce, targets);
-    let delta = cap_delta(ce);
     let capping = ce.get_softcap().is_some();
     if call_scale == 0.0 && saved.is_none() {
         // A mean over zero weight: the gradient is exactly zero everywhere (documented).
@@ -224,6 +237,7 @@ pub fn check_grad<T: Target>(
         }
         let z = &logits[r * c..(r + 1) * c];
         let y = capped(ce, z);
+        let delta = cap_delta(ce, z);
         let (scale, lse, gs, m) = match saved {
             None => {
                 let gs = gamma_s(c) + 2.0 * delta;
@@ -238,11 +252,23 @@ pub fn check_grad<T: Target>(
             let i = r * c + j;
             let d = (y[j] - m).abs();
             let p = (y[j] - lse).exp();
-            // `p == 0` exactly where `d` is infinite (a mask): no room for error there.
-            let mut tol = mul0(
-                gs + (d / 2.0 + 5.0) * U + 2.0 * delta,
-                (scale * a * p).abs(),
-            ) + 2.0 * U * (scale * k * w(j)).abs()
+            // The relative error of `e_j` is `exp(err) - 1` for an error `err` of its
+            // exponent; linear (`p err`) while small. A mask (`y_j = -inf`) has `p = 0`
+            // exactly: no room for error there. Past 1e-3 (a soft-capped row whose
+            // logits are so large that `delta` is not small), the bound is taken from
+            // the exponent itself, which covers a `p` that underflowed in the reference
+            // but not in the kernel (`p` is then not determined by the inputs).
+            let err = gs + (d / 2.0 + 5.0) * U + 2.0 * delta;
+            let x = y[j] - lse;
+            let dp = if x == f64::NEG_INFINITY {
+                0.0
+            } else if err < 1e-3 {
+                p * err
+            } else {
+                (x + err).exp() - p
+            };
+            let mut tol = mul0(dp, (scale * a).abs())
+                + 2.0 * U * (scale * k * w(j)).abs()
                 + 2.0 * U * (scale * cw).abs()
                 + (scale * a).abs() * 2f64.powi(-125);
             if zc != 0.0 && saved.is_none() {
@@ -254,7 +280,8 @@ pub fn check_grad<T: Target>(
                     .map_or(1.0, |cap| 1.0 - (y[j] / f64::from(cap)).powi(2));
                 let onehot = if j == t.class() as usize { 1.0 } else { 0.0 };
                 let g_prime = scale * (a * p - k * w(j) - cw * onehot);
-                tol = tol * s.abs() + 13.0 * U * g_prime.abs() + U * want[i].abs();
+                let slope_tol = (2.0 * cap_k() + 3.0) * U;
+                tol = mul0(tol, s.abs()) + mul0(slope_tol, g_prime.abs()) + U * want[i].abs();
             }
             if !close(f64::from(got[i]), want[i], tol) {
                 return Err(format!(
@@ -313,7 +340,6 @@ pub fn check_rows<T: Target>(
 ) -> Result<(), String> {
     let c = ce.classes();
     let ignore = ce.get_ignore_index().map(i128::from);
-    let gs = gamma_s(c) + 2.0 * cap_delta(ce);
     for (r, tr) in t.iter().enumerate() {
         if Some(tr.class()) == ignore {
             if losses[r] != 0.0 || lse[r] != 0.0 {
@@ -325,6 +351,7 @@ pub fn check_rows<T: Target>(
             continue;
         }
         let row = &z[r * c..(r + 1) * c];
+        let gs = gamma_s(c) + 2.0 * cap_delta(ce, row);
         let (tol, _) = row_loss_tolerance(ce, row, tr.class() as usize, want.lse[r]);
         let tol = tol + U * want.row_losses[r].abs() + f64::from(f32::MIN_POSITIVE);
         if !close(f64::from(losses[r]), want.row_losses[r], tol) {
@@ -442,8 +469,61 @@ pub fn check_all_entry_points<T: Target>(
         if bits(&gb) != bits(&gbi) {
             return Err(format!("{what}: backward in place and into differ"));
         }
+        // Three vocabulary shards (the first may be empty), merged out of order.
+        let (loss, grad) = sharded_in_three(&ce, z, t).map_err(err)?;
+        check_loss(&ce, z, t, &loss, &want, &format!("{what} sharded"))?;
+        check_grad(
+            &ce,
+            z,
+            t,
+            &grad,
+            &want.grad,
+            &want.lse,
+            None,
+            &format!("{what} sharded"),
+        )?;
     }
     Ok(())
+}
+
+/// The sharded protocol on `[0, c/3)`, `[c/3, 2c/3)`, `[2c/3, c)`, merged as
+/// `(2 + 0) + 1`: the loss and the gradient put back together.
+pub fn sharded_in_three<T: Target>(
+    ce: &CrossEntropy,
+    z: &[f32],
+    t: &[T],
+) -> Result<(xent::Loss, Vec<f32>), xent::Error> {
+    let (c, rows) = (ce.classes(), t.len());
+    let cuts = [0, c / 3, 2 * c / 3, c];
+    let parts: Vec<xent::Shard> = cuts
+        .windows(2)
+        .map(|w| xent::Shard::new(w[0], w[1] - w[0]))
+        .collect();
+    let slice = |s: xent::Shard| -> Vec<f32> {
+        (0..rows)
+            .flat_map(|r| z[r * c + s.offset..r * c + s.offset + s.width].to_vec())
+            .collect()
+    };
+    let mut stats = Vec::new();
+    for &s in &parts {
+        let mut out = vec![xent::ShardStats::EMPTY; rows];
+        ce.shard_stats(&slice(s), s, t, &mut out)?;
+        stats.push(out);
+    }
+    let merged = (0..rows)
+        .map(|r| stats[2][r].merge(stats[0][r])?.merge(stats[1][r]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let loss = ce.shard_loss(&merged, t)?;
+    let mut grad = vec![f32::NAN; z.len()];
+    for &s in &parts {
+        let mut g = slice(s);
+        ce.shard_backward(&mut g, s, t, &merged)?;
+        for r in 0..rows {
+            grad[r * c + s.offset..r * c + s.offset + s.width]
+                .copy_from_slice(&g[r * s.width..(r + 1) * s.width]);
+        }
+    }
+    Ok((loss, grad))
 }
 
 /// The half-precision path against the f32 path on the widened logits, for bf16 and f16
@@ -510,13 +590,40 @@ fn half_agrees<T: Target, H: xent::HalfFloat + std::fmt::Debug>(
         let (mut l2, mut s2) = (vec![0.0f32; rows], vec![0.0f32; rows]);
         let mut a = zw.clone();
         let outs = xent::RowOutputs::new().losses(&mut l1).lse(&mut s1);
-        ce.forward_backward_with(&mut a, t, outs).map_err(fail)?;
+        let la = ce.forward_backward_with(&mut a, t, outs).map_err(fail)?;
         let mut b = zh.clone();
         let outs = xent::RowOutputs::new().losses(&mut l2).lse(&mut s2);
         ce.forward_backward_half_with(&mut b, t, outs)
             .map_err(fail)?;
         if bits(&l1) != bits(&l2) || bits(&s1) != bits(&s2) {
             return Err(format!("{what}: per-row outputs differ"));
+        }
+        // Forward only, per row: the same bits again.
+        let (mut l3, mut s3) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        let outs = xent::RowOutputs::new().losses(&mut l3).lse(&mut s3);
+        let fh = ce.forward_half_with(&zh, t, outs).map_err(fail)?;
+        // (The value is the per-row path's, not `forward_half`'s: without per-row outputs
+        // rows of at most 64 classes take the row-group path, whose last bits differ.)
+        if bits(&l1) != bits(&l3)
+            || bits(&s1) != bits(&s3)
+            || fh.value.to_bits() != la.value.to_bits()
+        {
+            return Err(format!("{what}: forward_half_with differs"));
+        }
+        // Backward from the saved lse: the f32 backward on the widened logits, rounded.
+        let up: Vec<f32> = (0..rows).map(|r| [0.5, 1.0, -2.0, 0.0][r % 4]).collect();
+        let mut g32 = zw.clone();
+        ce.backward(&mut g32, t, &s1, &up).map_err(fail)?;
+        let mut gh = zh.clone();
+        ce.backward_half(&mut gh, t, &s1, &up).map_err(fail)?;
+        for (i, (&g, &h)) in g32.iter().zip(&gh).enumerate() {
+            let want = narrow(g);
+            let flushed = g.is_subnormal() && widen(h) == 0.0;
+            if !(to_bits(h) == to_bits(want) || flushed || (g.is_nan() && widen(h).is_nan())) {
+                return Err(format!(
+                    "{what}: backward grad[{i}] f32 {g:e} -> {want:?}, half path {h:?}"
+                ));
+            }
         }
     }
     Ok(())
@@ -657,7 +764,16 @@ pub fn differential(data: &[u8]) {
         ce = ce.z_loss(f32::from(b.u8()) / 255.0 * [1e-4, 1e-2, 1.0, 0.0][usize::from(llm >> 6)]);
     }
     if llm & 2 != 0 {
-        ce = ce.softcap(0.25 + f32::from(b.u8()) / 4.0);
+        // Moderate caps, caps far above the logits (relative accuracy of tanh near 0),
+        // and the ends of the accepted range.
+        let cap = match (llm >> 3) & 7 {
+            0 => 1e3,
+            1 => 1e30,
+            2 => xent::exp::SOFTCAP_MAX,
+            3 => xent::exp::SOFTCAP_MIN,
+            _ => 0.25 + f32::from(b.u8()) / 4.0,
+        };
+        ce = ce.softcap(cap);
     }
     if llm & 4 != 0 {
         ce = ce.reduction(Reduction::None);
@@ -851,14 +967,36 @@ fn api_calls<T: Target>(ce: &CrossEntropy, z: &[f32], t: &[T], glen: usize) {
     if ce.shard_backward(&mut buf, shard, t, &st).is_err() {
         keep(&zb, &buf, "shard_backward");
     }
+    // The same statistics merged with themselves: never a silent success.
+    for (r, s) in st.iter().enumerate() {
+        if s.classes > 0 {
+            assert!(
+                s.merge(*s).is_err(),
+                "row {r}: a shard merged twice ({ce:?})"
+            );
+        }
+    }
     let mut hb: Vec<xent::half::bf16> = z.iter().map(|&v| xent::half::bf16::from_f32(v)).collect();
     let before: Vec<u16> = hb.iter().map(|v| v.to_bits()).collect();
     let _ = ce.forward_half(&hb, t);
+    let hbits = |h: &[xent::half::bf16]| h.iter().map(|v| v.to_bits()).collect::<Vec<u16>>();
     if ce.forward_backward_half(&mut hb, t).is_err() {
-        let after: Vec<u16> = hb.iter().map(|v| v.to_bits()).collect();
         assert!(
-            before == after,
+            before == hbits(&hb),
             "forward_backward_half: buffer changed ({ce:?})"
+        );
+    }
+    let mut hb: Vec<xent::half::bf16> = z.iter().map(|&v| xent::half::bf16::from_f32(v)).collect();
+    let (mut l1, mut l2) = (vec![f32::NAN; rows], vec![f32::NAN; (glen / 8) % 8]);
+    let outs = xent::RowOutputs::new().losses(&mut l1).lse(&mut l2);
+    if ce.forward_half_with(&hb, t, outs).is_err() {
+        keep(&b1, &l1, "forward_half_with losses");
+        keep(&b2, &l2, "forward_half_with lse");
+    }
+    if ce.backward_half(&mut hb, t, &lse, &up).is_err() {
+        assert!(
+            before == hbits(&hb),
+            "backward_half: buffer changed ({ce:?})"
         );
     }
     let mut buf = z.to_vec();
@@ -890,7 +1028,8 @@ fn api_calls<T: Target>(ce: &CrossEntropy, z: &[f32], t: &[T], glen: usize) {
 
 /// Fuzz target `exp`: arbitrary f32 into every variant's exp against the f64 exp: within
 /// the documented ulp bound, exactly +0 below the underflow threshold, +inf past
-/// `ln(f32::MAX)`, NaN for NaN.
+/// `ln(f32::MAX)`, NaN for NaN; and the same values into every variant's tanh against
+/// the f64 tanh ([`check_tanh`]).
 pub fn exp(data: &[u8]) {
     let xs: Vec<f32> = data
         .chunks_exact(4)
@@ -902,7 +1041,35 @@ pub fn exp(data: &[u8]) {
         for (&x, &y) in xs.iter().zip(&ys) {
             check_exp(k, x, y);
         }
+        let mut ys = xs.clone();
+        xent::exp::tanh_slice(k, &mut ys).unwrap();
+        for (&x, &y) in xs.iter().zip(&ys) {
+            check_tanh(k, x, y);
+        }
     }
+}
+
+/// One tanh result against `f64::tanh`, in ulp of the exact value (subnormal ulps below
+/// `2^-126`); returns the error. NaN must give NaN, and the sign must be kept.
+pub fn check_tanh(k: Kernel, x: f32, y: f32) -> f64 {
+    if x.is_nan() {
+        assert!(y.is_nan(), "{k:?}: tanh(NaN) = {y}");
+        return 0.0;
+    }
+    let want = f64::from(x).tanh();
+    assert!(y.abs() <= 1.0, "{k:?}: tanh({x:e}) = {y:e}");
+    if want == 0.0 {
+        assert_eq!(y, 0.0, "{k:?}: tanh({x:e}) = {y:e}");
+        return 0.0;
+    }
+    let e = want.abs().log2().floor() as i32;
+    let ulp = 2f64.powi((e - 23).max(-149));
+    let err = (f64::from(y) - want).abs() / ulp;
+    assert!(
+        err <= f64::from(xent::exp::TANH_MAX_ULP),
+        "{k:?}: tanh({x:e}) = {y:e}, want {want:e}: {err} ulp"
+    );
+    err
 }
 
 /// One exp result against `f64::exp` (see [`exp`]).

@@ -67,9 +67,26 @@ pub fn options(classes: usize) -> impl Strategy<Value = CrossEntropy> {
             (0..classes as i64).prop_map(Some)
         ],
         prop_oneof![2 => Just(0.0f32), 2 => 0.0f32..=1.0, 1 => Just(1.0f32)],
-        prop::option::of(prop::collection::vec(0.1f32..10.0, classes)),
+        // Zero weights meet -inf logits: label smoothing then makes `0 * -inf`, NaN.
+        prop::option::of(prop::collection::vec(
+            prop_oneof![6 => 0.1f32..10.0, 1 => Just(0.0f32)],
+            classes,
+        )),
         prop_oneof![3 => Just(0.0f32), 1 => 0.0f32..0.1, 1 => Just(1.0f32)],
-        prop_oneof![3 => Just(None), 1 => (0.5f32..50.0).prop_map(Some)],
+        prop_oneof![
+            6 => Just(None),
+            2 => (0.5f32..50.0).prop_map(Some),
+            // Caps far above the logits (relative accuracy of tanh near 0) and the
+            // smallest one accepted.
+            1 => prop_oneof![
+                Just(1e3f32),
+                Just(1e4),
+                Just(1e30),
+                Just(xent::exp::SOFTCAP_MAX),
+                Just(xent::exp::SOFTCAP_MIN)
+            ]
+            .prop_map(Some),
+        ],
     )
         .prop_map(move |(red, ignore, eps, weights, zl, cap)| {
             let mut ce = CrossEntropy::new(classes).label_smoothing(eps).z_loss(zl);

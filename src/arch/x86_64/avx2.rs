@@ -237,15 +237,6 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_div_ps(a, b) }
     }
     #[inline(always)]
-    fn recip(self, d: __m256) -> __m256 {
-        // `rcp` is within 1.5 * 2^-12; one Newton step `r + r (1 - d r)` squares that.
-        // SAFETY: feature: token proves avx2 and fma.
-        unsafe {
-            let r = _mm256_rcp_ps(d);
-            _mm256_fmadd_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(1.0)), r)
-        }
-    }
-    #[inline(always)]
     fn split_exponent(self, x: __m256) -> (__m256, __m256) {
         // SAFETY: feature: token proves avx2 (256-bit integer ops).
         unsafe {

@@ -288,15 +288,6 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_div_ps(a, b) }
     }
     #[inline(always)]
-    fn recip(self, d: __m512) -> __m512 {
-        // `rcp14` is within 2^-14; one Newton step `r + r (1 - d r)` squares that.
-        // SAFETY: feature: token proves avx512f.
-        unsafe {
-            let r = _mm512_rcp14_ps(d);
-            _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0)), r)
-        }
-    }
-    #[inline(always)]
     fn split_exponent(self, x: __m512) -> (__m512, __m512) {
         // SAFETY: feature: token proves avx512f (`getexp`/`getmant` are AVX-512F).
         unsafe {
