@@ -17,6 +17,7 @@ mod determinism;
 mod edge_cases;
 mod errors;
 mod exp;
+mod golden;
 mod half;
 mod kernels;
 mod oracle;
