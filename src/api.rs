@@ -1,8 +1,8 @@
 //! The public cross-entropy entry points: option validation, then the fused row path or
 //! the blocked path for long rows, across rayon threads.
 
-use crate::arch::generic::SmallJob;
-use crate::arch::generic::{beta_at, trails};
+use crate::arch::rows::{beta_at, trails};
+use crate::arch::small::SmallJob;
 use crate::arch::{
     BLOCK_CLASSES, Beta, BlockStats, Cap, FUSED_MAX_CLASSES, Io, RowOut, RowPlan, RowsJob,
     SMALL_MAX_CLASSES, Smooth,

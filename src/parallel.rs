@@ -32,7 +32,7 @@ const LINKED_CHUNK_ROWS: usize = 8;
 const LINKED_MIN_CHUNKS: usize = 16;
 
 /// Whole rows per chunk for rows that the kernel links in pairs, finishing one row inside
-/// the next one's first pass (`arch::generic::trails`): a chunk's last row has no next
+/// the next one's first pass (`arch::rows::trails`): a chunk's last row has no next
 /// row, so chunks of [`rows_per_chunk`] (two rows of 32 000 classes) would leave half the
 /// rows unlinked. Up to [`LINKED_CHUNK_ROWS`], while the batch still makes
 /// [`LINKED_MIN_CHUNKS`] chunks; at least [`rows_per_chunk`]. A function of the shape alone.

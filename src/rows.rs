@@ -14,7 +14,7 @@
 //! coefficient and `s_ij = 1 - (y_ij / cap)^2` the soft-capping chain factor (1 without).
 
 use crate::api::Checked;
-use crate::arch::generic::beta_at;
+use crate::arch::rows::beta_at;
 use crate::arch::{Beta, Io};
 use crate::kernel::with_backend;
 use crate::parallel::{SplitRows, for_row_chunks_with};

@@ -77,10 +77,15 @@ fn options(c: usize) -> Vec<(&'static str, CrossEntropy)> {
             "smooth+weights",
             CrossEntropy::new(c).label_smoothing(0.1).class_weights(w),
         ),
-        ("zloss+softcap", CrossEntropy::new(c).z_loss(1e-3).softcap(15.0)),
+        (
+            "zloss+softcap",
+            CrossEntropy::new(c).z_loss(1e-3).softcap(15.0),
+        ),
         (
             "ignored",
-            CrossEntropy::new(c).ignore_index(-100).reduction(Reduction::Sum),
+            CrossEntropy::new(c)
+                .ignore_index(-100)
+                .reduction(Reduction::Sum),
         ),
         ("none", CrossEntropy::new(c).reduction(Reduction::None)),
     ]
@@ -203,10 +208,16 @@ fn current() -> BTreeMap<(String, String), u64> {
             let t = targets(rows, c);
             for (name, ce) in options(c) {
                 let ce = ce.kernel(k);
-                out.insert((key(k), format!("{rows}x{c}/{name}")), case_hash(&ce, &z, &t));
+                out.insert(
+                    (key(k), format!("{rows}x{c}/{name}")),
+                    case_hash(&ce, &z, &t),
+                );
             }
             let ce = CrossEntropy::new(c).kernel(k);
-            out.insert((key(k), format!("{rows}x{c}/softmax")), softmax_hash(&ce, &z));
+            out.insert(
+                (key(k), format!("{rows}x{c}/softmax")),
+                softmax_hash(&ce, &z),
+            );
         }
     }
     out
@@ -275,5 +286,8 @@ fn every_output_keeps_its_bits() {
     // x86-64 host CI uses, and their hashes are recorded.
     let compared = now.len() - missing.len();
     assert!(compared > 0, "golden: nothing compared");
-    println!("golden: {compared} hashes compared, {} kernels unrecorded", kernels_missing.len());
+    println!(
+        "golden: {compared} hashes compared, {} kernels unrecorded",
+        kernels_missing.len()
+    );
 }

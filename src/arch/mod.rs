@@ -69,8 +69,12 @@
 //! function of the input values alone.
 
 pub(crate) mod convert;
-pub(crate) mod generic;
+pub(crate) mod math;
+pub(crate) mod pass;
 pub(crate) mod portable;
+pub(crate) mod rows;
+pub(crate) mod small;
+pub(crate) mod softmax;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
 
@@ -391,13 +395,14 @@ pub(crate) enum Smooth<'a> {
     Weighted(&'a [f32]),
 }
 
-pub(crate) use generic::{Cap, RowOut, RowPlan, RowsJob};
+pub(crate) use math::Cap;
+pub(crate) use rows::{RowOut, RowPlan, RowsJob};
 
 /// Generates, inside a variant's module, the `#[target_feature]` entry points that
 /// instantiate the generic algorithms for that variant's token type.
 macro_rules! instantiate_kernel {
     ($tok:ty $(, #[$attr:meta])*) => {
-        use crate::arch::generic;
+        use crate::arch::{math, pass, rows, small, softmax};
         use crate::arch::{Beta, BlockStats, Cap, Io, RowOut, RowPlan, RowsJob, Smooth};
 
         impl $tok {
@@ -417,8 +422,8 @@ macro_rules! instantiate_kernel {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src` (and `dst` when non-null) hold `len` f32s,
-                    // as `io` borrows them; `generic::ce_rows` stays within `len`.
-                    unsafe { generic::ce_rows(t, src, dst, len, j, p, o) }
+                    // as `io` borrows them; `rows::ce_rows` stays within `len`.
+                    unsafe { rows::ce_rows(t, src, dst, len, j, p, o) }
                 }
                 assert_eq!(io.len() % job.classes, 0);
                 // SAFETY: feature: `self` is a token only built after detecting the
@@ -435,21 +440,21 @@ macro_rules! instantiate_kernel {
             pub(crate) fn ce_small(
                 self,
                 io: Io<'_>,
-                job: &generic::SmallJob<'_>,
+                job: &small::SmallJob<'_>,
                 plan: &mut dyn FnMut(usize, &mut [f32], &mut [f32]),
             ) -> (f64, usize) {
                 $(#[$attr])*
                 unsafe fn inner(
                     t: $tok,
                     mut io: Io<'_>,
-                    j: &generic::SmallJob<'_>,
+                    j: &small::SmallJob<'_>,
                     p: &mut dyn FnMut(usize, &mut [f32], &mut [f32]),
                 ) -> (f64, usize) {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`); the
                     // class count and weights are checked below.
-                    unsafe { generic::ce_small(t, src, dst, len, j, p) }
+                    unsafe { small::ce_small(t, src, dst, len, j, p) }
                 }
                 assert!(job.classes <= crate::arch::SMALL_MAX_CLASSES && io.len() % job.classes == 0);
                 if let Smooth::Weighted(w) = job.smooth {
@@ -469,7 +474,7 @@ macro_rules! instantiate_kernel {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`).
-                    unsafe { generic::softmax_rows(t, src, dst, len, c, log) }
+                    unsafe { softmax::softmax_rows(t, src, dst, len, c, log) }
                 }
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
                 unsafe { inner(self, io, classes, log) }
@@ -481,7 +486,7 @@ macro_rules! instantiate_kernel {
                 unsafe fn inner(t: $tok, z: &[f32], s: Smooth<'_>, c: Option<Cap>) -> BlockStats {
                     // SAFETY: bounds: `z` is a live slice of `z.len()` f32s and
                     // `Smooth::Weighted` slices are as long as `z` (checked below).
-                    unsafe { generic::stats(t, z.as_ptr(), z.len(), s, c) }
+                    unsafe { pass::stats::stats(t, z.as_ptr(), z.len(), s, c) }
                 }
                 if let Smooth::Weighted(w) = smooth {
                     assert_eq!(w.len(), z.len());
@@ -499,7 +504,7 @@ macro_rules! instantiate_kernel {
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`),
                     // and `Beta::Weighted` slices hold `len` (checked below).
-                    unsafe { generic::grad_from_stats(t, src, dst, len, m, a, b, c) }
+                    unsafe { pass::map::grad_from_stats(t, src, dst, len, m, a, b, c) }
                 }
                 assert!(!matches!(io, Io::Read(_)));
                 if let Beta::Weighted(_, w) = beta {
@@ -516,7 +521,7 @@ macro_rules! instantiate_kernel {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`).
-                    unsafe { generic::shift(t, src, dst, len, m, s) }
+                    unsafe { pass::map::shift(t, src, dst, len, m, s) }
                 }
                 assert!(!matches!(io, Io::Read(_)));
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
@@ -527,7 +532,7 @@ macro_rules! instantiate_kernel {
             pub(crate) fn softcap(self, z: f32, cap: Cap) -> f32 {
                 $(#[$attr])*
                 unsafe fn inner(t: $tok, z: f32, c: Cap) -> f32 {
-                    generic::softcap_one(t, z, c)
+                    math::softcap_one(t, z, c)
                 }
                 // SAFETY: feature: the token proves the enabled features. No pointers.
                 unsafe { inner(self, z, cap) }
@@ -579,7 +584,7 @@ macro_rules! instantiate_kernel {
                 $(#[$attr])*
                 unsafe fn inner(t: $tok, xs: &mut [f32]) {
                     // SAFETY: bounds: `xs` is a live mutable slice of `xs.len()` f32s.
-                    unsafe { generic::tanh_slice(t, xs.as_mut_ptr(), xs.len()) }
+                    unsafe { pass::map::tanh_slice(t, xs.as_mut_ptr(), xs.len()) }
                 }
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
                 unsafe { inner(self, xs) }
@@ -590,7 +595,7 @@ macro_rules! instantiate_kernel {
                 $(#[$attr])*
                 unsafe fn inner(t: $tok, xs: &mut [f32]) {
                     // SAFETY: bounds: `xs` is a live mutable slice of `xs.len()` f32s.
-                    unsafe { generic::exp_slice(t, xs.as_mut_ptr(), xs.len()) }
+                    unsafe { pass::map::exp_slice(t, xs.as_mut_ptr(), xs.len()) }
                 }
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
                 unsafe { inner(self, xs) }

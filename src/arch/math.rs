@@ -1,0 +1,168 @@
+//! The kernels' elementary functions over [`Simd`] vectors: the exp (and its form for the
+//! non-positive domain every `z - max` lies in), tanh and soft-capping with its chain-rule
+//! slope, and ln. The derivations, constants and error bounds are in [`crate::exp`], with
+//! scalar models the tests compare these with.
+
+use crate::arch::Simd;
+use crate::exp::{
+    EXP_CLAMP_HI, EXP_Q, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC, TANH_P, TANH_SMALL_MAX,
+};
+
+/// Logit soft-capping `z -> cap tanh(z / cap)` (Gemma 2), with `inv = 1 / cap`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Cap {
+    pub cap: f32,
+    pub inv: f32,
+}
+
+impl Cap {
+    /// Placeholder for loops instantiated without capping (never read).
+    pub(crate) const NONE: Cap = Cap { cap: 1.0, inv: 1.0 };
+}
+
+/// The fast exp (see `crate::exp` for the derivation and error bound): Cody-Waite range
+/// reduction in eighths `x = (k + j/8) ln2 + r`, `2^(j/8)` from an eight-entry table, a
+/// cubic for `e^r`, and `2^k` applied exactly.
+///
+/// The domain is the kernels' one: `x <= EXP_CLAMP_HI`, or NaN (`z - max` is never
+/// positive). Inputs below the underflow threshold, -inf included, whatever garbage the
+/// reduction makes of them, are replaced by exactly 0 at the end; `scale_pow2` saturates
+/// `k` so nothing else can go wrong on the way.
+#[inline(always)]
+pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
+    exp_with::<S, false>(s, x)
+}
+
+/// [`exp`] for `x <= EXP_SMALL_MAX` (or NaN), which covers every `z - max`: there
+/// `floor(n) <= 127`, and variants without a scaling instruction build `2^floor(n)` in one
+/// step from the rounding's own bits (see [`Simd::scale_pow2_small_unless_below`]).
+/// Bit-identical to [`exp`] on that domain.
+#[inline(always)]
+pub(crate) fn exp_small<S: Simd>(s: S, x: S::F) -> S::F {
+    exp_with::<S, true>(s, x)
+}
+
+/// The largest input of [`exp_small`]: `n` (`x / ln2` to the nearest eighth) stays below
+/// 128, so `floor(n) <= 127`, below `127.9375 ln 2 = 88.68...`.
+const EXP_SMALL_MAX: f32 = 88.0;
+
+#[inline(always)]
+fn exp_with<S: Simd, const SMALL: bool>(s: S, x: S::F) -> S::F {
+    // n = x / ln2 rounded to the nearest eighth: adding 1.5 * 2^20 leaves three fraction
+    // bits, and `t` then holds 8n in its low mantissa bits.
+    let magic = s.splat(ROUND_MAGIC);
+    let t = s.mul_add(x, s.splat(LOG2E), magic);
+    let n = s.sub(t, magic);
+    let r = s.mul_add(n, s.splat(-LN2_HI), x);
+    let r = s.mul_add(n, s.splat(-LN2_LO), r);
+    // 2^(j/8) for j = 8n mod 8, then T e^r = T + (T r) q(r).
+    let table = s.exp2_eighths(t);
+    let q = s.mul_add(s.splat(EXP_Q[1]), r, s.splat(EXP_Q[0]));
+    let q = s.mul_add(q, r, s.splat(1.0));
+    let y = s.mul_add(s.mul(table, r), q, table);
+    let lo = s.splat(EXP_UNDERFLOW);
+    if SMALL {
+        s.scale_pow2_small_unless_below(y, n, t, x, lo)
+    } else {
+        s.scale_pow2_unless_below(y, n, x, lo)
+    }
+}
+
+/// [`exp`] over every f32: large inputs are clamped to `EXP_CLAMP_HI` first, where the
+/// result has already overflowed to +inf (NaN is kept: comparisons with NaN are false).
+/// Vectors with no lane above [`EXP_SMALL_MAX`] (all of them, in the kernels' use) take
+/// [`exp_small`], so the exhaustive test over `[-104, 0]` checks the path the kernels run.
+#[inline(always)]
+pub(crate) fn exp_any<S: Simd>(s: S, x: S::F) -> S::F {
+    if s.first_lane(s.gt(x, s.splat(EXP_SMALL_MAX))).is_none() {
+        return exp_small(s, x);
+    }
+    let hi = s.splat(EXP_CLAMP_HI);
+    exp(s, s.select(s.gt(x, hi), hi, x))
+}
+
+/// `tanh x` (see `crate::exp` for the derivation and the error bound, and
+/// [`tanh_model`](crate::exp::tanh_model) for the same steps in scalar code): for
+/// `|x| < TANH_SMALL_MAX` the odd polynomial `x + (x x^2) P(x^2)`, accurate in relative
+/// terms down to the smallest subnormal; above, `1 - 2e / (1 + e)` with
+/// `e = exp(-2 |x|)`, so the exp only sees its own domain (`<= 0`). The sign is put back
+/// last, so the function is exactly odd; +-inf give +-1 and NaN stays NaN.
+#[inline(always)]
+pub(crate) fn tanh<S: Simd>(s: S, x: S::F) -> S::F {
+    let (zero, one) = (s.splat(0.0), s.splat(1.0));
+    let neg = s.lt(x, zero);
+    let ax = s.select(neg, s.sub(zero, x), x);
+    // Large arguments. `1 - 2e / (1 + e)` is exactly 1 once `e` is negligible
+    // (saturation, +inf). A division rather than a reciprocal estimate: the scalar model
+    // then gives the same bits.
+    let e = exp_small(s, s.mul(ax, s.splat(-2.0)));
+    let big = s.sub(one, s.div(s.add(e, e), s.add(one, e)));
+    // Small arguments: `|x| + (|x| z) P(z)`, `z = x^2`; the correction is at most 0.13 of
+    // `|x|`, so its rounding errors shrink by that much.
+    let z = s.mul(ax, ax);
+    let mut p = s.splat(TANH_P[0]);
+    for &c in &TANH_P[1..] {
+        p = s.mul_add(p, z, s.splat(c));
+    }
+    let small = s.mul_add(s.mul(ax, z), p, ax);
+    let t = s.select(s.lt(ax, s.splat(TANH_SMALL_MAX)), small, big);
+    s.select(neg, s.sub(zero, t), t)
+}
+
+/// `cap tanh(z / cap)`, with `z / cap` as `z * (1 / cap)`: `+-inf` give `+-cap`, NaN stays
+/// NaN. Within `TANH_MAX_ULP + 1.5` ulp of the exact value relative (`crate::exp`): the
+/// product `z (1 / cap)` carries at most one ulp (which `tanh`, whose relative condition
+/// number is at most 1, passes on), the final product half of one. So a cap far above
+/// every logit gives the logits back to within those few ulps.
+#[inline(always)]
+pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
+    s.mul(tanh(s, s.mul(z, s.splat(c.inv))), s.splat(c.cap))
+}
+
+/// [`softcap`] of one value, through the same vector code so it matches the lanes exactly.
+#[inline(always)]
+pub(crate) fn softcap_one<S: Simd>(s: S, z: f32, c: Cap) -> f32 {
+    s.to_array(softcap(s, s.splat(z), c))[0]
+}
+
+/// The chain-rule factor of soft-capping at a capped value `y = cap tanh(z / cap)`:
+/// `dy/dz = 1 - tanh^2 = 1 - (y / cap)^2`, within `13u` absolute. A saturated `y = +-cap`
+/// gets exactly 0, as autograd through `tanh` gives (`y * (1 / cap)` alone could be an
+/// ulp away from 1).
+#[inline(always)]
+pub(crate) fn softcap_slope<S: Simd>(s: S, y: S::F, c: Cap) -> S::F {
+    let zero = s.splat(0.0);
+    let t = s.mul(y, s.splat(c.inv));
+    let f = s.mul_add(s.sub(zero, t), t, s.splat(1.0));
+    let saturated = s.eq(s.select(s.lt(y, zero), s.sub(zero, y), y), s.splat(c.cap));
+    s.select(saturated, zero, f)
+}
+
+/// `ln x` for positive normal `x` (NaN gives NaN): `x = m 2^e` with `m` in
+/// `[sqrt(1/2), sqrt(2))`, `ln m = 2 atanh(t) = 2 (t + t^3/3 + .. + t^9/9)` with
+/// `t = (m - 1) / (m + 1)`, `|t| <= 0.1716`: the truncation error is below `t^10 / 11 <
+/// 3e-9` relative, and `m - 1` is exact (Sterbenz), so the result is within about 2 ulp.
+#[inline(always)]
+pub(crate) fn ln<S: Simd>(s: S, x: S::F) -> S::F {
+    let (e, ln_m) = ln_parts(s, x);
+    s.mul_add(e, s.splat(LN2_HI), s.mul_add(e, s.splat(LN2_LO), ln_m))
+}
+
+/// [`ln`] in two parts, `ln x = e ln 2 + ln m`: the exponent `e` (an integer, as f32)
+/// and `ln m` for the mantissa `m` in `[sqrt(1/2), sqrt(2))`, `|ln m| <= 0.35`. A sum of
+/// many logs keeps the integer parts exact this way.
+#[inline(always)]
+pub(crate) fn ln_parts<S: Simd>(s: S, x: S::F) -> (S::F, S::F) {
+    let (e, m) = s.split_exponent(x);
+    let big = s.gt(m, s.splat(core::f32::consts::SQRT_2));
+    let m = s.select(big, s.mul(m, s.splat(0.5)), m);
+    let e = s.select(big, s.add(e, s.splat(1.0)), e);
+    let one = s.splat(1.0);
+    let t = s.div(s.sub(m, one), s.add(m, one));
+    let t2 = s.mul(t, t);
+    let mut p = s.splat(1.0 / 9.0);
+    for c in [1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+        p = s.mul_add(p, t2, s.splat(c));
+    }
+    (e, s.mul(s.add(t, t), p))
+}
