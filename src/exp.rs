@@ -78,60 +78,10 @@
 //! a subnormal cap has no finite reciprocal, and a cap above `2^126` a subnormal one,
 //! which would cost `z / cap` its precision.
 
-/// `1 / ln 2`.
-pub const LOG2E: f32 = core::f32::consts::LOG2_E;
-/// High part of `ln 2`: `0.693359375 = 355 / 512`, exact in 9 bits.
-pub const LN2_HI: f32 = 0.693_359_4;
-/// `ln 2 - LN2_HI`, rounded to f32.
-pub const LN2_LO: f32 = -2.121_944_4e-4;
-/// `1.5 * 2^20`: adding it to a float of magnitude below `2^19` rounds it to a multiple of
-/// `1/8` (the sum's last mantissa bit is worth `1/8`).
-pub const ROUND_MAGIC: f32 = 1_572_864.0;
-/// Inputs above this are clamped to it (the result is +inf either way), so the reduction
-/// never sees an infinite `n`. The kernels' own inputs are never positive and skip it.
-pub const EXP_CLAMP_HI: f32 = 89.0;
-/// The smallest f32 `x` with `e^x >= f32::MIN_POSITIVE` (`-87.33654022216797`); below it
-/// the result is exactly 0.
-pub const EXP_UNDERFLOW: f32 = -87.336_54;
-/// `2^(j/8)` for `j = 0..8`, each rounded to the nearest f32 (within 0.27 * 2^-23
-/// relative).
-pub const EXP_TABLE: [f32; 8] = [
-    1.0,
-    1.090_507_7,
-    1.189_207_1,
-    1.296_839_6,
-    core::f32::consts::SQRT_2,
-    1.542_210_8,
-    1.681_792_9,
-    1.834_008_1,
-];
-
-/// `[c2, c3]` of `e^r ~ 1 + r (1 + c2 r + c3 r^2)` on `|r| <= ln(2)/16 * 1.0002`: a
-/// minimax fit of the relative error with the two leading coefficients held at 1 (so the
-/// evaluation is `T + (T r) q`), found by a direct search over `c2, c3` in 30-digit
-/// `mpmath` and rounded to f32. The rounded polynomial is within 2.6e-8 (0.22 * 2^-23)
-/// relative of `e^r` on the interval (Taylor's `1/2, 1/6` would give 1.28 * 2^-23).
-pub const EXP_Q: [f32; 2] = [0.500_065_6, 0.166_697_58];
-
-/// The maximum relative error of the kernels' exp over `[EXP_UNDERFLOW, 88.72]`, in ulp.
-pub const EXP_MAX_ULP: f32 = 2.0;
-
-/// Below this `|x|` the kernels' tanh is the odd polynomial (see the module docs).
-pub const TANH_SMALL_MAX: f32 = 0.625;
-
-/// Coefficients of `P`, highest degree first: `tanh a ~ a + (a a^2) P(a^2)` for
-/// `a < TANH_SMALL_MAX` (module docs).
-pub const TANH_P: [f32; 5] = [
-    -0.006_096_714,
-    0.020_997_18,
-    -0.053_850_908,
-    0.133_327_7,
-    -0.333_333_28,
-];
-
-/// The maximum relative error of the kernels' tanh over every f32, in ulp of the exact
-/// value (module docs; `tests/exp.rs` checks it exhaustively).
-pub const TANH_MAX_ULP: f32 = 2.0;
+pub use crate::arch::math::{
+    EXP_CLAMP_HI, EXP_MAX_ULP, EXP_Q, EXP_TABLE, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC,
+    TANH_MAX_ULP, TANH_P, TANH_SMALL_MAX,
+};
 
 /// The smallest cap [`CrossEntropy::softcap`](crate::CrossEntropy::softcap) accepts,
 /// `2^-126` (`f32::MIN_POSITIVE`): below it `1 / cap` overflows.

@@ -102,30 +102,29 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-mod api;
 #[allow(unsafe_code)]
 mod arch;
 mod error;
 pub mod exp;
-mod half_logits;
 mod kernel;
 mod loss;
+mod ops;
+mod options;
+mod outputs;
 mod parallel;
+mod plan;
 pub mod reference;
-mod rows;
-mod shard;
-mod softmax;
 mod stats;
 mod target;
 
-pub use api::{CrossEntropy, Reduction};
 pub use error::Error;
 pub use half;
-pub use half_logits::HalfFloat;
 pub use kernel::Kernel;
 pub use loss::Loss;
-pub use rows::RowOutputs;
-pub use shard::Shard;
+pub use ops::half::HalfFloat;
+pub use ops::shard::Shard;
+pub use options::{CrossEntropy, Reduction};
+pub use outputs::RowOutputs;
 pub use stats::ShardStats;
 pub use target::Target;
 

@@ -165,7 +165,7 @@ pub(crate) unsafe trait Simd: Copy {
         let _ = t;
         self.scale_pow2_unless_below(p, n, x, lo)
     }
-    /// `2^(j/8)` ([`EXP_TABLE`](crate::exp::EXP_TABLE)`[j]`) per lane, for `j` the low three
+    /// `2^(j/8)` ([`EXP_TABLE`](crate::arch::math::EXP_TABLE)`[j]`) per lane, for `j` the low three
     /// bits of the lane's bit pattern (`t` from the exp's rounding step).
     fn exp2_eighths(self, t: Self::F) -> Self::F;
     fn lt(self, a: Self::F, b: Self::F) -> Self::M;

@@ -3,7 +3,7 @@
 //! fallback on x86 CPUs without AVX2+FMA and the only kernel on other architectures.
 
 use super::Simd;
-use crate::exp::EXP_TABLE;
+use crate::arch::math::EXP_TABLE;
 use bytemuck::cast;
 use wide::{CmpEq, CmpGt, CmpLt, f32x8, i32x8};
 

@@ -3,8 +3,10 @@
 //! `TRAIL_MIN_CLASSES..=TRAIL_MAX_CLASSES` linked (each row's pass 3 inside the next row's
 //! pass 2). Every function is `#[inline(always)]` (see [`crate::arch`]).
 
-use crate::arch::math::{Cap, softcap_one};
-use crate::arch::pass::exp::{Ahead, PREFETCH_MIN_CLASSES, TrailBlock, exp_pass, exp_pass_mode};
+use crate::arch::math::{Cap, capped_target_grad, softcap_one};
+use crate::arch::pass::exp::{
+    Ahead, PREFETCH_MIN_CLASSES, SMOOTH_OFF, TrailBlock, exp_pass, exp_pass_mode,
+};
 use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass};
 use crate::arch::pass::max::max_argmax;
 use crate::arch::pass::online::{
@@ -288,7 +290,7 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
                 (row.sum, row.wsum) = unsafe {
                     macro_rules! linked {
                         ($store:literal) => {
-                            exp_pass_mode::<S, $store, 0, false, true>(
+                            exp_pass_mode::<S, $store, SMOOTH_OFF, false, true>(
                                 s,
                                 row.src,
                                 row.dst,
@@ -474,16 +476,11 @@ unsafe fn row_gradient<S: Simd>(
                     cp,
                 )
             };
-            // The target entry, in f64 from the statistics, stored last:
-            // `(alpha e_t - beta_t - tfix) (1 - (y_t / cap)^2)`.
-            let zt = row.zt;
-            let yt = f64::from(zt) / f64::from(cp.cap);
-            let g = (alpha * (f64::from(zt) - f64::from(m)).exp()
-                - beta_at(job.beta, t)
-                - f64::from(p.tfix))
-                * ((1.0 - yt) * (1.0 + yt));
+            // The target entry, in f64 from the statistics, stored last.
+            let (beta_t, tfix) = (beta_at(job.beta, t), f64::from(p.tfix));
+            let g = capped_target_grad(alpha, row.zt, f64::from(m), beta_t, tfix, cp.cap);
             // SAFETY: bounds: `t < c`, inside the row of `dst`.
-            unsafe { *row.dst.add(t) = g as f32 };
+            unsafe { *row.dst.add(t) = g };
         }
     }
 }

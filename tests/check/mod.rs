@@ -806,19 +806,12 @@ pub fn differential(data: &[u8]) {
             }
         })
         .collect();
-    let result = match b.u8() % 7 {
-        0 => check_all_entry_points(&ce, &z, &t),
-        1 => check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as i32).collect::<Vec<_>>()),
-        2 if ignore.is_none_or(|i| i >= 0) => {
-            check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as u64).collect::<Vec<_>>())
-        }
-        3 if ignore.is_none_or(|i| i >= 0) => {
-            check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as usize).collect::<Vec<_>>())
-        }
-        4 if ignore.is_none_or(|i| i >= 0) && classes <= 65_536 => {
-            check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as u16).collect::<Vec<_>>())
-        }
-        5 if ignore.is_none_or(|i| i >= 0) => {
+    // Two target types, one signed and one unsigned: every entry point is instantiated per
+    // target type and kernel, and under AddressSanitizer each one costs minutes of build
+    // time. The other types (u8, u16, u64, usize) share the same conversions
+    // (`Target::low`) and are covered by the test suite.
+    let result = match b.u8() % 2 {
+        1 if ignore.is_none_or(|i| i >= 0) => {
             check_all_entry_points(&ce, &z, &t.iter().map(|&v| v as u32).collect::<Vec<_>>())
         }
         _ => check_all_entry_points(&ce, &z, &t),
@@ -873,7 +866,11 @@ pub fn bad_input(data: &[u8]) {
     } else {
         len
     };
-    match b.u8() % 5 {
+    // Three target types: narrow unsigned, signed (negative values, the -100 ignore
+    // index), and wide unsigned (values past 2^63 equal to a negative index modulo 2^64).
+    // Each type instantiates every entry point on every kernel, which under
+    // AddressSanitizer costs minutes of build time; the test suite covers the others.
+    match b.u8() % 3 {
         0 => api_calls(
             &ce,
             &z,
@@ -886,24 +883,12 @@ pub fn bad_input(data: &[u8]) {
             &raw.iter().map(|&v| v as i64 - 4).collect::<Vec<_>>(),
             glen,
         ),
-        2 => api_calls(
+        _ => api_calls(
             &ce,
             &z,
             &raw.iter()
                 .map(|&v| v.wrapping_mul(0x1_0000_0001))
                 .collect::<Vec<_>>(),
-            glen,
-        ),
-        3 => api_calls(
-            &ce,
-            &z,
-            &raw.iter().map(|&v| v as i32 - 100).collect::<Vec<_>>(),
-            glen,
-        ),
-        _ => api_calls(
-            &ce,
-            &z,
-            &raw.iter().map(|&v| v as usize).collect::<Vec<_>>(),
             glen,
         ),
     }

@@ -75,6 +75,14 @@ impl Ahead {
     }
 }
 
+/// The smoothing modes of [`exp_pass_mode`] (a const parameter): no smoothing sum,
+/// `sum_j (z_j - max)`, or `sum_j w_j (z_j - max)` (see [`Smooth`]).
+pub(crate) const SMOOTH_OFF: u8 = 0;
+/// See [`SMOOTH_OFF`].
+pub(crate) const SMOOTH_UNIFORM: u8 = 1;
+/// See [`SMOOTH_OFF`].
+pub(crate) const SMOOTH_WEIGHTED: u8 = 2;
+
 /// Pass 2: `e_j = exp(z_j - m)`, returns `(sum e_j, smoothing sum)`, storing `e` to `dst`
 /// when `STORE`. The next row's lines are prefetched alongside ([`Ahead`]).
 ///
@@ -101,7 +109,7 @@ pub(crate) unsafe fn exp_pass<S: Simd, const STORE: bool>(
     // no extra work.
     let null = core::ptr::null();
     macro_rules! mode {
-        ($sm:literal, $cap:literal, $w:expr, $c:expr) => {
+        ($sm:ident, $cap:literal, $w:expr, $c:expr) => {
             exp_pass_mode::<S, STORE, $sm, $cap, false>(
                 s,
                 src,
@@ -118,12 +126,12 @@ pub(crate) unsafe fn exp_pass<S: Simd, const STORE: bool>(
     // SAFETY: the caller's obligations are forwarded unchanged.
     unsafe {
         match (smooth, cap) {
-            (Smooth::Off, None) => mode!(0, false, null, Cap::NONE),
-            (Smooth::Uniform, None) => mode!(1, false, null, Cap::NONE),
-            (Smooth::Weighted(w), None) => mode!(2, false, w.as_ptr(), Cap::NONE),
-            (Smooth::Off, Some(c)) => mode!(0, true, null, c),
-            (Smooth::Uniform, Some(c)) => mode!(1, true, null, c),
-            (Smooth::Weighted(w), Some(c)) => mode!(2, true, w.as_ptr(), c),
+            (Smooth::Off, None) => mode!(SMOOTH_OFF, false, null, Cap::NONE),
+            (Smooth::Uniform, None) => mode!(SMOOTH_UNIFORM, false, null, Cap::NONE),
+            (Smooth::Weighted(w), None) => mode!(SMOOTH_WEIGHTED, false, w.as_ptr(), Cap::NONE),
+            (Smooth::Off, Some(c)) => mode!(SMOOTH_OFF, true, null, c),
+            (Smooth::Uniform, Some(c)) => mode!(SMOOTH_UNIFORM, true, null, c),
+            (Smooth::Weighted(w), Some(c)) => mode!(SMOOTH_WEIGHTED, true, w.as_ptr(), c),
         }
     }
 }
@@ -144,14 +152,15 @@ impl TrailBlock {
     };
 }
 
-/// [`exp_pass`] for one smoothing mode `SM` (0 off, 1 uniform, 2 weighted) and capping
+/// [`exp_pass`] for one smoothing mode `SM` ([`SMOOTH_OFF`], [`SMOOTH_UNIFORM`],
+/// [`SMOOTH_WEIGHTED`]) and capping
 /// `CAP`. With `TRAIL` (plain mode only) also `trail.dst[j] = alpha trail.dst[j]` for
 /// `j < n`, in the same loop: the multiply, load and store of the trailing row fill slots
 /// that the exps leave free. Each value is what [`scale_pass`] would make of it, so the
 /// results do not depend on this.
 ///
 /// # Safety
-/// As [`exp_pass`]; `w..w + n` readable when `SM == 2`; with `TRAIL`,
+/// As [`exp_pass`]; `w..w + n` readable when `SM == SMOOTH_WEIGHTED`; with `TRAIL`,
 /// `trail.dst..trail.dst + n` readable and writable, disjoint from `src..src + n` and
 /// `dst..dst + n`.
 #[inline(always)]
@@ -173,7 +182,7 @@ pub(crate) unsafe fn exp_pass_mode<
     next: Ahead,
     trail: TrailBlock,
 ) -> (f32, f64) {
-    const { assert!(!TRAIL || (SM == 0 && !CAP)) };
+    const { assert!(!TRAIL || (SM == SMOOTH_OFF && !CAP)) };
     let l = S::LANES;
     // `alpha e + (-0)`, the scale pass's own form (its `beta` term is -0 without smoothing).
     let (tv, nz) = (s.splat(trail.alpha), s.splat(-0.0));
@@ -185,7 +194,7 @@ pub(crate) unsafe fn exp_pass_mode<
     let (mut d0, mut d1) = (zero, zero);
     let prefetch = !next.src.is_null() && n >= PREFETCH_MIN_CLASSES;
     let mut i = 0;
-    if SM == 0 && !CAP {
+    if SM == SMOOTH_OFF && !CAP {
         // The plain case, four vectors per step: four independent exp chains in flight
         // rather than two (3-6% faster on rows in L2). Lanes' sums are index-determined.
         let (mut s2, mut s3) = (zero, zero);
@@ -264,11 +273,11 @@ pub(crate) unsafe fn exp_pass_mode<
         }
         s0 = s.add(s0, e0);
         s1 = s.add(s1, e1);
-        if SM != 0 {
+        if SM != SMOOTH_OFF {
             // (z - m) at scale 2^-64, which cannot overflow (see WSUM_SCALE).
             let x0 = s.sub(s.mul(z0, sc), msc);
             let x1 = s.sub(s.mul(z1, sc), msc);
-            if SM == 1 {
+            if SM == SMOOTH_UNIFORM {
                 d0 = s.add(d0, x0);
                 d1 = s.add(d1, x1);
             } else {
@@ -320,9 +329,9 @@ pub(crate) unsafe fn exp_pass_mode<
             }
         }
         s0 = s.add(s0, e);
-        if SM != 0 {
+        if SM != SMOOTH_OFF {
             let x = s.sub(s.mul(zd, sc), msc);
-            if SM == 1 {
+            if SM == SMOOTH_UNIFORM {
                 d0 = s.add(d0, x);
             } else {
                 // Pads of weight 0 give w x = 0.
@@ -340,7 +349,7 @@ pub(crate) unsafe fn exp_pass_mode<
         i += r;
     }
     let sum = s.reduce_add(s.add(s0, s1));
-    let dsum = if SM == 0 {
+    let dsum = if SM == SMOOTH_OFF {
         0.0
     } else {
         f64::from(s.reduce_add(s.add(d0, d1))) * WSUM_UNSCALE

@@ -2,7 +2,7 @@
 //! by block, exps relative to the running max, in segments rescaled in pass 3.
 
 use crate::arch::math::Cap;
-use crate::arch::pass::exp::{Ahead, TrailBlock, exp_pass_mode};
+use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass_mode};
 use crate::arch::pass::max::{MAX_BLOCK, first_equal, lane_max};
 use crate::arch::{FUSED_MAX_CLASSES, Simd};
 
@@ -123,7 +123,7 @@ pub(crate) unsafe fn online_pass<S: Simd, const STORE: bool, const TRAIL: bool>(
         }
         // SAFETY: bounds: `[b, b + len)` of `src` and `dst`; no smoothing weights read.
         let (sum, _) = unsafe {
-            exp_pass_mode::<S, STORE, 0, false, TRAIL>(
+            exp_pass_mode::<S, STORE, SMOOTH_OFF, false, TRAIL>(
                 s,
                 src.add(b),
                 dst.wrapping_add(b),

@@ -1,7 +1,7 @@
 //! The AVX2+FMA kernel: 8 lanes, tails through a stack buffer.
 
 use crate::arch::Simd;
-use crate::exp::EXP_TABLE;
+use crate::arch::math::EXP_TABLE;
 use core::arch::x86_64::*;
 
 /// Proof that the CPU supports AVX2 and FMA (both are used: FMA for every multiply-add of

@@ -2,7 +2,7 @@
 //! the exp's table and `vscalefps` for its exponent.
 
 use crate::arch::Simd;
-use crate::exp::EXP_TABLE;
+use crate::arch::math::EXP_TABLE;
 use core::arch::x86_64::*;
 
 /// [`EXP_TABLE`] twice: one 16-lane permute table indexed by four bits.

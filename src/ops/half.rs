@@ -19,12 +19,13 @@
 //! The scratch buffer is per thread and reused, so after the first call on a thread no
 //! memory is allocated.
 
-use crate::api::{Checked, RowSums};
 use crate::arch::Io;
 use crate::arch::convert::{HalfFormat, bits, bits_mut};
 use crate::kernel::with_backend;
+use crate::ops::backward::backward_rows;
+use crate::outputs::{RowOutputs, Sinks};
 use crate::parallel::{SplitLogits, for_chunks_of_rows, rows_per_chunk};
-use crate::rows::{RowOutputs, Sinks, backward_rows};
+use crate::plan::{Checked, RowSums};
 use crate::{CrossEntropy, Error, Loss, Target};
 use core::cell::Cell;
 

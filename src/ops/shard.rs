@@ -29,10 +29,11 @@
 //! needs one of each, as it keeps the row in cache between passes; a shard does not know
 //! its row's statistics until the merge).
 
-use crate::api::{Checked, RowGrad, RowSums, write_grad_run};
 use crate::arch::{Io, Smooth};
 use crate::kernel::with_backend;
+use crate::ops::blocked::write_grad_run;
 use crate::parallel::{SplitRows, for_row_chunks_with};
+use crate::plan::{Checked, RowGrad, RowSums};
 use crate::stats::{ShardStats, coverage_of};
 use crate::{CrossEntropy, Error, Loss, Target};
 
