@@ -4,6 +4,20 @@
 //! the loss, the gradient `dLoss/dz` (written over the logits or into a buffer), and the
 //! number of rows whose argmax equals the target.
 //!
+//! ```
+//! use xent::{CrossEntropy, Reduction};
+//! let ce = CrossEntropy::new(4).reduction(Reduction::Mean).ignore_index(-100);
+//! let mut logits = vec![
+//!     1.0, 2.0, 0.5, -1.0, // row 0, target 1
+//!     0.0, 0.0, 0.0, 9.0,  // row 1, ignored
+//! ];
+//! let loss = ce.forward_backward(&mut logits, &[1i64, -100])?;
+//! assert_eq!((loss.rows, loss.correct), (1, 1));
+//! assert!(loss.value > 0.0 && loss.value < 1.0);
+//! assert_eq!(&logits[4..], &[0.0; 4]); // ignored row: zero gradient
+//! # Ok::<(), xent::Error>(())
+//! ```
+//!
 //! ## The maths
 //!
 //! With `p = softmax(z)` and `m = max_j z_j`:
@@ -83,18 +97,19 @@
 //! chunk order. Results are bit-identical for any thread count, and do not depend on the
 //! buffers' alignment. Different kernel variants may differ in the last bits.
 //!
+//! To choose the thread count, run the call in a pool of that size (build the pool once
+//! and reuse it); the call's `Result` comes out of `install`, so `?` goes after it:
+//!
 //! ```
-//! use xent::{CrossEntropy, Reduction};
-//! let ce = CrossEntropy::new(4).reduction(Reduction::Mean).ignore_index(-100);
-//! let mut logits = vec![
-//!     1.0, 2.0, 0.5, -1.0, // row 0, target 1
-//!     0.0, 0.0, 0.0, 9.0,  // row 1, ignored
-//! ];
-//! let loss = ce.forward_backward(&mut logits, &[1i64, -100])?;
-//! assert_eq!((loss.rows, loss.correct), (1, 1));
-//! assert!(loss.value > 0.0 && loss.value < 1.0);
-//! assert_eq!(&logits[4..], &[0.0; 4]); // ignored row: zero gradient
-//! # Ok::<(), xent::Error>(())
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build()?;
+//! let ce = xent::CrossEntropy::new(3);
+//! let mut logits = vec![0.5f32; 3 * 4096];
+//! let targets = vec![1u32; 4096];
+//! let loss = pool.install(|| ce.forward_backward(&mut logits, &targets))?;
+//! assert_eq!(loss.rows, 4096);
+//! # Ok(())
+//! # }
 //! ```
 
 #![deny(unsafe_code)]

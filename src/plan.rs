@@ -246,7 +246,7 @@ impl Checked<'_> {
     }
 
     /// For a backward pass from a saved log-sum-exp with upstream gradient `u`: the
-    /// target, `u a`, `u c` and the per-class constant scaled by `u` (see `crate::rows`);
+    /// target, `u a`, `u c` and the per-class constant scaled by `u` (see `crate::ops::backward`);
     /// `None` for an ignored row.
     pub(crate) fn upstream_plan<T: Target>(&self, t: T, u: f64) -> UpstreamPlan<'_> {
         let t = self.target(t)?;

@@ -4,9 +4,10 @@
 //!
 //! Every kernel variant implements the small [`Simd`] trait of vector primitives (load,
 //! masked tail load, store, fused multiply-add, compare/select, power-of-two scaling). The
-//! row algorithms are written once, in [`generic`], over that trait, and each variant
-//! instantiates them behind one `#[target_feature]` boundary per batch of rows (the
-//! [`instantiate_kernel!`] macro), so the helpers inline into code compiled for that ISA.
+//! row algorithms are written once over that trait ([`math`], [`pass`], [`rows`],
+//! [`small`], [`softmax`]), and each variant instantiates them behind one
+//! `#[target_feature]` boundary per batch of rows (the [`instantiate_kernel!`] macro), so
+//! the helpers inline into code compiled for that ISA.
 //!
 //! A row of `C` logits is processed in three passes:
 //!
@@ -21,12 +22,12 @@
 //!    pass 2 when it fits in L2), then the target entry is corrected last.
 //!
 //! Rows of 16 384 classes and more (64 KiB, beyond L1), without smoothing or capping, fuse
-//! passes 1 and 2 block by block (`generic::online_pass`): a block's max, then its exps
+//! passes 1 and 2 block by block (`pass::online::online_pass`): a block's max, then its exps
 //! while it is still in L1, relative to the running max. A block that raises the max opens
 //! a segment; pass 3 scales each segment by `alpha exp(reference - max)`, so a row is read
 //! from L2 (or DRAM) twice rather than three times. From 8192 to 32 768 classes (rows
 //! beyond L1, three rows within L2), without smoothing or capping, a row's pass 3 runs
-//! inside the next row's pass 2 (`generic::TRAIL_MAX_CLASSES`): alone it waits on the L2,
+//! inside the next row's pass 2 (`rows::TRAIL_MAX_CLASSES`): alone it waits on the L2,
 //! while the exps wait on the multiply-add pipes, so side by side they overlap.
 //! The driver gives such rows chunks of up to eight rows, since a chunk's last row runs
 //! its pass 3 alone.
@@ -38,7 +39,7 @@
 //! too few to keep every thread busy.
 //!
 //! Rows of at most [`SMALL_MAX_CLASSES`] classes take the row-group path instead
-//! (`generic::ce_small`): `LANES` rows at a time, one row per lane. A group's `LANES * C`
+//! (`small::ce_small`): `LANES` rows at a time, one row per lane. A group's `LANES * C`
 //! contiguous floats are loaded whole and transposed in registers
 //! ([`Simd::load_columns`], [`Simd::load_block`]: AVX-512 uses `vpermps` with lane masks
 //! for `C < 8` and a 16x16 shuffle transpose per 16 classes from 8, AVX2 an 8x8
