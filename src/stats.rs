@@ -204,12 +204,6 @@ impl ShardStats {
         }
     }
 
-    /// Whether these statistics cover exactly the classes `0..classes` (module docs),
-    /// given `full`, the fingerprint of `0..classes`.
-    pub(crate) fn covers_all(&self, classes: usize, full: u64) -> bool {
-        self.classes == classes && self.first == 0 && self.end == classes && self.coverage == full
-    }
-
     /// `ln S`, NaN when the row has no finite maximum (all -inf, or +inf/NaN poisoning).
     pub(crate) fn ln_sum(&self) -> f64 {
         if self.max == f32::NEG_INFINITY {

@@ -308,3 +308,18 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn huge_class_counts_cost_nothing_to_reject() {
+    // The coverage fingerprint of `0..classes` takes O(classes): it must not be computed
+    // for statistics that cannot cover the classes, nor for a shard of no rows (whose
+    // width the logits do not bound). Before, both ran for hours at these sizes.
+    let ce = CrossEntropy::new(1 << 62);
+    let e = ce.shard_loss(&[ShardStats::EMPTY], &[0u64]).unwrap_err();
+    assert!(
+        matches!(e, Error::ShardCoverage { covered: 0, .. }),
+        "{e:?}"
+    );
+    ce.shard_stats(&[], Shard::new(0, 1 << 61), &[0u64; 0], &mut [])
+        .unwrap();
+}

@@ -167,6 +167,11 @@ impl CrossEntropy {
             Smooth::Uniform => w as f64,
             Smooth::Weighted(ws) => ws.iter().map(|&v| f64::from(v)).sum(),
         };
+        if out.is_empty() {
+            // No rows: nothing to write (and `w` is not bounded by the logits' length).
+            return Ok(());
+        }
+        // O(w) once per call; `w <= logits.len()` here, since there is a row.
         let fp = coverage_of(lo, w);
         for_row_chunks_with(
             Io::Read(logits),
@@ -283,9 +288,15 @@ impl CrossEntropy {
             });
         }
         let classes = self.classes();
-        let full = coverage_of(0, classes);
+        // The fingerprint of `0..classes` costs O(classes): computed once, and only when a
+        // row's count and span already match (so never for statistics that cannot cover
+        // the classes, whatever `classes` is).
+        let mut full = None;
         for (row, (s, &t)) in stats.iter().zip(targets).enumerate() {
-            if !s.covers_all(classes, full) {
+            let spans = s.classes == classes && s.first == 0 && s.end == classes;
+            let covers =
+                spans && s.coverage == *full.get_or_insert_with(|| coverage_of(0, classes));
+            if !covers {
                 return Err(Error::ShardCoverage {
                     row,
                     covered: s.classes,
