@@ -127,6 +127,7 @@ mod ops;
 mod options;
 mod outputs;
 mod parallel;
+mod paths;
 mod plan;
 pub mod reference;
 mod stats;

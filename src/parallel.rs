@@ -8,31 +8,16 @@
 //! the thread count).
 
 use crate::arch::Io;
+use crate::paths::{CHUNK_LOGITS, LINKED_CHUNK_ROWS, LINKED_MIN_CHUNKS, PAR_MIN_LOGITS};
 use rayon::prelude::*;
-
-/// Below this many logits a call stays on the calling thread: rayon's fork/join cost
-/// (a few microseconds) would exceed the work.
-pub(crate) const PAR_MIN_LOGITS: usize = 1 << 15;
-
-/// Target chunk size in logits (256 KiB of f32): large enough to amortise a rayon task,
-/// small enough to balance two to eight threads on mid-sized batches.
-pub(crate) const CHUNK_LOGITS: usize = 1 << 16;
 
 /// Whole rows per chunk for rows of `classes` (at least one).
 pub(crate) fn rows_per_chunk(classes: usize) -> usize {
     (CHUNK_LOGITS / classes.max(1)).max(1)
 }
 
-/// Up to this many rows per chunk for rows that the kernel links in pairs (see
-/// [`rows_per_linked_chunk`]).
-const LINKED_CHUNK_ROWS: usize = 8;
-
-/// [`rows_per_linked_chunk`] keeps at least this many chunks, when there are enough rows,
-/// so that up to eight threads still share the work.
-const LINKED_MIN_CHUNKS: usize = 16;
-
 /// Whole rows per chunk for rows that the kernel links in pairs, finishing one row inside
-/// the next one's first pass (`arch::rows::trails`): a chunk's last row has no next
+/// the next one's first pass (`paths::trails`): a chunk's last row has no next
 /// row, so chunks of [`rows_per_chunk`] (two rows of 32 000 classes) would leave half the
 /// rows unlinked. Up to [`LINKED_CHUNK_ROWS`], while the batch still makes
 /// [`LINKED_MIN_CHUNKS`] chunks; at least [`rows_per_chunk`]. A function of the shape alone.

@@ -3,8 +3,8 @@
 use crate::arch::pass::exp::{Ahead, exp_pass};
 use crate::arch::pass::map::{scale_pass, shift_run};
 use crate::arch::pass::max::max_argmax;
-use crate::arch::rows::{GROUP_MAX_CLASSES, GROUP_ROWS};
 use crate::arch::{Beta, Simd, Smooth};
+use crate::paths::{GROUP_MAX_CLASSES, GROUP_ROWS};
 
 /// Softmax (`log == false`) or log-softmax of whole rows, `dst` written.
 ///

@@ -14,8 +14,8 @@
 //! coefficient and `s_ij = 1 - (y_ij / cap)^2` the soft-capping chain factor (1 without).
 
 use crate::arch::Io;
+use crate::arch::fused::beta_at;
 use crate::arch::math::capped_target_grad;
-use crate::arch::rows::beta_at;
 use crate::kernel::with_backend;
 use crate::parallel::{SplitRows, for_row_chunks_with};
 use crate::plan::Checked;

@@ -4,12 +4,12 @@
 //! (at most `FUSED_MAX_CLASSES`), or the blocked path ([`super::blocked`]).
 
 use super::blocked::blocked;
-use crate::arch::rows::trails;
 use crate::arch::small::SmallJob;
-use crate::arch::{FUSED_MAX_CLASSES, Io, RowOut, RowsJob, SMALL_MAX_CLASSES};
+use crate::arch::{Io, RowOut, RowsJob};
 use crate::kernel::with_backend;
 use crate::outputs::{RowOutputs, Sinks};
 use crate::parallel::{for_chunks_of_rows, for_row_chunks, rows_per_chunk, rows_per_linked_chunk};
+use crate::paths::{FUSED_MAX_CLASSES, SMALL_MAX_CLASSES, trails};
 use crate::plan::{Checked, RowSums};
 use crate::stats::Merged;
 use crate::{CrossEntropy, Error, Loss, Target};

@@ -6,9 +6,10 @@
 //! follows `torch.logsumexp`: NaN if the row has a NaN, else +inf if it has a +inf, else
 //! -inf if every entry is -inf.
 
-use crate::arch::{BLOCK_CLASSES, BlockStats, FUSED_MAX_CLASSES, Io, Smooth};
+use crate::arch::{BlockStats, Io, Smooth};
 use crate::kernel::{Backend, with_backend};
 use crate::parallel::{for_row_chunks, go_parallel, rows_per_chunk};
+use crate::paths::{BLOCK_CLASSES, FUSED_MAX_CLASSES};
 use crate::stats::{Merged, logsumexp_of};
 use crate::{CrossEntropy, Error};
 use rayon::prelude::*;

@@ -5,13 +5,14 @@ use crate::arch::math::{Cap, exp_small, softcap};
 use crate::arch::pass::map::scale_pass;
 use crate::arch::pass::{LANE_ONES, WSUM_SCALE, WSUM_UNSCALE};
 use crate::arch::{Beta, Simd, Smooth};
+use crate::paths::PREFETCH_MIN_CLASSES;
 
 /// Where the next row's lines are, for pass 2 to prefetch while it computes this row: its
 /// source, and its destination when that is a separate buffer. Addresses only (a prefetch
 /// never faults), so any values will do.
 ///
 /// A separate destination (`forward_backward_into`) matters on linked rows
-/// ([`TRAIL_MIN_CLASSES`]..=[`TRAIL_MAX_CLASSES`]): a store to a line that is not in cache
+/// ([`TRAIL_MIN_CLASSES`](crate::paths::TRAIL_MIN_CLASSES)..=[`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES)): a store to a line that is not in cache
 /// waits for the line to be read first, and in the exp loop those waits stalled the core.
 /// Prefetching the next row's destination lines as well took `forward_backward_into`
 /// from 0.52-0.54 to 0.41-0.43 ns per logit at 4096x32000 on one thread (0.28-0.31 to
@@ -136,7 +137,7 @@ pub(crate) unsafe fn exp_pass<S: Simd, const STORE: bool>(
     }
 }
 
-/// The stretch of a trailing row's stored exps (see [`TrailRow`]) that [`exp_pass_mode`]
+/// The stretch of a trailing row's stored exps (see [`TrailRow`](crate::arch::pass::online::TrailRow)) that [`exp_pass_mode`]
 /// turns into gradient, `g = alpha e`, alongside its own exps: `dst[..n]`, the `n` of that
 /// call.
 #[derive(Clone, Copy)]
@@ -183,76 +184,154 @@ pub(crate) unsafe fn exp_pass_mode<
     trail: TrailBlock,
 ) -> (f32, f64) {
     const { assert!(!TRAIL || (SM == SMOOTH_OFF && !CAP)) };
+    let zero = s.splat(0.0);
+    let mut acc = Sums {
+        s0: zero,
+        s1: zero,
+        d0: zero,
+        d1: zero,
+    };
+    let prefetch = !next.src.is_null() && n >= PREFETCH_MIN_CLASSES;
+    let next = if prefetch { next } else { Ahead::NONE };
+    let mut i = 0;
+    // SAFETY: the caller's obligations, forwarded; each step starts where the last ended.
+    unsafe {
+        if SM == SMOOTH_OFF && !CAP {
+            i = plain_quads::<S, STORE, TRAIL>(s, src, dst, n, m, next, trail, &mut acc);
+        }
+        i = pairs::<S, STORE, SM, CAP>(s, (src, dst), (i, n), m, w, cap, next, &mut acc);
+        rest::<S, STORE, SM, CAP>(s, (src, dst), (i, n), m, w, cap, &mut acc);
+    }
+    let sum = s.reduce_add(s.add(acc.s0, acc.s1));
+    let dsum = if SM == SMOOTH_OFF {
+        0.0
+    } else {
+        f64::from(s.reduce_add(s.add(acc.d0, acc.d1))) * WSUM_UNSCALE
+    };
+    (sum, dsum)
+}
+
+/// The accumulators of [`exp_pass_mode`]: two of the sum of exps, two of the smoothing
+/// sum (at scale 2^-64). Which one an element lands in depends only on its index.
+struct Sums<F> {
+    s0: F,
+    s1: F,
+    d0: F,
+    d1: F,
+}
+
+/// The plain case of [`exp_pass_mode`] (no smoothing, no capping), four vectors per step:
+/// four independent exp chains in flight rather than two (3-6% faster on rows in L2).
+/// With `TRAIL`, the whole trailing stretch `trail.dst[..n]` is scaled by the end.
+/// Returns where the next step starts. `next` is [`Ahead::NONE`] when nothing is
+/// prefetched.
+///
+/// # Safety
+/// As [`exp_pass_mode`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn plain_quads<S: Simd, const STORE: bool, const TRAIL: bool>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    m: f32,
+    next: Ahead,
+    trail: TrailBlock,
+    acc: &mut Sums<S::F>,
+) -> usize {
     let l = S::LANES;
     // `alpha e + (-0)`, the scale pass's own form (its `beta` term is -0 without smoothing).
     let (tv, nz) = (s.splat(trail.alpha), s.splat(-0.0));
     let mv = s.splat(m);
+    let zero = s.splat(0.0);
+    let (mut s0, mut s1, mut s2, mut s3) = (acc.s0, acc.s1, zero, zero);
+    let mut i = 0;
+    while i + 4 * l <= n {
+        if !next.src.is_null() {
+            for k in 0..4 {
+                next.prefetch(s, i + k * l);
+            }
+        }
+        // Written out: a closure (`array::map`) would not inherit the caller's target
+        // features, and its vector operations would not inline.
+        // SAFETY: bounds: `i + 4 * LANES <= n` by the loop condition.
+        let z = unsafe {
+            [
+                s.load(src.add(i)),
+                s.load(src.add(i + l)),
+                s.load(src.add(i + 2 * l)),
+                s.load(src.add(i + 3 * l)),
+            ]
+        };
+        let e = [
+            exp_small(s, s.sub(z[0], mv)),
+            exp_small(s, s.sub(z[1], mv)),
+            exp_small(s, s.sub(z[2], mv)),
+            exp_small(s, s.sub(z[3], mv)),
+        ];
+        if STORE {
+            for (k, &e) in e.iter().enumerate() {
+                // SAFETY: bounds: as the loads; `dst` holds `n` (caller's obligation).
+                unsafe { s.store(dst.add(i + k * l), e) };
+            }
+        }
+        if TRAIL {
+            for k in 0..4 {
+                // SAFETY: bounds: `i + 4 * LANES <= n`, and `trail.dst` holds `n`
+                // (caller's obligation).
+                unsafe {
+                    let p = trail.dst.add(i + k * l);
+                    s.store(p, s.mul_add(s.load(p), tv, nz));
+                }
+            }
+        }
+        s0 = s.add(s0, e[0]);
+        s1 = s.add(s1, e[1]);
+        s2 = s.add(s2, e[2]);
+        s3 = s.add(s3, e[3]);
+        i += 4 * l;
+    }
+    acc.s0 = s.add(s0, s2);
+    acc.s1 = s.add(s1, s3);
+    if TRAIL && i < n {
+        // The rest of the stretch (a short last block).
+        // SAFETY: bounds: `i < n`, and `trail.dst` holds `n`.
+        unsafe { scale_pass(s, trail.dst.add(i), n - i, trail.alpha, Beta::Zero) };
+    }
+    i
+}
+
+/// [`exp_pass_mode`] two vectors per step from `i`, while two full vectors remain: the
+/// only loop of the smoothing and capping modes, the plain mode's last pair. Returns where
+/// the tail starts.
+///
+/// # Safety
+/// As [`exp_pass_mode`], with `i <= n`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pairs<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
+    s: S,
+    (src, dst): (*const f32, *mut f32),
+    (mut i, n): (usize, usize),
+    m: f32,
+    w: *const f32,
+    cap: Cap,
+    next: Ahead,
+    acc: &mut Sums<S::F>,
+) -> usize {
+    let l = S::LANES;
+    let mv = s.splat(m);
     let sc = s.splat(WSUM_SCALE);
     let msc = s.splat(m * WSUM_SCALE);
-    let zero = s.splat(0.0);
-    let (mut s0, mut s1) = (zero, zero);
-    let (mut d0, mut d1) = (zero, zero);
-    let prefetch = !next.src.is_null() && n >= PREFETCH_MIN_CLASSES;
-    let mut i = 0;
-    if SM == SMOOTH_OFF && !CAP {
-        // The plain case, four vectors per step: four independent exp chains in flight
-        // rather than two (3-6% faster on rows in L2). Lanes' sums are index-determined.
-        let (mut s2, mut s3) = (zero, zero);
-        while i + 4 * l <= n {
-            if prefetch {
-                for k in 0..4 {
-                    next.prefetch(s, i + k * l);
-                }
-            }
-            // Written out: a closure (`array::map`) would not inherit the caller's target
-            // features, and its vector operations would not inline.
-            // SAFETY: bounds: `i + 4 * LANES <= n` by the loop condition.
-            let z = unsafe {
-                [
-                    s.load(src.add(i)),
-                    s.load(src.add(i + l)),
-                    s.load(src.add(i + 2 * l)),
-                    s.load(src.add(i + 3 * l)),
-                ]
-            };
-            let e = [
-                exp_small(s, s.sub(z[0], mv)),
-                exp_small(s, s.sub(z[1], mv)),
-                exp_small(s, s.sub(z[2], mv)),
-                exp_small(s, s.sub(z[3], mv)),
-            ];
-            if STORE {
-                for (k, &e) in e.iter().enumerate() {
-                    // SAFETY: bounds: as the loads; `dst` holds `n` (caller's obligation).
-                    unsafe { s.store(dst.add(i + k * l), e) };
-                }
-            }
-            if TRAIL {
-                for k in 0..4 {
-                    // SAFETY: bounds: `i + 4 * LANES <= n`, and `trail.dst` holds `n`
-                    // (caller's obligation).
-                    unsafe {
-                        let p = trail.dst.add(i + k * l);
-                        s.store(p, s.mul_add(s.load(p), tv, nz));
-                    }
-                }
-            }
-            s0 = s.add(s0, e[0]);
-            s1 = s.add(s1, e[1]);
-            s2 = s.add(s2, e[2]);
-            s3 = s.add(s3, e[3]);
-            i += 4 * l;
-        }
-        s0 = s.add(s0, s2);
-        s1 = s.add(s1, s3);
-        if TRAIL && i < n {
-            // The rest of the stretch (a short last block).
-            // SAFETY: bounds: `i < n`, and `trail.dst` holds `n`.
-            unsafe { scale_pass(s, trail.dst.add(i), n - i, trail.alpha, Beta::Zero) };
-        }
-    }
+    let Sums {
+        mut s0,
+        mut s1,
+        mut d0,
+        mut d1,
+    } = *acc;
     while i + 2 * l <= n {
-        if prefetch {
+        if !next.src.is_null() {
             next.prefetch(s, i);
             next.prefetch(s, i + l);
         }
@@ -289,6 +368,31 @@ pub(crate) unsafe fn exp_pass_mode<
         }
         i += 2 * l;
     }
+    *acc = Sums { s0, s1, d0, d1 };
+    i
+}
+
+/// The last `n - i < 2 LANES` elements of [`exp_pass_mode`]: a full vector, then a tail
+/// that never touches memory past the row.
+///
+/// # Safety
+/// As [`exp_pass_mode`], with `i <= n`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rest<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
+    s: S,
+    (src, dst): (*const f32, *mut f32),
+    (mut i, n): (usize, usize),
+    m: f32,
+    w: *const f32,
+    cap: Cap,
+    acc: &mut Sums<S::F>,
+) {
+    let l = S::LANES;
+    let mv = s.splat(m);
+    let sc = s.splat(WSUM_SCALE);
+    let msc = s.splat(m * WSUM_SCALE);
+    let zero = s.splat(0.0);
     while i < n {
         let r = (n - i).min(l);
         // Both loads happen before the store: in place, `dst == src`.
@@ -328,11 +432,11 @@ pub(crate) unsafe fn exp_pass_mode<
                 }
             }
         }
-        s0 = s.add(s0, e);
+        acc.s0 = s.add(acc.s0, e);
         if SM != SMOOTH_OFF {
             let x = s.sub(s.mul(zd, sc), msc);
             if SM == SMOOTH_UNIFORM {
-                d0 = s.add(d0, x);
+                acc.d0 = s.add(acc.d0, x);
             } else {
                 // Pads of weight 0 give w x = 0.
                 // SAFETY: bounds: `w` holds `n` (caller's obligation), same range as the load.
@@ -343,20 +447,9 @@ pub(crate) unsafe fn exp_pass_mode<
                         s.load_tail(w.add(i), r, 0.0)
                     }
                 };
-                d0 = s.mul_add(wv, x, d0);
+                acc.d0 = s.mul_add(wv, x, acc.d0);
             }
         }
         i += r;
     }
-    let sum = s.reduce_add(s.add(s0, s1));
-    let dsum = if SM == SMOOTH_OFF {
-        0.0
-    } else {
-        f64::from(s.reduce_add(s.add(d0, d1))) * WSUM_UNSCALE
-    };
-    (sum, dsum)
 }
-
-/// Pass 2 prefetches the next row only for rows at least this long (1 KiB): shorter rows
-/// are covered by the hardware stream prefetcher.
-pub(crate) const PREFETCH_MIN_CLASSES: usize = 256;

@@ -2,10 +2,7 @@
 
 use crate::arch::Simd;
 use crate::arch::pass::{LANE_INDEX, load_upto};
-
-/// Classes per block of the max sweep: long enough that the per-block test is cheap,
-/// short enough that rescanning one block for the argmax is.
-pub(crate) const MAX_BLOCK: usize = 512;
+use crate::paths::{ARGMAX_SWEEP, MAX_BLOCK};
 
 /// Max over the non-NaN entries of `p[..n]` and the first index holding it (0 if every
 /// entry is -inf or NaN).
@@ -63,11 +60,6 @@ pub(crate) unsafe fn first_equal<S: Simd>(s: S, p: *const f32, n: usize, b: f32)
         }
     }
 }
-
-/// Blocks of at most this many vectors find the argmax without a data-dependent branch:
-/// an exit at the max's position is mispredicted about once per row, which costs more
-/// than comparing a few vectors to the end.
-const ARGMAX_SWEEP: usize = 8;
 
 /// The first index `k < n` with `p[k] == b` (lanes of `bv`), from a sweep of all `n`
 /// entries that keeps, per lane, the largest `-k` of an equal entry (-inf if none); `n`

@@ -1,17 +1,11 @@
 //! Passes 1 and 2 in one sweep for rows of at least `ONLINE_MIN_CLASSES` classes: block
 //! by block, exps relative to the running max, in segments rescaled in pass 3.
 
+use crate::arch::Simd;
 use crate::arch::math::Cap;
 use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass_mode};
-use crate::arch::pass::max::{MAX_BLOCK, first_equal, lane_max};
-use crate::arch::{FUSED_MAX_CLASSES, Simd};
-
-/// Rows at least this long take [`online_pass`] instead of separate max and exp passes
-/// (when neither smoothing nor capping is on): 64 KiB, twice L1, where a separate max
-/// pass would read the row from L2 (or DRAM) once more. Below it the per-block overhead
-/// costs more than it saves (measured 2-10% slower at 4096 and 8192 classes, 4-5%
-/// faster at 16384, 5-10% at 32000 and more).
-pub(crate) const ONLINE_MIN_CLASSES: usize = 16_384;
+use crate::arch::pass::max::{first_equal, lane_max};
+use crate::paths::{FUSED_MAX_CLASSES, MAX_BLOCK};
 
 /// The most segments [`online_pass`] can open on one row: one per block.
 pub(crate) const ONLINE_MAX_SEGMENTS: usize = FUSED_MAX_CLASSES.div_ceil(MAX_BLOCK);
@@ -47,7 +41,7 @@ impl Segment {
 /// domain and error as the three-pass form; the gradient of segment `k` is its stored
 /// `e_j` times `alpha exp(reference_k - max)`, one rounding more on a factor computed in
 /// f64. The argmax is the three-pass one: the winning block is the last that raised the
-/// max (the same strict test on the same blocks as [`max_argmax`]); it is rescanned when
+/// max (the same strict test on the same blocks as [`max_argmax`](crate::arch::pass::max::max_argmax)); it is rescanned when
 /// it raises the max, while it is in L1 and before its exps overwrite it in place.
 ///
 /// A reference of -inf (every entry so far -inf or NaN) is replaced by 0 for the exps:
@@ -56,7 +50,7 @@ impl Segment {
 ///
 /// With `TRAIL`, the same sweep also forms the gradient of `trail`, the row before (of the
 /// same length): block `b` of it is scaled by its segment's factor while block `b` of this
-/// row computes its exps (see [`TRAIL_MAX_CLASSES`]).
+/// row computes its exps (see [`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES)).
 ///
 /// # Safety
 /// `src..src + n` readable; if `STORE`, `dst..dst + n` writable (it may equal `src`);

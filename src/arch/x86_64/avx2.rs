@@ -338,7 +338,7 @@ unsafe impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[__m256; C]) {
-        let mut rows = [[self.splat(0.0); 8]; crate::arch::FIXED_MAX_CLASSES / 8];
+        let mut rows = [[self.splat(0.0); 8]; crate::paths::FIXED_MAX_CLASSES / 8];
         for (h, block) in rows.iter_mut().enumerate().take(C.div_ceil(8)) {
             let n = C.min(8 * h + 8) - 8 * h;
             block[..n].copy_from_slice(&v[8 * h..8 * h + n]);

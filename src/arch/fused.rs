@@ -1,0 +1,539 @@
+//! The fused row driver: a chunk of whole rows of at most `FUSED_MAX_CLASSES` classes
+//! through passes 1 to 3, short rows in groups side by side, long rows online, and rows of
+//! `TRAIL_MIN_CLASSES..=TRAIL_MAX_CLASSES` linked (each row's pass 3 inside the next row's
+//! pass 2). Every function is `#[inline(always)]` (see [`crate::arch`]).
+
+use crate::arch::math::{Cap, capped_target_grad, softcap_one};
+use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass, exp_pass_mode};
+use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass};
+use crate::arch::pass::max::max_argmax;
+use crate::arch::pass::online::{
+    ONLINE_MAX_SEGMENTS, Segment, TrailRow, online_pass, segment_factor,
+};
+use crate::arch::{Beta, BlockStats, Simd, Smooth};
+use crate::paths::{GROUP_MAX_CLASSES, GROUP_ROWS, ONLINE_MIN_CLASSES, trails};
+
+/// Per-call constants of the fused cross-entropy rows.
+pub(crate) struct RowsJob<'a> {
+    /// Classes per row.
+    pub classes: usize,
+    /// What the exp pass accumulates besides the sum (label smoothing).
+    pub smooth: Smooth<'a>,
+    /// The per-class constant of the gradient (label smoothing); weights span a whole row.
+    pub beta: Beta<'a>,
+    /// Logit soft-capping, if any.
+    pub cap: Option<Cap>,
+    /// Where to prefetch from while a row is computed: `(address of the chunk's row 0,
+    /// bytes per row)` of the memory the next rows really come from (the 16-bit logits
+    /// when the rows are an f32 tile widened from them); `None` prefetches the next row
+    /// of `src`. Addresses only: a prefetch never faults and nothing is dereferenced.
+    pub prefetch: Option<(usize, usize)>,
+}
+
+/// One row's target and gradient coefficients, from the driver.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowPlan {
+    /// The target class, or `None` for an ignored row (no loss, gradient zero).
+    pub target: Option<usize>,
+    /// The gradient is `g_j = (grad_a / S) e_j - beta_j`, then `g_t -= tfix`.
+    pub grad_a: f64,
+    /// z-loss: `2 coefficient scale`; the gradient gains `zloss lse p_j`.
+    pub zloss: f64,
+    pub tfix: f32,
+    /// Write a zero gradient for this row (mean over a zero total weight).
+    pub zero_grad: bool,
+}
+
+/// One counted row's statistics, for the driver to form the loss.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowOut {
+    pub stats: BlockStats,
+    /// `z_t`, read in pass 1 before anything is overwritten.
+    pub target_logit: f32,
+}
+
+/// One row of a group in [`ce_rows`]: where it is, its plan, and what its passes found.
+#[derive(Clone, Copy)]
+struct GroupRow {
+    src: *const f32,
+    dst: *mut f32,
+    plan: RowPlan,
+    /// The (capped) target logit.
+    zt: f32,
+    /// The (capped) max, which the exps are taken from.
+    m: f32,
+    /// The raw max and its first index.
+    top: f32,
+    argmax: usize,
+    sum: f32,
+    wsum: f64,
+}
+
+impl GroupRow {
+    /// The row's statistics for the driver.
+    #[inline(always)]
+    fn out(&self) -> RowOut {
+        RowOut {
+            stats: BlockStats {
+                max: self.m,
+                top: self.top,
+                argmax: self.argmax,
+                sum: self.sum,
+                wsum: self.wsum,
+            },
+            target_logit: self.zt,
+        }
+    }
+
+    const IDLE: GroupRow = GroupRow {
+        src: core::ptr::null(),
+        dst: core::ptr::null_mut(),
+        plan: RowPlan {
+            target: None,
+            grad_a: 0.0,
+            zloss: 0.0,
+            tfix: 0.0,
+            zero_grad: false,
+        },
+        zt: 0.0,
+        m: 0.0,
+        top: 0.0,
+        argmax: 0,
+        sum: 0.0,
+        wsum: 0.0,
+    };
+}
+
+/// Fused cross-entropy over `len / job.classes` whole rows, in groups of up to
+/// [`GROUP_ROWS`] rows (one row per group for long rows): pass 1 (max and argmax) of
+/// every row of the group, then pass 2 (exps and sums, [`exp_pass`]), then each counted
+/// row's statistics to `out`, then the gradients (pass 3, [`scale_pass`]). Rows of at
+/// least [`ONLINE_MIN_CLASSES`] without smoothing or capping fuse passes 1 and 2
+/// ([`online_pass`]). Without smoothing or capping, from
+/// [`TRAIL_MIN_CLASSES`](crate::paths::TRAIL_MIN_CLASSES) to
+/// [`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES), a row's pass 3 runs inside
+/// the next row's pass 2 (or after the last row).
+///
+/// # Safety
+/// `src..src + len` readable; `dst` null (forward only) or `dst..dst + len` writable (it
+/// may equal `src`); `len` a multiple of `job.classes`; every planned target
+/// `< job.classes`; weights in `job` hold `job.classes` values.
+#[inline(always)]
+pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    len: usize,
+    job: &RowsJob<'_>,
+    plan: P,
+    out: O,
+) where
+    P: FnMut(usize) -> RowPlan,
+    O: FnMut(usize, RowOut),
+{
+    // One instance per group size: with one row the group loops vanish, and long rows run
+    // as tight a loop as before grouping.
+    // SAFETY: the caller's obligations, forwarded.
+    unsafe {
+        if job.classes <= GROUP_MAX_CLASSES {
+            ce_row_groups::<S, P, O, GROUP_ROWS>(s, src, dst, len, job, plan, out)
+        } else {
+            ce_row_groups::<S, P, O, 1>(s, src, dst, len, job, plan, out)
+        }
+    }
+}
+
+/// [`ce_rows`] in groups of `G` rows: per group, pass 1 of every row ([`first_pass`]),
+/// then pass 2 of every row (plain, linked or online), then the counted rows' statistics
+/// to `out`, then the gradients ([`gradients`]).
+///
+/// # Safety
+/// As [`ce_rows`].
+#[inline(always)]
+unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    len: usize,
+    job: &RowsJob<'_>,
+    mut plan: P,
+    mut out: O,
+) where
+    P: FnMut(usize) -> RowPlan,
+    O: FnMut(usize, RowOut),
+{
+    let c = job.classes;
+    let rows = len / c;
+    let plain = matches!(
+        (job.smooth, job.beta, job.cap),
+        (Smooth::Off, Beta::Zero, None)
+    );
+    let online = c >= ONLINE_MIN_CLASSES && plain;
+    // Not in the portable kernel (vectors of two registers): it ran 2-6% slower linked.
+    let trail = plain && G == 1 && trails(c) && !S::EMULATED;
+    const { assert!(GROUP_MAX_CLASSES < ONLINE_MIN_CLASSES) };
+    debug_assert!(!online || G == 1);
+    let mut links = Links::new();
+    let mut group = [GroupRow::IDLE; G];
+    let mut r0 = 0;
+    while r0 < rows {
+        let g = G.min(rows - r0);
+        let group = &mut group[..g];
+        // SAFETY: bounds: rows `r0..r0 + g` lie inside `src` (and `dst`), `r0 + g <= rows`.
+        unsafe { first_pass(s, job, (src, dst), r0, group, &mut plan, online) };
+        for (k, row) in group.iter_mut().enumerate() {
+            if row.plan.target.is_none() {
+                continue;
+            }
+            // The row a group ahead: the next row when rows come one per group (grouped
+            // rows are too short for pass 2 to prefetch, `GROUP_MAX_CLASSES`).
+            let next = match job.prefetch {
+                // Only linked rows prefetch a separate destination (see `Ahead`).
+                None if trail => Ahead::rows(row.src, row.dst, g * c),
+                None => Ahead::source(row.src.wrapping_add(g * c)),
+                Some((base, stride)) => Ahead::source(core::ptr::without_provenance(
+                    base.wrapping_add((r0 + k + g).wrapping_mul(stride)),
+                )),
+            };
+            let store = !dst.is_null() && !row.plan.zero_grad;
+            // SAFETY: bounds: the row of `src` and `dst`, `c <= FUSED_MAX_CLASSES`
+            // elements (the driver's limit for whole rows); a pending row is an earlier
+            // row of `dst`, `c` elements, disjoint from this one, its target inside it.
+            unsafe {
+                if online {
+                    online_row(s, row, c, store, next, &mut links);
+                } else if let Some(p) = links.pending.take() {
+                    linked_row(s, row, &p, c, store, next);
+                } else {
+                    (row.sum, row.wsum) = if store {
+                        exp_pass::<S, true>(
+                            s, row.src, row.dst, c, row.m, job.smooth, job.cap, next,
+                        )
+                    } else {
+                        exp_pass::<S, false>(
+                            s, row.src, row.dst, c, row.m, job.smooth, job.cap, next,
+                        )
+                    };
+                }
+            }
+        }
+        for (k, row) in group.iter().enumerate() {
+            if row.plan.target.is_some() {
+                out(r0 + k, row.out());
+            }
+        }
+        if !dst.is_null() {
+            // SAFETY: bounds: the group's rows of `dst`, `c` elements each.
+            unsafe { gradients(s, job, group, c, online, trail, &mut links) };
+        }
+        r0 += g;
+    }
+    if let Some(p) = links.pending {
+        let segs = links.segs(1 - links.cur);
+        // SAFETY: bounds: the row of `dst`, `c` elements, with its segments.
+        unsafe { row_gradient(s, job, &p, c, segs) };
+    }
+}
+
+/// What consecutive rows of [`ce_row_groups`] hand on to each other: the row whose
+/// gradient waits to be formed inside the next row's pass 2 (`pending`, linked rows), and
+/// two sets of segments for online rows. Online rows come one per group
+/// (`GROUP_MAX_CLASSES < ONLINE_MIN_CLASSES`), so `segs[cur]` holds the segments of the
+/// group's only row when its gradient is formed; linked, that gradient waits, so its
+/// segments live on in the other set while the next row fills `segs[cur]`, flipped.
+struct Links {
+    segs: [[Segment; ONLINE_MAX_SEGMENTS]; 2],
+    nsegs: [usize; 2],
+    cur: usize,
+    pending: Option<GroupRow>,
+}
+
+impl Links {
+    #[inline(always)]
+    fn new() -> Links {
+        Links {
+            segs: [[Segment::EMPTY; ONLINE_MAX_SEGMENTS]; 2],
+            nsegs: [0; 2],
+            cur: 0,
+            pending: None,
+        }
+    }
+
+    /// The segments of set `k`.
+    #[inline(always)]
+    fn segs(&self, k: usize) -> &[Segment] {
+        &self.segs[k][..self.nsegs[k]]
+    }
+}
+
+/// Pass 1 of a group of rows `r0..r0 + group.len()`: each row's place and plan, its
+/// (capped) target logit and, unless pass 2 is online, its max and argmax.
+///
+/// # Safety
+/// Rows `r0..r0 + group.len()` of `c` elements lie inside `src` (and `dst` unless null);
+/// every planned target `< c`.
+#[inline(always)]
+unsafe fn first_pass<S: Simd, P: FnMut(usize) -> RowPlan>(
+    s: S,
+    job: &RowsJob<'_>,
+    (src, dst): (*const f32, *mut f32),
+    r0: usize,
+    group: &mut [GroupRow],
+    plan: &mut P,
+    online: bool,
+) {
+    let c = job.classes;
+    for (k, row) in group.iter_mut().enumerate() {
+        let off = (r0 + k) * c;
+        // SAFETY: bounds: row `r0 + k` lies inside `src` (caller's obligation).
+        row.src = unsafe { src.add(off) };
+        row.dst = if dst.is_null() {
+            dst
+        } else {
+            dst.wrapping_add(off)
+        };
+        row.plan = plan(r0 + k);
+        let Some(t) = row.plan.target else {
+            continue;
+        };
+        debug_assert!(t < c);
+        // SAFETY: bounds: `t < c` (plan contract, checked by the driver's validation).
+        let zt = unsafe { *row.src.add(t) };
+        row.zt = job.cap.map_or(zt, |cp| softcap_one(s, zt, cp));
+        if !online {
+            // SAFETY: bounds: the row is `c` readable elements.
+            let (m, am) = unsafe { max_argmax(s, row.src, c) };
+            // Capping is monotone: the capped max is the cap of the max, and the
+            // argmax is taken on the raw logits.
+            row.m = job.cap.map_or(m, |cp| softcap_one(s, m, cp));
+            (row.top, row.argmax) = (m, am);
+        }
+    }
+}
+
+/// Passes 1 and 2 of an online row ([`online_pass`]), with the pending row's gradient
+/// formed alongside when rows are linked; the row's segments go to `links.segs[cur]`.
+///
+/// # Safety
+/// The row of `src` and `dst`, `c <= FUSED_MAX_CLASSES` elements; the pending row, if
+/// any, an earlier row of `dst`, `c` elements, disjoint from this one.
+#[inline(always)]
+unsafe fn online_row<S: Simd>(
+    s: S,
+    row: &mut GroupRow,
+    c: usize,
+    store: bool,
+    next: Ahead,
+    links: &mut Links,
+) {
+    let cur = links.cur;
+    let [a, b] = &mut links.segs;
+    let (mine, theirs) = if cur == 0 { (a, &*b) } else { (b, &*a) };
+    let trail = links.pending.map(|p| TrailRow {
+        dst: p.dst,
+        segs: &theirs[..links.nsegs[1 - cur]],
+        m: p.m,
+        alpha: grad_alpha(&p),
+    });
+    let (src, dst) = (row.src, row.dst);
+    // SAFETY: bounds: the caller's obligations.
+    let (m, am, sum, count) = unsafe {
+        match (store, trail) {
+            (true, None) => {
+                online_pass::<S, true, false>(s, src, dst, c, next, mine, TrailRow::NONE)
+            }
+            (false, None) => {
+                online_pass::<S, false, false>(s, src, dst, c, next, mine, TrailRow::NONE)
+            }
+            (true, Some(t)) => online_pass::<S, true, true>(s, src, dst, c, next, mine, t),
+            (false, Some(t)) => online_pass::<S, false, true>(s, src, dst, c, next, mine, t),
+        }
+    };
+    if let Some(p) = links.pending.take() {
+        // SAFETY: bounds: the pending row's target lies inside its row of `dst`.
+        unsafe { finish_target(&p) };
+    }
+    links.nsegs[cur] = count;
+    (row.m, row.top, row.argmax, row.sum, row.wsum) = (m, m, am, sum, 0.0);
+}
+
+/// Pass 2 of a plain row (no smoothing or capping, so the plain exp loop) with the
+/// pending row's pass 3 inside it ([`exp_pass_mode`] with a trailing block).
+///
+/// # Safety
+/// The row of `src` and `dst`, `c` elements each; `pending` an earlier row of `dst`, `c`
+/// elements, disjoint from this one, its target inside it.
+#[inline(always)]
+unsafe fn linked_row<S: Simd>(
+    s: S,
+    row: &mut GroupRow,
+    pending: &GroupRow,
+    c: usize,
+    store: bool,
+    next: Ahead,
+) {
+    let tb = TrailBlock {
+        dst: pending.dst,
+        alpha: grad_alpha(pending) as f32,
+    };
+    let (src, dst, m, null) = (row.src, row.dst, row.m, core::ptr::null());
+    // SAFETY: bounds: the caller's obligations.
+    unsafe {
+        (row.sum, row.wsum) = if store {
+            exp_pass_mode::<S, true, SMOOTH_OFF, false, true>(
+                s,
+                src,
+                dst,
+                c,
+                m,
+                null,
+                Cap::NONE,
+                next,
+                tb,
+            )
+        } else {
+            exp_pass_mode::<S, false, SMOOTH_OFF, false, true>(
+                s,
+                src,
+                dst,
+                c,
+                m,
+                null,
+                Cap::NONE,
+                next,
+                tb,
+            )
+        };
+        finish_target(pending);
+    }
+}
+
+/// Pass 3 of a group's rows, each from its stored exps; with `trail`, a counted row's
+/// waits in `links.pending` for the next row's pass 2 instead (or for the end of the
+/// chunk; an ignored row in between runs no pass 2 and leaves it waiting).
+///
+/// # Safety
+/// Each row's `dst..dst + c` writable; weighted beta holds `c` values.
+#[inline(always)]
+unsafe fn gradients<S: Simd>(
+    s: S,
+    job: &RowsJob<'_>,
+    group: &[GroupRow],
+    c: usize,
+    online: bool,
+    trail: bool,
+    links: &mut Links,
+) {
+    for row in group {
+        if trail && row.plan.target.is_some() && !row.plan.zero_grad {
+            links.pending = Some(*row);
+            links.cur = 1 - links.cur;
+            continue;
+        }
+        let segs = if online { links.segs(links.cur) } else { &[] };
+        // SAFETY: bounds: the row of `dst`, `c` elements, with its segments.
+        unsafe { row_gradient(s, job, row, c, segs) };
+    }
+}
+
+/// `g = (alpha / S) e_j`'s coefficient of one counted row: `(grad_a + zloss lse) / S`.
+#[inline(always)]
+fn grad_alpha(row: &GroupRow) -> f64 {
+    let p = &row.plan;
+    let (m, sum) = (row.m, f64::from(row.sum));
+    let mut a = p.grad_a;
+    if p.zloss != 0.0 {
+        a += p.zloss * (f64::from(m) + sum.ln());
+    }
+    a / sum
+}
+
+/// The target correction `g_t -= tfix` of a row whose scale pass is done.
+///
+/// # Safety
+/// `row.dst..row.dst + c` writable, with `row.plan.target < c`.
+#[inline(always)]
+unsafe fn finish_target(row: &GroupRow) {
+    if let Some(t) = row.plan.target {
+        // SAFETY: bounds: `t < c` (caller's obligation).
+        unsafe { *row.dst.add(t) -= row.plan.tfix };
+    }
+}
+
+/// Pass 3 of one row of [`ce_rows`], from its exps (or, capped, its capped logits) in
+/// `row.dst`: `g_j = alpha e_j - beta_j`, then `g_t -= tfix`; zeros for an ignored row or
+/// one whose gradient is zero. `segs` are the row's segments when pass 2 was
+/// [`online_pass`], else empty.
+///
+/// # Safety
+/// `row.dst..row.dst + c` writable; weighted beta holds `c` values; the segments lie
+/// inside the row.
+#[inline(always)]
+unsafe fn row_gradient<S: Simd>(
+    s: S,
+    job: &RowsJob<'_>,
+    row: &GroupRow,
+    c: usize,
+    segs: &[Segment],
+) {
+    let p = &row.plan;
+    let Some(t) = p.target.filter(|_| !p.zero_grad) else {
+        // SAFETY: bounds: the row of `dst` (caller's obligation).
+        unsafe { fill_zero(s, row.dst, c) };
+        return;
+    };
+    let m = row.m;
+    let alpha = grad_alpha(row);
+    match job.cap {
+        // SAFETY: bounds: the row of `dst` (and each segment inside it); weighted beta
+        // spans a whole row of `c`.
+        None => unsafe {
+            if segs.is_empty() {
+                scale_pass(s, row.dst, c, alpha as f32, job.beta);
+            }
+            for (k, seg) in segs.iter().enumerate() {
+                let end = segs.get(k + 1).map_or(c, |next| next.start);
+                let a = alpha * segment_factor(seg.reference, m);
+                scale_pass(
+                    s,
+                    row.dst.add(seg.start),
+                    end - seg.start,
+                    a as f32,
+                    Beta::Zero,
+                );
+            }
+            // The target correction goes last, onto the stored probability term.
+            *row.dst.add(t) -= p.tfix;
+        },
+        Some(cp) => {
+            // SAFETY: bounds: as above; pass 2 stored the capped logits `y` there.
+            unsafe {
+                affine_pass::<S, true, false, true>(
+                    s,
+                    row.dst,
+                    row.dst,
+                    c,
+                    m,
+                    alpha as f32,
+                    job.beta,
+                    cp,
+                )
+            };
+            // The target entry, in f64 from the statistics, stored last.
+            let (beta_t, tfix) = (beta_at(job.beta, t), f64::from(p.tfix));
+            let g = capped_target_grad(alpha, row.zt, f64::from(m), beta_t, tfix, cp.cap);
+            // SAFETY: bounds: `t < c`, inside the row of `dst`.
+            unsafe { *row.dst.add(t) = g };
+        }
+    }
+}
+
+/// `beta_t` of one class, in f64.
+#[inline(always)]
+pub(crate) fn beta_at(beta: Beta<'_>, j: usize) -> f64 {
+    match beta {
+        Beta::Zero => 0.0,
+        Beta::Uniform(b) => f64::from(b),
+        Beta::Weighted(b, w) => f64::from(b) * f64::from(w[j]),
+    }
+}

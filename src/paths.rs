@@ -1,0 +1,163 @@
+//! Which path a row takes, and every tuning constant that decides it.
+//!
+//! The kernels (`crate::arch`) pick a path per call from the class count `C` and the
+//! options alone; the parallel driver (`crate::parallel`) cuts the rows into chunks from
+//! the shape alone. Nothing here depends on the data or on the thread count, so every
+//! result is the same whichever path or split runs (see the crate's determinism tests).
+//!
+//! | `C` (classes per row) | path | where |
+//! |---|---|---|
+//! | 1 ..= [`SMALL_MAX_CLASSES`] (64) | **row groups**: `LANES` rows at a time, one row per lane, transposed in registers; one instance per `C` up to [`FIXED_MAX_CLASSES`] (32) | `arch/small/` |
+//! | 65 ..= [`GROUP_MAX_CLASSES`] (255), and any `C` up to 255 with the fused-only options below | **fused, grouped**: the three passes, [`GROUP_ROWS`] rows side by side | `arch/fused.rs` |
+//! | 256 ..= 8191 | **fused**: the three passes a row at a time, the next row prefetched from [`PREFETCH_MIN_CLASSES`] | `arch/fused.rs`, `arch/pass/` |
+//! | [`TRAIL_MIN_CLASSES`] (8192) ..= 16383 | **fused, linked**: a row's pass 3 inside the next row's pass 2 | `arch/fused.rs`, `arch/pass/exp.rs` |
+//! | [`ONLINE_MIN_CLASSES`] (16384) ..= [`TRAIL_MAX_CLASSES`] (32768) | **online and linked**: passes 1 and 2 in one sweep, pass 3 inside the next row's | `arch/pass/online.rs` |
+//! | 32769 ..= [`FUSED_MAX_CLASSES`] (131072) | **online** | `arch/pass/online.rs` |
+//! | above [`FUSED_MAX_CLASSES`] | **blocked**: blocks of [`BLOCK_CLASSES`] give mergeable statistics, merged in block order, then a second sweep writes the gradient | `ops/blocked.rs`, `arch/pass/stats.rs` |
+//!
+//! The row-group path takes PyTorch's options (ignore index, label smoothing, class
+//! weights); a call with z-loss, soft-capping or per-row outputs (`Reduction::None`,
+//! `forward_with`) takes the fused path from one class (`ops/forward.rs`). Label
+//! smoothing and soft-capping turn off the linked and online variants (their passes need
+//! the row's max before the exps). On the blocked path the blocks, not the rows, are the
+//! unit of parallel work, so even one long row shares the threads.
+//!
+//! Work is split across threads only from [`PAR_MIN_LOGITS`] logits, in chunks of whole
+//! rows of about [`CHUNK_LOGITS`] (linked rows: up to [`LINKED_CHUNK_ROWS`] rows, keeping
+//! [`LINKED_MIN_CHUNKS`] chunks).
+//!
+//! Each constant says what it trades and how it was measured. The split across threads
+//! never changes a result; a class-count limit can: it moves shapes to another path, whose
+//! bits differ within the error bound (the golden test, `tests/golden.rs`, shows which).
+
+// The row-group path (`arch/small/`)
+
+/// Rows of at most this many classes take the row-group path: one row per lane, so the
+/// per-row work (max, sums, log) is vertical and nothing is reduced across lanes.
+pub(crate) const SMALL_MAX_CLASSES: usize = 64;
+
+/// Up to this many classes the row-group path is instantiated per class count (its class
+/// vectors stay in registers and its loops unroll); above, one instance per variant runs
+/// loops over a runtime class count, its columns in a stack array. The class vectors
+/// spill past this count anyway, and unrolled instances for every count up to
+/// `SMALL_MAX_CLASSES` would cost minutes of compile time in every build of the crate.
+pub(crate) const FIXED_MAX_CLASSES: usize = 32;
+
+/// Groups the row-group path takes through each of its two phases at a time: the exps
+/// and gradients of a batch of groups, then the batch's logs and losses. The log and the
+/// loss sit at the end of a long chain of dependent operations that starts at a group's
+/// loads; leaving them to a second loop lets the out-of-order core overlap the groups'
+/// chains instead of waiting out each one.
+pub(crate) const BATCH_GROUPS: usize = 16;
+
+/// Class counts up to which a group's gradient is computed one group late, after the next
+/// group's exps are issued (`small_batch`). Each group's work is one long chain of
+/// dependent steps (loads, transpose, max, exps, sum, division, gradient, transpose,
+/// stores), too long for the scheduler to overlap consecutive groups on its own; with
+/// the lag, the next group's first steps and this one's last steps are ready together.
+/// Above, the two groups' columns no longer fit in registers and the spills cost more
+/// than the overlap gains (measured: 10% faster at 3-12 classes, 8-10% slower at 20-32).
+pub(crate) const PIPELINE_MAX_CLASSES: usize = 12;
+
+/// Pipelined class counts from which `small_batch` takes groups in pairs, the two arrays
+/// of exps trading roles between the pair's calls, instead of swapping them after each
+/// group: there `mem::swap` of the two arrays went through the stack. Measured on rows in
+/// cache: pairs took 0.86-0.88 of the time at 8-12 classes, but 1.04-1.06 at 3-6 (where
+/// the swap stays in registers), and the same at 7. Not in the portable kernel
+/// ([`Simd::EMULATED`](crate::arch::Simd::EMULATED)), where they were 1.3x slower.
+pub(crate) const PAIRED_MIN_CLASSES: usize = 8;
+
+// The fused path (`arch/fused.rs`, `arch/pass/`)
+
+/// Rows per group in [`ce_rows`](crate::arch::fused::ce_rows) (for rows of at most [`GROUP_MAX_CLASSES`]).
+///
+/// A row's passes are chains of dependent steps: the exps wait for the horizontal max,
+/// the scale for the horizontal sum and a division. On a short row those waits are a
+/// large part of the row's time, and the next row's work sits too far ahead in the
+/// instruction stream for the core to overlap it. So the rows of a group run each pass
+/// side by side: every row's max, then every row's exps, then every gradient, and one
+/// row's waits overlap another's work. Each row's arithmetic is what it is alone, so the
+/// results do not depend on the grouping. Groups of two gained less (a first prototype at
+/// 100 classes: 0.86 of the ungrouped time, against 0.79 with four).
+pub(crate) const GROUP_ROWS: usize = 4;
+
+/// The longest rows that [`ce_rows`](crate::arch::fused::ce_rows) groups: those that pass 2 does not prefetch for.
+/// With longer rows, grouped, the prefetches run a whole group ahead rather than one row,
+/// and rows from DRAM got slower (7-10% at 256 classes, 10-16% at 1000), though rows in
+/// L2 or L3 still gained.
+pub(crate) const GROUP_MAX_CLASSES: usize = PREFETCH_MIN_CLASSES - 1;
+
+/// Pass 2 prefetches the next row only for rows at least this long (1 KiB): shorter rows
+/// are covered by the hardware stream prefetcher.
+pub(crate) const PREFETCH_MIN_CLASSES: usize = 256;
+
+/// Classes per block of the max sweep: long enough that the per-block test is cheap,
+/// short enough that rescanning one block for the argmax is.
+pub(crate) const MAX_BLOCK: usize = 512;
+
+/// Blocks of at most this many vectors find the argmax without a data-dependent branch:
+/// an exit at the max's position is mispredicted about once per row, which costs more
+/// than comparing a few vectors to the end.
+pub(crate) const ARGMAX_SWEEP: usize = 8;
+
+/// The shortest rows that `ce_row_groups` links (see [`TRAIL_MAX_CLASSES`]): 32 KiB, an
+/// L1. Shorter rows run their pass 3 from L1, where it costs little, and linked they
+/// lost: from DRAM 1.22 times the time without at 1000 classes and 1.03-1.04 at 4096, in
+/// cache 1.03 at 1000 and 2000. From 8192 classes they gained: 0.93-0.96 at 8192 in cache
+/// and from DRAM, 0.88-0.92 at 10000 in cache and 0.83-1.02 from DRAM.
+pub(crate) const TRAIL_MIN_CLASSES: usize = 8192;
+
+/// The longest rows whose pass 3 `ce_row_groups` runs inside the next row's pass 2
+/// ([`exp_pass_mode`](crate::arch::pass::exp::exp_pass_mode), or [`online_pass`](crate::arch::pass::online::online_pass) with a trailing row). Alone, pass 3 took about
+/// a quarter of a long row's time (at 32000 classes in L2, by `perf`) for one multiply
+/// per vector: it streams the row from L2 and back. Beside the exps, which keep the
+/// multiply-add pipes busy, most of that time is hidden. It keeps
+/// three rows in L2 (the trailing row, this one, and the next one being prefetched), so
+/// only rows up to 128 KiB. Measured with two builds linked and called alternately
+/// (1 thread, median of the per-call ratios): rows in cache took 0.87-0.96 of the time
+/// without at 16384-32768 classes; from DRAM, in the driver's chunks of eight rows, 0.92
+/// at 32000 (0.89 on 2 threads), 0.96 at 16384 and 0.97 at 20000. At 40000 classes it
+/// gained nothing in L2, and at 65536 and 128256 it was up to 6% slower from DRAM.
+pub(crate) const TRAIL_MAX_CLASSES: usize = 32_768;
+
+/// Whether [`ce_rows`](crate::arch::fused::ce_rows) links consecutive rows of `classes` (without smoothing or
+/// capping): each row's pass 3 inside the next row's pass 2. The driver gives
+/// such rows longer chunks, since a chunk's last row has no next row.
+pub(crate) const fn trails(classes: usize) -> bool {
+    TRAIL_MIN_CLASSES <= classes && classes <= TRAIL_MAX_CLASSES
+}
+
+/// Rows at least this long take [`online_pass`](crate::arch::pass::online::online_pass) instead of separate max and exp passes
+/// (when neither smoothing nor capping is on): 64 KiB, twice L1, where a separate max
+/// pass would read the row from L2 (or DRAM) once more. Below it the per-block overhead
+/// costs more than it saves (measured 2-10% slower at 4096 and 8192 classes, 4-5%
+/// faster at 16384, 5-10% at 32000 and more).
+pub(crate) const ONLINE_MIN_CLASSES: usize = 16_384;
+
+/// Rows of at most this many classes take the fused three-pass path: the row (up to 512 KiB
+/// of f32) stays in the 1-2 MiB L2 between passes, so DRAM sees one read and one write.
+pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 17;
+
+// The blocked path (`ops/blocked.rs`)
+
+/// Block width of the blocked path for long rows: 64 KiB, so a block's second read
+/// (the exp pass) hits L2 and the first block of the next task can be in flight.
+pub(crate) const BLOCK_CLASSES: usize = 1 << 14;
+
+// Threads (`parallel.rs`)
+
+/// Below this many logits a call stays on the calling thread: rayon's fork/join cost
+/// (a few microseconds) would exceed the work.
+pub(crate) const PAR_MIN_LOGITS: usize = 1 << 15;
+
+/// Target chunk size in logits (256 KiB of f32): large enough to amortise a rayon task,
+/// small enough to balance two to eight threads on mid-sized batches.
+pub(crate) const CHUNK_LOGITS: usize = 1 << 16;
+
+/// Up to this many rows per chunk for rows that the kernel links in pairs (see
+/// [`rows_per_linked_chunk`](crate::parallel::rows_per_linked_chunk)).
+pub(crate) const LINKED_CHUNK_ROWS: usize = 8;
+
+/// [`rows_per_linked_chunk`](crate::parallel::rows_per_linked_chunk) keeps at least this many chunks, when there are enough rows,
+/// so that up to eight threads still share the work.
+pub(crate) const LINKED_MIN_CHUNKS: usize = 16;
