@@ -6,8 +6,14 @@
 //!
 //! `cargo bench --bench llm` (all), `cargo bench --bench llm -- bf16` (a subset).
 
+//!
+//! The in-place calls start from a fresh copy of their logits each time, made outside the
+//! timing (`fresh.rs`).
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use std::hint::black_box;
+
+mod fresh;
+use fresh::fresh;
 use xent::half::{bf16, f16};
 use xent::{CrossEntropy, RowOutputs, Shard, ShardStats};
 
@@ -31,21 +37,29 @@ fn llm(c: &mut Criterion) {
             .map(|r| r.wrapping_mul(2_654_435_761) % classes as u32)
             .collect();
         let mut x = z.clone();
-        let mut xb: Vec<bf16> = z.iter().map(|&v| bf16::from_f32(v)).collect();
-        let mut xh: Vec<f16> = z.iter().map(|&v| f16::from_f32(v)).collect();
-        let mut raw: Vec<u16> = xb.iter().map(|v| v.to_bits()).collect();
+        let zb: Vec<bf16> = z.iter().map(|&v| bf16::from_f32(v)).collect();
+        let zh: Vec<f16> = z.iter().map(|&v| f16::from_f32(v)).collect();
+        let (mut xb, mut xh) = (zb.clone(), zh.clone());
+        let mut raw: Vec<u16> = zb.iter().map(|v| v.to_bits()).collect();
+        let reset = |w: &mut Vec<f32>| w.copy_from_slice(&z);
         let plain = CrossEntropy::new(classes);
         let mut g = c.benchmark_group(format!("llm {rows}x{classes}"));
         g.throughput(Throughput::Bytes(8 * n as u64));
         g.sample_size(10);
         g.bench_function("f32", |b| {
-            b.iter(|| black_box(plain.forward_backward(&mut x, &targets).unwrap()))
+            fresh(b, &mut x, reset, |x| plain.forward_backward(x, &targets))
         });
         g.bench_function("bf16", |b| {
-            b.iter(|| black_box(plain.forward_backward_half(&mut xb, &targets).unwrap()))
+            let reset = |w: &mut Vec<bf16>| w.copy_from_slice(&zb);
+            fresh(b, &mut xb, reset, |x| {
+                plain.forward_backward_half(x, &targets)
+            })
         });
         g.bench_function("f16", |b| {
-            b.iter(|| black_box(plain.forward_backward_half(&mut xh, &targets).unwrap()))
+            let reset = |w: &mut Vec<f16>| w.copy_from_slice(&zh);
+            fresh(b, &mut xh, reset, |x| {
+                plain.forward_backward_half(x, &targets)
+            })
         });
         g.bench_function("memory pass f32 (roofline)", |b| {
             b.iter(|| x.iter_mut().for_each(|v| *v = *v * 0.999 + 1e-6))
@@ -65,7 +79,7 @@ fn llm(c: &mut Criterion) {
             ),
         ] {
             g.bench_function(name, |b| {
-                b.iter(|| black_box(ce.forward_backward(&mut x, &targets).unwrap()))
+                fresh(b, &mut x, reset, |x| ce.forward_backward(x, &targets))
             });
         }
         let mut lse = vec![0.0f32; rows];
@@ -74,14 +88,14 @@ fn llm(c: &mut Criterion) {
             .unwrap();
         let up = vec![1.0 / rows as f32; rows];
         g.bench_function("backward from lse", |b| {
-            b.iter(|| plain.backward(&mut x, &targets, &lse, &up).unwrap())
+            fresh(b, &mut x, reset, |x| plain.backward(x, &targets, &lse, &up))
         });
         let cuts: Vec<usize> = (0..=8).map(|i| i * i * classes / 64).collect();
         let shards: Vec<Shard> = cuts
             .windows(2)
             .map(|w| Shard::new(w[0], w[1] - w[0]))
             .collect();
-        let mut data: Vec<Vec<f32>> = shards
+        let pristine: Vec<Vec<f32>> = shards
             .iter()
             .map(|s| {
                 (0..rows)
@@ -91,8 +105,14 @@ fn llm(c: &mut Criterion) {
                     .collect()
             })
             .collect();
+        let mut data = pristine.clone();
         g.bench_function("8 shards", |b| {
-            b.iter(|| {
+            let reset = |d: &mut Vec<Vec<f32>>| {
+                for (d, p) in d.iter_mut().zip(&pristine) {
+                    d.copy_from_slice(p);
+                }
+            };
+            fresh(b, &mut data, reset, |data| {
                 let mut merged = vec![ShardStats::EMPTY; rows];
                 let mut part = vec![ShardStats::EMPTY; rows];
                 for (d, &s) in data.iter().zip(&shards) {
@@ -104,7 +124,7 @@ fn llm(c: &mut Criterion) {
                 for (d, &s) in data.iter_mut().zip(&shards) {
                     plain.shard_backward(d, s, &targets, &merged).unwrap();
                 }
-                black_box(plain.shard_loss(&merged, &targets).unwrap())
+                plain.shard_loss(&merged, &targets).unwrap()
             })
         });
         g.finish();

@@ -1,0 +1,28 @@
+//! Timing an in-place call on fresh input: the calls overwrite their logits with the
+//! gradient, and fed back as the next call's logits the gradient (tiny values, nearly
+//! uniform rows) would be a different input from the one named.
+
+use criterion::Bencher;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Times `run(work)` only, after `reset(work)` restores the input before each call (the
+/// copy is not timed; it leaves the start of the buffer in cache, as a trainer's logits
+/// are after the layer that wrote them).
+pub fn fresh<W, R>(
+    b: &mut Bencher<'_>,
+    work: &mut W,
+    mut reset: impl FnMut(&mut W),
+    mut run: impl FnMut(&mut W) -> R,
+) {
+    b.iter_custom(|iters| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            reset(work);
+            let t = Instant::now();
+            black_box(run(work));
+            total += t.elapsed();
+        }
+        total
+    })
+}
