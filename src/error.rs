@@ -105,6 +105,15 @@ pub enum Error {
         /// Classes per row.
         classes: usize,
     },
+    /// The configuration's own thread pool
+    /// ([`CrossEntropy::threads`](crate::CrossEntropy::threads)) could not be built: the
+    /// operating system would not start its threads.
+    ThreadPool {
+        /// The threads asked for.
+        threads: usize,
+        /// Rayon's message.
+        reason: String,
+    },
     /// A counted row's merged [`ShardStats`](crate::ShardStats) carry no target logit:
     /// the shard that holds the row's target was not merged in.
     ShardMissingTarget {
@@ -194,6 +203,12 @@ impl fmt::Display for Error {
                  [{first}, {end}), not exactly 0..{classes}: a shard is missing, repeated \
                  or overlapping"
             ),
+            Error::ThreadPool {
+                threads,
+                ref reason,
+            } => {
+                write!(f, "could not start a pool of {threads} threads: {reason}")
+            }
             Error::ShardMissingTarget { row } => write!(
                 f,
                 "merged shard statistics of row {row} have no target logit: \

@@ -38,15 +38,60 @@
 //! * [`CrossEntropy::z_loss`] (PaLM) adds `zc lse^2` per counted row, reported alone in
 //!   [`Loss::z_loss`]; [`CrossEntropy::softcap`] (Gemma 2) computes on `cap tanh(z / cap)`
 //!   with the chain rule in the gradient. Both are fused into the same three passes.
-//! * [`CrossEntropy::forward_half`] / [`forward_backward_half`](CrossEntropy::forward_backward_half)
-//!   take [`half::bf16`] or [`half::f16`] logits and write the gradient back in the same
-//!   type, computing in f32 on L2-resident tiles (module docs of the half-precision path).
 //! * [`RowOutputs`] with [`forward_with`](CrossEntropy::forward_with) gives per-row losses
-//!   ([`Reduction::None`]) and log-sum-exp; [`CrossEntropy::backward`] forms the gradient
-//!   for per-row upstream gradients from a saved log-sum-exp in one pass.
-//! * [`ShardStats`], [`CrossEntropy::shard_stats`], [`ShardStats::merge`],
-//!   [`CrossEntropy::shard_loss`] and [`CrossEntropy::shard_backward`] split the vocabulary
-//!   across workers and reproduce the unsharded loss and gradient.
+//!   ([`Reduction::None`]), log-sum-exp and predicted classes (which outlive the logits
+//!   that the gradient overwrites); [`CrossEntropy::backward`] forms the gradient for
+//!   per-row upstream gradients from a saved log-sum-exp in one pass.
+//! * Half precision and vocabulary shards: the next two sections.
+//!
+//! ## Half precision (bf16, f16)
+//!
+//! [`CrossEntropy::forward_half`], [`forward_backward_half`](CrossEntropy::forward_backward_half),
+//! their `_with` forms and [`backward_half`](CrossEntropy::backward_half) take
+//! [`half::bf16`] or [`half::f16`] logits and write the gradient back in the same type.
+//! The batch is cut into tiles of whole rows of about 64 K logits; each tile is widened
+//! into an f32 scratch buffer (256 KiB, per thread, reused: no allocation after a
+//! thread's first call) that stays in L2, the f32 kernels run on it in place, and the
+//! gradient is narrowed back over the 16-bit logits, rounding to nearest even. DRAM sees
+//! one 2-byte read and one 2-byte write per logit. Every value is computed in f32: the
+//! target entry `(p_t - 1) / N` is formed from the row statistics and rounded to 16 bits
+//! once, instead of losing its bits to the cancellation `p_t - 1` would suffer in bf16.
+//! Loss, per-row outputs and gradient are those of the f32 call on the widened logits,
+//! rounded.
+//!
+//! ```
+//! use xent::half::bf16;
+//! let ce = xent::CrossEntropy::new(3);
+//! let mut z: Vec<bf16> = [2.0f32, 0.5, -1.0].iter().map(|&v| bf16::from_f32(v)).collect();
+//! let loss = ce.forward_backward_half(&mut z, &[0u32])?;
+//! assert!(z[0].to_f32() < 0.0 && z[1].to_f32() > 0.0); // p - onehot, in bf16
+//! # let _ = loss;
+//! # Ok::<(), xent::Error>(())
+//! ```
+//!
+//! ## Vocabulary shards
+//!
+//! When a head's vocabulary is split across workers, each holding the classes
+//! `[offset, offset + width)` of every row ([`Shard`]), three steps give the loss and
+//! gradient of the whole rows, the middle one being the trainer's own communication:
+//!
+//! 1. [`CrossEntropy::shard_stats`]: per row, the mergeable [`ShardStats`] of the local
+//!    shard (one read: max, sum of exps, target logit if the target is local, argmax).
+//! 2. Combine each row's statistics across shards: gathered, with [`ShardStats::merge`]
+//!    (associative and commutative: any order, any tree); or with all-reduces, per row:
+//!    MAX of `max`; SUM of `sum * exp(max - global max)`; SUM of the target logit over a
+//!    zero default (exactly one worker holds it); MAX of the pair `(top, -argmax)`; with
+//!    label smoothing, SUM of `smooth_sum + smooth_weight * (max - global max)` and of
+//!    `smooth_weight`; and for the coverage, SUM of `classes`, MIN of `first`, MAX of `end`,
+//!    bitwise XOR of `coverage` (the same for every row of a shard, so one all-reduce per
+//!    call). So the messages are a few numbers per row, never the logits.
+//! 3. [`CrossEntropy::shard_loss`] turns the merged statistics into the [`Loss`] (any
+//!    worker can; it reads no logits), and [`CrossEntropy::shard_backward`] writes each
+//!    shard's gradient in one more pass over the shard.
+//!
+//! A shard merged twice, overlapping shards or a missing shard are errors, not a wrong
+//! loss ([`Error::ShardOverlap`], [`Error::ShardCoverage`]). Each shard is read twice and
+//! written once (the unsharded path reads once, keeping the row in cache between passes).
 //!
 //! ## Memory passes per row
 //!
@@ -92,13 +137,26 @@
 //!
 //! ## Threads and determinism
 //!
-//! Large batches are split across the current rayon pool (`pool.install(|| ..)` chooses
-//! the thread count) in chunks that depend only on the shape; partial sums are added in
-//! chunk order. Results are bit-identical for any thread count, and do not depend on the
-//! buffers' alignment. Different kernel variants may differ in the last bits.
+//! Large batches (from about 32 768 logits) are split across threads in chunks whose
+//! boundaries depend only on the shape, and partial sums are added in chunk order. Results
+//! are bit-identical for any thread count, and do not depend on the buffers' alignment.
+//! Different kernel variants may differ in the last bits.
 //!
-//! To choose the thread count, run the call in a pool of that size (build the pool once
-//! and reuse it); the call's `Result` comes out of `install`, so `?` goes after it:
+//! The threads are rayon's: by default the current pool (the global one, as many threads
+//! as cores). [`CrossEntropy::threads`] chooses per configuration: `1` keeps every call on
+//! the calling thread, `n` gives the configuration a pool of `n` threads of its own, built
+//! at its first call and shared by its clones:
+//!
+//! ```
+//! let ce = xent::CrossEntropy::new(3).threads(2);
+//! let mut logits = vec![0.5f32; 3 * 4096];
+//! let loss = ce.forward_backward(&mut logits, &vec![1u32; 4096])?;
+//! assert_eq!(loss.rows, 4096);
+//! # Ok::<(), xent::Error>(())
+//! ```
+//!
+//! To choose per call instead, run the call inside a pool of that size (built once and
+//! reused); the call's `Result` comes out of `install`, so `?` goes after it:
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -132,6 +190,7 @@ mod plan;
 pub mod reference;
 mod stats;
 mod target;
+mod threads;
 
 pub use error::Error;
 pub use half;

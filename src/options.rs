@@ -3,6 +3,7 @@
 //! see `crate::plan`).
 
 use crate::Kernel;
+use crate::threads::Threads;
 #[cfg(doc)]
 use crate::{Error, Loss, RowOutputs};
 use std::sync::Arc;
@@ -30,8 +31,11 @@ pub enum Reduction {
 /// Softmax cross-entropy with PyTorch `F.cross_entropy` semantics, configured by builder
 /// methods that never fail; invalid options are reported by the call that uses them.
 ///
-/// Cloning is cheap (the class weights are shared). The struct is `Send + Sync`: one
-/// configuration can serve many threads at once, each with its own buffers.
+/// Each option has a builder method named after it and a getter named `get_` and the
+/// option (as `std::process::Command` has): `ce.reduction(Reduction::Sum)` sets,
+/// `ce.get_reduction()` reads. Cloning is cheap (the class weights and the thread pool
+/// are shared). The struct is `Send + Sync`: one configuration can serve many threads at
+/// once, each with its own buffers.
 ///
 /// ```
 /// let ce = xent::CrossEntropy::new(3).label_smoothing(0.1);
@@ -53,6 +57,7 @@ pub struct CrossEntropy {
     pub(crate) z_loss: f32,
     pub(crate) softcap: Option<f32>,
     pub(crate) kernel: Kernel,
+    pub(crate) threads: Threads,
 }
 
 impl CrossEntropy {
@@ -74,6 +79,7 @@ impl CrossEntropy {
             z_loss: 0.0,
             softcap: None,
             kernel: Kernel::Auto,
+            threads: Threads::Current,
         }
     }
 
@@ -156,9 +162,53 @@ impl CrossEntropy {
         self
     }
 
+    /// Sets the classes per row, keeping every other option: one configuration serves
+    /// heads of several sizes (an adapter that learns `C` from a tensor's shape). Class
+    /// weights, if set, must then have `classes` entries ([`Error::WeightsLength`] from
+    /// the call otherwise).
+    ///
+    /// ```
+    /// use xent::{CrossEntropy, Reduction};
+    /// let base = CrossEntropy::new(10).reduction(Reduction::Sum).label_smoothing(0.1);
+    /// let wide = base.clone().classes(32000);
+    /// assert_eq!((wide.get_classes(), wide.get_reduction()), (32000, Reduction::Sum));
+    /// ```
+    pub fn classes(mut self, classes: usize) -> Self {
+        self.classes = classes;
+        self
+    }
+
+    /// The threads a call runs on: `0` (the default) for rayon's current pool (the global
+    /// one, or that of an enclosing `pool.install`), `1` for the calling thread alone, and
+    /// `n >= 2` for a pool of `n` threads of this configuration's own, built at its first
+    /// call and shared by its clones (an [`Error::ThreadPool`] from that call if the
+    /// operating system will not start them). Results are bit-identical whatever the
+    /// choice; only the time differs. Calls below about 32 768 logits run on the calling
+    /// thread anyway.
+    ///
+    /// ```
+    /// let ce = xent::CrossEntropy::new(1000).threads(2);
+    /// let mut logits = vec![0.5f32; 1000 * 64];
+    /// let loss = ce.forward_backward(&mut logits, &[7u32; 64])?;
+    /// let one = xent::CrossEntropy::new(1000).threads(1);
+    /// let mut again = vec![0.5f32; 1000 * 64];
+    /// assert_eq!(one.forward_backward(&mut again, &[7u32; 64])?, loss);
+    /// assert_eq!(again, logits);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Threads::with_count(threads);
+        self
+    }
+
     /// Classes per row.
-    pub fn classes(&self) -> usize {
+    pub fn get_classes(&self) -> usize {
         self.classes
+    }
+
+    /// The threads as set by [`threads`](Self::threads) (`0`: rayon's current pool).
+    pub fn get_threads(&self) -> usize {
+        self.threads.count()
     }
 
     /// The reduction in use.

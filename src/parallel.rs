@@ -9,6 +9,7 @@
 
 use crate::arch::Io;
 use crate::paths::{CHUNK_LOGITS, LINKED_CHUNK_ROWS, LINKED_MIN_CHUNKS, PAR_MIN_LOGITS};
+use crate::threads::Run;
 use rayon::prelude::*;
 
 /// Whole rows per chunk for rows of `classes` (at least one).
@@ -25,9 +26,9 @@ pub(crate) fn rows_per_linked_chunk(classes: usize, rows: usize) -> usize {
     rows_per_chunk(classes).max((rows / LINKED_MIN_CHUNKS).min(LINKED_CHUNK_ROWS))
 }
 
-/// Whether a problem of `logits` elements is worth spreading across threads.
-pub(crate) fn go_parallel(logits: usize) -> bool {
-    logits >= PAR_MIN_LOGITS && rayon::current_num_threads() > 1
+/// Whether a problem of `logits` elements is worth spreading across the call's threads.
+pub(crate) fn go_parallel(run: Run<'_>, logits: usize) -> bool {
+    logits >= PAR_MIN_LOGITS && run.threads() > 1
 }
 
 /// A buffer of rows that can be cut into chunks: f32 logits ([`Io`]) or 16-bit ones.
@@ -49,13 +50,14 @@ impl SplitLogits for Io<'_> {
 
 /// Calls `f(first_row, chunk)` for consecutive chunks of `rows_per_chunk` whole rows of
 /// `io` and feeds the results to `fold` in chunk order.
-pub(crate) fn for_row_chunks<R, F, G>(io: Io<'_>, classes: usize, f: F, fold: G)
+pub(crate) fn for_row_chunks<R, F, G>(run: Run<'_>, io: Io<'_>, classes: usize, f: F, fold: G)
 where
     R: Send,
     F: Fn(usize, Io<'_>) -> R + Sync,
     G: FnMut(R),
 {
-    for_row_chunks_with(io, (), classes, |row, io, ()| f(row, io), fold);
+    let f = |row, io, ()| f(row, io);
+    for_chunks_of_rows(run, io, (), classes, rows_per_chunk(classes), f, fold);
 }
 
 /// Per-row buffers that travel with the logits when the rows are cut into chunks.
@@ -71,19 +73,27 @@ impl SplitRows for () {
 }
 
 /// [`for_row_chunks`] with per-row buffers `x` cut at the same row boundaries.
-pub(crate) fn for_row_chunks_with<X, R, F, G>(io: Io<'_>, x: X, classes: usize, f: F, fold: G)
-where
+pub(crate) fn for_row_chunks_with<X, R, F, G>(
+    run: Run<'_>,
+    io: Io<'_>,
+    x: X,
+    classes: usize,
+    f: F,
+    fold: G,
+) where
     X: SplitRows,
     R: Send,
     F: Fn(usize, Io<'_>, X) -> R + Sync,
     G: FnMut(R),
 {
-    for_chunks_of_rows(io, x, classes, rows_per_chunk(classes), f, fold);
+    for_chunks_of_rows(run, io, x, classes, rows_per_chunk(classes), f, fold);
 }
 
-/// [`for_row_chunks_with`] in chunks of `per` rows (a function of the shape alone), over
-/// any [`SplitLogits`].
+/// Calls `f(first_row, chunk, x)` for consecutive chunks of `per` whole rows (a function
+/// of the shape alone) of any [`SplitLogits`], with per-row buffers `x` cut at the same
+/// row boundaries, and feeds the results to `fold` in chunk order.
 pub(crate) fn for_chunks_of_rows<L, X, R, F, G>(
+    run: Run<'_>,
     io: L,
     x: X,
     classes: usize,
@@ -100,7 +110,7 @@ pub(crate) fn for_chunks_of_rows<L, X, R, F, G>(
     debug_assert!(per > 0);
     let chunk = per * classes;
     let mut rest = (io, x);
-    if !go_parallel(rest.0.len()) {
+    if !go_parallel(run, rest.0.len()) {
         let mut row = 0;
         while rest.0.len() > 0 {
             let n = chunk.min(rest.0.len());
@@ -120,33 +130,29 @@ pub(crate) fn for_chunks_of_rows<L, X, R, F, G>(
         chunks.push((head, xh));
         rest = (tail, xt);
     }
-    let results: Vec<R> = chunks
-        .into_par_iter()
-        .enumerate()
-        .map(|(i, (io, x))| f(i * per, io, x))
-        .collect();
+    let results: Vec<R> = run.install(|| {
+        chunks
+            .into_par_iter()
+            .enumerate()
+            .map(|(i, (io, x))| f(i * per, io, x))
+            .collect()
+    });
     results.into_iter().for_each(fold);
 }
 
-/// Runs `f(index, item)` on every item, in parallel when `parallel`, and returns the
-/// results in item order.
-pub(crate) fn map_ordered<T, R, F>(items: Vec<T>, parallel: bool, f: F) -> Vec<R>
+/// Runs `f(index, item)` on every item across the call's threads and returns the results
+/// in item order.
+pub(crate) fn par_map<T, R, F>(run: Run<'_>, items: Vec<T>, f: F) -> Vec<R>
 where
     T: Send,
     R: Send,
     F: Fn(usize, T) -> R + Sync + Send,
 {
-    if parallel {
+    run.install(|| {
         items
             .into_par_iter()
             .enumerate()
             .map(|(i, t)| f(i, t))
             .collect()
-    } else {
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| f(i, t))
-            .collect()
-    }
+    })
 }

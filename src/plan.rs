@@ -6,11 +6,13 @@ use crate::arch::{Beta, Cap, RowPlan, Smooth};
 use crate::kernel::{Backend, backend, with_backend};
 use crate::outputs::UpstreamPlan;
 use crate::stats::Merged;
+use crate::threads::Run;
 use crate::{CrossEntropy, Error, Loss, Reduction, Target};
 
 impl CrossEntropy {
-    /// Validates the options that do not depend on the data and resolves the kernel.
-    pub(crate) fn check_options(&self) -> Result<Backend, Error> {
+    /// Validates the options that do not depend on the data and resolves the kernel and
+    /// the threads.
+    pub(crate) fn check_options(&self) -> Result<(Backend, Run<'_>), Error> {
         if self.classes == 0 {
             return Err(Error::ZeroClasses);
         }
@@ -39,7 +41,7 @@ impl CrossEntropy {
                 });
             }
         }
-        backend(self.kernel)
+        Ok((backend(self.kernel)?, self.threads.resolve()?))
     }
 
     /// Every check of a call, before anything is written.
@@ -49,7 +51,7 @@ impl CrossEntropy {
         targets: &[T],
         out_len: Option<usize>,
     ) -> Result<Checked<'_>, Error> {
-        let backend = self.check_options()?;
+        let (backend, run) = self.check_options()?;
         let classes = self.classes;
         if !len.is_multiple_of(classes) {
             return Err(Error::LogitsShape { len, classes });
@@ -102,6 +104,7 @@ impl CrossEntropy {
             counted,
             weight,
             backend,
+            run,
             weights,
             ignore,
             eps,
@@ -156,6 +159,8 @@ pub(crate) struct Checked<'a> {
     pub(crate) counted: usize,
     pub(crate) weight: f64,
     pub(crate) backend: Backend,
+    /// The threads the call runs on.
+    pub(crate) run: Run<'a>,
     pub(crate) weights: Option<&'a [f32]>,
     pub(crate) ignore: Option<i128>,
     pub(crate) eps: f64,
@@ -242,6 +247,7 @@ impl Checked<'_> {
             // `ln_s` is NaN too), or only the smoothing term (`0 w_j * -inf z_j`, as
             // PyTorch), which leaves the log-sum-exp finite.
             correct: !loss.is_nan() && m.argmax == t,
+            predicted: m.argmax,
         }
     }
 
@@ -290,6 +296,8 @@ pub(crate) struct RowLoss {
     pub z: f64,
     pub lse: f64,
     pub correct: bool,
+    /// The first index of the row's largest (raw) logit.
+    pub predicted: usize,
 }
 
 /// Per-row gradient coefficients from merged statistics (blocked path, shards).

@@ -16,7 +16,8 @@
 //! (sum, none); a mean over zero weight is 0 with a zero gradient. A counted row with a
 //! NaN or +inf logit, or with every logit -inf, has NaN loss and gradient (after capping,
 //! only NaN remains non-finite); ignored rows get a zero gradient whatever they hold. The
-//! predicted class is the first argmax of the raw logits. Errors are those of the fast path
+//! predicted class is the first index of the largest raw logit, NaN entries skipped (0 if no
+//! entry is a number above -inf). Errors are those of the fast path
 //! (the same checks run first).
 
 use crate::{CrossEntropy, Error, Reduction, Target};
@@ -40,6 +41,20 @@ pub struct Reference {
     pub row_losses: Vec<f64>,
     /// Row log-sum-exp of `y` (0 for ignored rows, NaN for NaN rows).
     pub lse: Vec<f64>,
+    /// Row predicted classes (`usize::MAX` for ignored rows).
+    pub predictions: Vec<usize>,
+}
+
+/// The predicted class of a row: the first index of its largest logit, NaN entries
+/// skipped; 0 if no entry is a number above -inf.
+pub fn predicted(z: &[f32]) -> usize {
+    let (mut best, mut top) = (0, f32::NEG_INFINITY);
+    for (j, &v) in z.iter().enumerate() {
+        if v > top {
+            (best, top) = (j, v);
+        }
+    }
+    best
 }
 
 /// The options of a call, as f64 numbers.
@@ -55,7 +70,7 @@ struct Opts {
 
 impl Opts {
     fn of(ce: &CrossEntropy) -> Opts {
-        let c = ce.classes();
+        let c = ce.get_classes();
         let w: Vec<f64> = match ce.get_class_weights() {
             Some(ws) => ws.iter().map(|&v| f64::from(v)).collect(),
             None => vec![1.0; c],
@@ -132,6 +147,7 @@ pub fn cross_entropy<T: Target>(
     let (mut total, mut ztotal, mut correct) = (0.0, 0.0, 0);
     let rows = targets.len();
     let (mut row_losses, mut lses) = (vec![0.0; rows], vec![0.0; rows]);
+    let mut predictions = vec![usize::MAX; rows];
     let mut grad = vec![0.0; logits.len()];
     for &(r, t) in &counted {
         let z = &logits[r * c..(r + 1) * c];
@@ -146,8 +162,8 @@ pub fn cross_entropy<T: Target>(
         ztotal += zl;
         row_losses[r] = loss + zl;
         lses[r] = lse;
-        let first_argmax = (0..c).fold(0, |a, j| if z[j] > z[a] { j } else { a });
-        correct += usize::from(!(loss + zl).is_nan() && first_argmax == t);
+        predictions[r] = predicted(z);
+        correct += usize::from(!(loss + zl).is_nan() && predictions[r] == t);
         if scale == 0.0 {
             // A mean over zero weight: the gradient stays exactly zero (documented).
             continue;
@@ -172,6 +188,7 @@ pub fn cross_entropy<T: Target>(
         grad,
         row_losses,
         lse: lses,
+        predictions,
     })
 }
 

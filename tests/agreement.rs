@@ -22,7 +22,7 @@ proptest! {
     #[test]
     fn target_types_agree((ce, z, t) in case()) {
         // Only without a negative ignore index can every integer type hold the targets.
-        prop_assume!(ce.get_ignore_index().is_none_or(|i| i >= 0) && ce.classes() <= 255);
+        prop_assume!(ce.get_ignore_index().is_none_or(|i| i >= 0) && ce.get_classes() <= 255);
         let ce = ce.kernel(Kernel::Auto);
         let a = ce.forward(&z, &t).unwrap();
         let as_u8: Vec<u8> = t.iter().map(|&v| v as u8).collect();

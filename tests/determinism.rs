@@ -297,7 +297,7 @@ fn each_row_alone(
     lse: &[f32],
     what: &str,
 ) {
-    let c = ce.classes();
+    let c = ce.get_classes();
     for r in 0..t.len() {
         let mut g1 = z[r * c..(r + 1) * c].to_vec();
         let (mut l1, mut s1) = ([0.0f32], [0.0f32]);
@@ -310,5 +310,79 @@ fn each_row_alone(
             bits(&[loss[r], lse[r]]),
             "{what} row {r}"
         );
+    }
+}
+
+/// `CrossEntropy::threads`: the calling thread alone, or a pool of the configuration's
+/// own (called from inside a one-thread pool too), gives the bits of the default on every
+/// entry-point family and path.
+#[test]
+fn the_threads_option_keeps_the_bits() {
+    let mut rnd = uniform(777, 6.0);
+    for (rows, c) in [
+        (300usize, 1000usize),
+        (40_000, 3),
+        (200, 20_000),
+        (2, 140_000),
+    ] {
+        let z: Vec<f32> = (0..rows * c).map(|_| rnd()).collect();
+        let t: Vec<i64> = (0..rows as i64)
+            .map(|r| {
+                if r % 5 == 4 {
+                    -100
+                } else {
+                    (r * 7919) % c as i64
+                }
+            })
+            .collect();
+        let zh: Vec<xent::half::bf16> = z.iter().map(|&v| xent::half::bf16::from_f32(v)).collect();
+        let up: Vec<f32> = (0..rows).map(|r| 1.0 / (1 + r % 3) as f32).collect();
+        let all = |ce: &CrossEntropy| {
+            let mut g = z.clone();
+            let mut lse = vec![0.0; rows];
+            let l = ce
+                .forward_backward_with(&mut g, &t, xent::RowOutputs::new().lse(&mut lse))
+                .unwrap();
+            let f = ce.forward(&z, &t).unwrap();
+            let mut b = z.clone();
+            ce.backward(&mut b, &t, &lse, &up).unwrap();
+            let mut h = zh.clone();
+            let lh = ce.forward_backward_half(&mut h, &t).unwrap();
+            let mut s = z.clone();
+            ce.log_softmax(&mut s).unwrap();
+            let mut sums = vec![0.0; rows];
+            ce.logsumexp(&z, &mut sums).unwrap();
+            let hb: Vec<u32> = h.iter().map(|v| u32::from(v.to_bits())).collect();
+            let values = [l.value, f.value, lh.value].map(f32::to_bits).to_vec();
+            (
+                0,
+                [
+                    values,
+                    bits(&g),
+                    bits(&lse),
+                    bits(&b),
+                    hb,
+                    bits(&s),
+                    bits(&sums),
+                ]
+                .concat(),
+            )
+        };
+        for k in kernels() {
+            let base = CrossEntropy::new(c)
+                .kernel(k)
+                .ignore_index(-100)
+                .label_smoothing(0.05);
+            let want = run_in(2, || all(&base));
+            for n in [1, 2, 3] {
+                let ce = base.clone().threads(n);
+                assert_eq!(ce.get_threads(), n);
+                assert!(all(&ce) == want, "{k:?} {rows}x{c} threads({n})");
+                assert!(
+                    run_in(1, || all(&ce)) == want,
+                    "{k:?} {rows}x{c} threads({n}) nested"
+                );
+            }
+        }
     }
 }

@@ -115,7 +115,7 @@ fn targets(rows: usize, c: usize) -> Vec<i64> {
 /// The bits of every cross-entropy output of one case.
 fn case_hash(ce: &CrossEntropy, z: &[f32], t: &[i64]) -> u64 {
     let mut h = Hash::new();
-    let (rows, c) = (t.len(), ce.classes());
+    let (rows, c) = (t.len(), ce.get_classes());
     let t: Vec<i64> = match ce.get_ignore_index() {
         Some(_) => t.to_vec(),
         None => t.iter().map(|&v| v.max(0)).collect(),
@@ -184,7 +184,7 @@ fn softmax_hash(ce: &CrossEntropy, z: &[f32]) -> u64 {
     let mut lp = vec![0.0; z.len()];
     ce.log_softmax_into(z, &mut lp).unwrap();
     h.f32s(&lp);
-    let mut lse = vec![0.0; z.len() / ce.classes()];
+    let mut lse = vec![0.0; z.len() / ce.get_classes()];
     ce.logsumexp(z, &mut lse).unwrap();
     h.f32s(&lse);
     h.0

@@ -25,7 +25,7 @@ fn sharded(
     parts: &[Shard],
     order: &[usize],
 ) -> Result<(xent::Loss, Vec<f32>), Error> {
-    let c = ce.classes();
+    let c = ce.get_classes();
     let rows = t.len();
     let slice = |s: Shard| -> Vec<f32> {
         (0..rows)
@@ -67,7 +67,7 @@ proptest! {
         cuts in prop::collection::vec(any::<u16>(), 0..8),
         order_seed in any::<u64>(),
     ) {
-        let parts = shards(ce.classes(), &cuts);
+        let parts = shards(ce.get_classes(), &cuts);
         // Every shard exactly once, in a seeded order.
         let mut order: Vec<usize> = (0..parts.len()).collect();
         let mut s = order_seed | 1;

@@ -114,9 +114,10 @@ impl CrossEntropy {
     ) -> Result<(), Error> {
         let (ck, up) = self.check_backward(io.len(), targets, lse, upstream)?;
         for_row_chunks_with(
+            ck.run,
             io,
             up,
-            self.classes(),
+            self.get_classes(),
             |row0, chunk, up| backward_rows(&ck, chunk, &targets[row0..], up),
             |()| {},
         );

@@ -9,7 +9,7 @@ use crate::arch::math::capped_target_grad;
 use crate::arch::{Beta, BlockStats, Io, RowPlan, Smooth};
 use crate::kernel::with_backend;
 use crate::outputs::Sinks;
-use crate::parallel::{go_parallel, map_ordered};
+use crate::parallel::{go_parallel, par_map};
 use crate::paths::BLOCK_CLASSES;
 use crate::plan::{Checked, RowGrad, RowSums};
 use crate::stats::Merged;
@@ -25,9 +25,9 @@ pub(crate) fn blocked<T: Target>(
     mut sinks: Sinks<'_>,
 ) -> RowSums {
     let blocks = Blocks::new(ck);
-    let par = go_parallel(io.len());
+    let par = go_parallel(ck.run, io.len());
     let mut sums = RowSums::default();
-    sinks.fill_zero();
+    sinks.fill_ignored();
     if par {
         blocks.parallel(io, targets, &mut sinks, &mut sums);
     } else {
@@ -111,7 +111,7 @@ impl<'a> Blocks<'a> {
             None => zt,
         };
         let loss = ck.row_loss(t, &m, yt);
-        sinks.put(r, loss.loss, loss.lse);
+        sinks.put(r, &loss);
         sums.add(RowSums {
             loss: loss.loss,
             z: loss.z,
@@ -175,7 +175,7 @@ impl<'a> Blocks<'a> {
             .filter(|&r| ck.target(targets[r]).is_some())
             .flat_map(|r| (0..nb).map(move |b| (r, b)))
             .collect();
-        let stats: Vec<BlockStats> = map_ordered(tasks, true, |_, (r, b)| {
+        let stats: Vec<BlockStats> = par_map(ck.run, tasks, |_, (r, b)| {
             self.stats(&src[r * c..(r + 1) * c], b)
         });
         // Phase 2: merge per row in block order; row loss; gradient coefficients.
@@ -204,7 +204,7 @@ impl<'a> Blocks<'a> {
                     rest = tail;
                 }
             }
-            map_ordered(pieces, true, |_, (r, b, piece)| {
+            par_map(ck.run, pieces, |_, (r, b, piece)| {
                 self.write(piece, b, &grads[r])
             });
         }

@@ -197,6 +197,7 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
     };
     let (mut total, mut correct) = (0f64, 0usize);
     for_row_chunks(
+        ck.run,
         io,
         ck.classes,
         |row0, chunk| {
@@ -244,20 +245,21 @@ fn fused<T: Target>(
         rows_per_chunk(c)
     };
     for_chunks_of_rows(
+        ck.run,
         io,
         sinks,
         c,
         per,
         |row0, chunk, mut sinks| {
             let mut sums = RowSums::default();
-            sinks.fill_zero();
+            sinks.fill_ignored();
             let targets = &targets[row0..];
             let plan = |r: usize| ck.plan(targets[r]);
             let out = |r: usize, o: RowOut| {
                 if let Some(t) = ck.target(targets[r]) {
                     let m = Merged::from_block(o.stats, 0, c, 0.0);
                     let row = ck.row_loss(t, &m, o.target_logit);
-                    sinks.put(r, row.loss, row.lse);
+                    sinks.put(r, &row);
                     sums.add(RowSums {
                         loss: row.loss,
                         z: row.z,

@@ -1,4 +1,5 @@
-//! Cross-entropy on bf16 or f16 logits, with the gradient written back in the same type.
+//! Cross-entropy on bf16 or f16 logits, with the gradient written back in the same type
+//! (the crate docs, `Half precision`, say what a user sees).
 //!
 //! # Memory passes
 //!
@@ -185,10 +186,11 @@ impl CrossEntropy {
     ) -> Result<(), Error> {
         let (ck, up) = self.check_backward(logits.len(), targets, lse, upstream)?;
         for_chunks_of_rows(
+            ck.run,
             HalfIo::InPlace(logits),
             up,
-            self.classes(),
-            rows_per_chunk(self.classes()),
+            self.get_classes(),
+            rows_per_chunk(self.get_classes()),
             |row0, tile, up| {
                 with_tile(&ck, tile, |f32_tile| {
                     backward_rows(&ck, f32_tile, &targets[row0..], up)
@@ -233,9 +235,10 @@ impl CrossEntropy {
         targets: &[T],
         sinks: Sinks<'_>,
     ) -> Loss {
-        let c = self.classes();
+        let c = self.get_classes();
         let mut sums = RowSums::default();
         for_chunks_of_rows(
+            ck.run,
             io,
             sinks,
             c,

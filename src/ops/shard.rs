@@ -2,28 +2,8 @@
 //! `[offset, offset + width)` of every row, and the loss and gradient come out the same as
 //! for the whole row.
 //!
-//! Three steps, the middle one being the trainer's communication:
-//!
-//! 1. [`CrossEntropy::shard_stats`]: per row, the mergeable [`ShardStats`] of the local
-//!    shard (one read of the shard: max, sum of exps, target logit if the target is local,
-//!    argmax).
-//! 2. Combine the rows' statistics across shards with [`ShardStats::merge`] (associative
-//!    and commutative: any order, any tree). With an all-reduce instead of an all-gather:
-//!    all-reduce `max` (MAX), rescale the local `sum` by `exp(local max - global max)` and
-//!    all-reduce it (SUM); all-reduce `target_logit` with SUM over a zero default (exactly
-//!    one shard holds it); the argmax is a MAX all-reduce over the pair `(top, -argmax)`;
-//!    with label smoothing, `smooth_sum + smooth_weight * (local max - global max)` and
-//!    `smooth_weight` are SUMs too; the coverage is a SUM of `classes`, a MIN of `first`, a
-//!    MAX of `end` and a bitwise XOR of `coverage` (the same for every row of a shard, so
-//!    one all-reduce per call suffices). That is what `merge` computes.
-//!
-//!    A shard merged twice, overlapping shards or a missing shard are errors, not a wrong
-//!    loss: `merge` rejects what it can see ([`Error::ShardOverlap`]), and steps 3a and 3b
-//!    accept only statistics that cover `0..classes` exactly ([`Error::ShardCoverage`];
-//!    see [`ShardStats`] for how coverage is recorded).
-//! 3. [`CrossEntropy::shard_loss`] turns the merged statistics into the [`Loss`] (every
-//!    worker can do it; it reads no logits), and [`CrossEntropy::shard_backward`] writes
-//!    each shard's gradient from them in one more pass over the shard.
+//! The three steps (statistics, the trainer's merge or all-reduce, loss and gradient) and
+//! the all-reduce recipe are in the crate docs (`Vocabulary shards`).
 //!
 //! DRAM traffic per shard: two reads and one write of the shard (the unsharded fused path
 //! needs one of each, as it keeps the row in cache between passes; a shard does not know
@@ -68,7 +48,7 @@ impl CrossEntropy {
         shard: Shard,
         targets: &[T],
     ) -> Result<Checked<'_>, Error> {
-        let classes = self.classes();
+        let classes = self.get_classes();
         let rows = targets.len();
         // The options and targets first, as for the unsharded entry points.
         let ck = self.check(rows.saturating_mul(classes), targets, None)?;
@@ -174,6 +154,7 @@ impl CrossEntropy {
         // O(w) once per call; `w <= logits.len()` here, since there is a row.
         let fp = coverage_of(lo, w);
         for_row_chunks_with(
+            ck.run,
             Io::Read(logits),
             out,
             w,
@@ -249,6 +230,7 @@ impl CrossEntropy {
         }
         let beta = ck.beta();
         for_row_chunks_with(
+            ck.run,
             Io::InPlace(logits),
             (),
             w,
@@ -279,7 +261,11 @@ impl CrossEntropy {
         stats: &[ShardStats],
         targets: &[T],
     ) -> Result<Checked<'_>, Error> {
-        let ck = self.check(targets.len().saturating_mul(self.classes()), targets, None)?;
+        let ck = self.check(
+            targets.len().saturating_mul(self.get_classes()),
+            targets,
+            None,
+        )?;
         if stats.len() != targets.len() {
             return Err(Error::InputLength {
                 what: "stats",
@@ -287,7 +273,7 @@ impl CrossEntropy {
                 expected: targets.len(),
             });
         }
-        let classes = self.classes();
+        let classes = self.get_classes();
         // The fingerprint of `0..classes` costs O(classes): computed once, and only when a
         // row's count and span already match (so never for statistics that cannot cover
         // the classes, whatever `classes` is).

@@ -11,6 +11,7 @@ use crate::kernel::{Backend, with_backend};
 use crate::parallel::{for_row_chunks, go_parallel, rows_per_chunk};
 use crate::paths::{BLOCK_CLASSES, FUSED_MAX_CLASSES};
 use crate::stats::{Merged, logsumexp_of};
+use crate::threads::Run;
 use crate::{CrossEntropy, Error};
 use rayon::prelude::*;
 
@@ -29,7 +30,7 @@ impl CrossEntropy {
     /// ```
     pub fn softmax(&self, x: &mut [f32]) -> Result<(), Error> {
         let b = self.check_rows(x.len(), None)?;
-        rows_apply(b, self.classes(), Io::InPlace(x), false);
+        rows_apply(b, self.get_classes(), Io::InPlace(x), false);
         Ok(())
     }
 
@@ -48,7 +49,7 @@ impl CrossEntropy {
     /// ```
     pub fn softmax_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         let b = self.check_rows(x.len(), Some(out.len()))?;
-        rows_apply(b, self.classes(), Io::Into(x, out), false);
+        rows_apply(b, self.get_classes(), Io::Into(x, out), false);
         Ok(())
     }
 
@@ -65,7 +66,7 @@ impl CrossEntropy {
     /// ```
     pub fn log_softmax(&self, x: &mut [f32]) -> Result<(), Error> {
         let b = self.check_rows(x.len(), None)?;
-        rows_apply(b, self.classes(), Io::InPlace(x), true);
+        rows_apply(b, self.get_classes(), Io::InPlace(x), true);
         Ok(())
     }
 
@@ -82,7 +83,7 @@ impl CrossEntropy {
     /// ```
     pub fn log_softmax_into(&self, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
         let b = self.check_rows(x.len(), Some(out.len()))?;
-        rows_apply(b, self.classes(), Io::Into(x, out), true);
+        rows_apply(b, self.get_classes(), Io::Into(x, out), true);
         Ok(())
     }
 
@@ -99,8 +100,8 @@ impl CrossEntropy {
     /// # Ok::<(), xent::Error>(())
     /// ```
     pub fn logsumexp(&self, x: &[f32], out: &mut [f32]) -> Result<(), Error> {
-        let b = self.check_options()?;
-        let c = self.classes();
+        let (b, run) = self.check_options()?;
+        let c = self.get_classes();
         if !x.len().is_multiple_of(c) {
             return Err(Error::LogitsShape {
                 len: x.len(),
@@ -120,10 +121,12 @@ impl CrossEntropy {
             }
         };
         // Rows are independent and nothing is summed across them: any split is exact.
-        if go_parallel(x.len()) {
-            x.par_chunks(per * c)
-                .zip(out.par_chunks_mut(per))
-                .for_each(chunk);
+        if go_parallel(run, x.len()) {
+            run.install(|| {
+                x.par_chunks(per * c)
+                    .zip(out.par_chunks_mut(per))
+                    .for_each(chunk)
+            });
         } else {
             x.chunks(per * c).zip(out.chunks_mut(per)).for_each(chunk);
         }
@@ -131,9 +134,9 @@ impl CrossEntropy {
     }
 
     /// Options and shape checks for the row-wise functions (targets are not involved).
-    fn check_rows(&self, len: usize, out: Option<usize>) -> Result<Backend, Error> {
+    fn check_rows(&self, len: usize, out: Option<usize>) -> Result<(Backend, Run<'_>), Error> {
         let b = self.check_options()?;
-        let c = self.classes();
+        let c = self.get_classes();
         if !len.is_multiple_of(c) {
             return Err(Error::LogitsShape { len, classes: c });
         }
@@ -168,9 +171,10 @@ pub(crate) fn row_stats(b: Backend, row: &[f32], smooth: Smooth<'_>, weight: f64
 }
 
 /// Softmax or log-softmax of every row of `io` into its destination.
-fn rows_apply(b: Backend, c: usize, io: Io<'_>, log: bool) {
+fn rows_apply((b, run): (Backend, Run<'_>), c: usize, io: Io<'_>, log: bool) {
     if c <= FUSED_MAX_CLASSES {
         for_row_chunks(
+            run,
             io,
             c,
             |_, chunk| with_backend!(b, k => k.softmax_rows(chunk, c, log)),
@@ -180,6 +184,7 @@ fn rows_apply(b: Backend, c: usize, io: Io<'_>, log: bool) {
     }
     // Long rows: statistics from merged blocks, then one more sweep per block.
     for_row_chunks(
+        run,
         io,
         c,
         |_, mut chunk| {

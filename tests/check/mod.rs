@@ -136,7 +136,7 @@ fn scale_of<T: Target>(ce: &CrossEntropy, targets: &[T]) -> f64 {
 /// The absolute error bound of one counted row's unreduced loss, and of its z-loss part
 /// (module docs).
 pub fn row_loss_tolerance(ce: &CrossEntropy, z: &[f32], t: usize, lse: f64) -> (f64, f64) {
-    let c = ce.classes();
+    let c = ce.get_classes();
     let eps = f64::from(ce.get_label_smoothing());
     let w = |j: usize| ce.get_class_weights().map_or(1.0, |w| f64::from(w[j]));
     let w_total: f64 = (0..c).map(w).sum();
@@ -169,7 +169,7 @@ pub fn loss_tolerance<T: Target>(
     targets: &[T],
     want: &xent::reference::Reference,
 ) -> (f64, f64) {
-    let c = ce.classes();
+    let c = ce.get_classes();
     let ignore = ce.get_ignore_index().map(i128::from);
     let (mut tol, mut ztol) = (0.0, 0.0);
     for (r, t) in targets.iter().enumerate() {
@@ -207,7 +207,7 @@ pub fn check_grad<T: Target>(
     saved: Option<(&[f32], &[f32])>,
     what: &str,
 ) -> Result<(), String> {
-    let c = ce.classes();
+    let c = ce.get_classes();
     let eps = f64::from(ce.get_label_smoothing());
     let zc = f64::from(ce.get_z_loss());
     let w = |j: usize| ce.get_class_weights().map_or(1.0, |w| f64::from(w[j]));
@@ -338,7 +338,7 @@ pub fn check_rows<T: Target>(
     want: &xent::reference::Reference,
     what: &str,
 ) -> Result<(), String> {
-    let c = ce.classes();
+    let c = ce.get_classes();
     let ignore = ce.get_ignore_index().map(i128::from);
     for (r, tr) in t.iter().enumerate() {
         if Some(tr.class()) == ignore {
@@ -385,7 +385,7 @@ pub fn check_all_entry_points<T: Target>(
     let want = xent::reference::cross_entropy(ce0, z, t).map_err(|e| e.to_string())?;
     for k in Kernel::available() {
         let ce = ce0.clone().kernel(k);
-        let what = format!("{k:?} C={} rows={}", ce.classes(), t.len());
+        let what = format!("{k:?} C={} rows={}", ce.get_classes(), t.len());
         let err = |e: xent::Error| format!("{what}: unexpected error {e}");
         let fwd = ce.forward(z, t).map_err(err)?;
         check_loss(&ce, z, t, &fwd, &want, &format!("{what} forward"))?;
@@ -415,8 +415,20 @@ pub fn check_all_entry_points<T: Target>(
         // Per-row outputs: the same loss from the fused or blocked path, rows checked.
         let rows = t.len();
         let (mut losses, mut lse) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
-        let outs = xent::RowOutputs::new().losses(&mut losses).lse(&mut lse);
+        let mut predicted = vec![usize::MAX - 1; rows];
+        let outs = xent::RowOutputs::new()
+            .losses(&mut losses)
+            .lse(&mut lse)
+            .predictions(&mut predicted);
         let fw = ce.forward_with(z, t, outs).map_err(err)?;
+        if predicted != want.predictions {
+            let r = (0..rows).find(|&r| predicted[r] != want.predictions[r]);
+            return Err(format!(
+                "{what} forward_with: row {r:?} predicted {:?}, the reference {:?}",
+                r.map(|r| predicted[r]),
+                r.map(|r| want.predictions[r])
+            ));
+        }
         check_loss(&ce, z, t, &fw, &want, &format!("{what} forward_with"))?;
         check_rows(
             &ce,
@@ -429,9 +441,14 @@ pub fn check_all_entry_points<T: Target>(
         )?;
         let mut g3 = z.to_vec();
         let (mut losses3, mut lse3) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
-        let outs = xent::RowOutputs::new().losses(&mut losses3).lse(&mut lse3);
+        let mut predicted3 = vec![0; rows];
+        let outs = xent::RowOutputs::new()
+            .losses(&mut losses3)
+            .lse(&mut lse3)
+            .predictions(&mut predicted3);
         let fbw = ce.forward_backward_with(&mut g3, t, outs).map_err(err)?;
         if bits(&losses) != bits(&losses3)
+            || predicted != predicted3
             || bits(&lse) != bits(&lse3)
             || fbw.value.to_bits() != fw.value.to_bits()
         {
@@ -493,7 +510,7 @@ pub fn sharded_in_three<T: Target>(
     z: &[f32],
     t: &[T],
 ) -> Result<(xent::Loss, Vec<f32>), xent::Error> {
-    let (c, rows) = (ce.classes(), t.len());
+    let (c, rows) = (ce.get_classes(), t.len());
     let cuts = [0, c / 3, 2 * c / 3, c];
     let parts: Vec<xent::Shard> = cuts
         .windows(2)
@@ -588,14 +605,21 @@ fn half_agrees<T: Target, H: xent::HalfFloat + std::fmt::Debug>(
         }
         let (mut l1, mut s1) = (vec![0.0f32; rows], vec![0.0f32; rows]);
         let (mut l2, mut s2) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        let (mut p1, mut p2) = (vec![0; rows], vec![1; rows]);
         let mut a = zw.clone();
-        let outs = xent::RowOutputs::new().losses(&mut l1).lse(&mut s1);
+        let outs = xent::RowOutputs::new()
+            .losses(&mut l1)
+            .lse(&mut s1)
+            .predictions(&mut p1);
         let la = ce.forward_backward_with(&mut a, t, outs).map_err(fail)?;
         let mut b = zh.clone();
-        let outs = xent::RowOutputs::new().losses(&mut l2).lse(&mut s2);
+        let outs = xent::RowOutputs::new()
+            .losses(&mut l2)
+            .lse(&mut s2)
+            .predictions(&mut p2);
         ce.forward_backward_half_with(&mut b, t, outs)
             .map_err(fail)?;
-        if bits(&l1) != bits(&l2) || bits(&s1) != bits(&s2) {
+        if bits(&l1) != bits(&l2) || bits(&s1) != bits(&s2) || p1 != p2 {
             return Err(format!("{what}: per-row outputs differ"));
         }
         // Forward only, per row: the same bits again.
