@@ -8,26 +8,14 @@
 
 //!
 //! The in-place calls start from a fresh copy of their logits each time, made outside the
-//! timing (`fresh.rs`).
+//! timing (`common.rs`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-mod fresh;
-use fresh::fresh;
+mod common;
+use common::{fresh, logits};
 use xent::half::{bf16, f16};
 use xent::{CrossEntropy, RowOutputs, Shard, ShardStats};
-
-fn logits(n: usize) -> Vec<f32> {
-    let mut s = 0x9e37_79b9u32;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
-        })
-        .collect()
-}
 
 fn llm(c: &mut Criterion) {
     for (rows, classes) in [(4096usize, 32_000usize), (1024, 128_256)] {

@@ -3,15 +3,15 @@
 //! the roofline. Throughput counts 8 bytes per logit (one read, one write).
 //!
 //! `forward_backward` overwrites its logits with the gradient, so each timed call starts
-//! from a fresh copy of the same logits, made outside the timing (`fresh.rs`).
+//! from a fresh copy of the same logits, made outside the timing (`common.rs`).
 //!
 //! `cargo bench --bench xent` (all), `cargo bench --bench xent -- 4096x32000` (one shape).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 
-mod fresh;
-use fresh::fresh;
+mod common;
+use common::{fresh, logits};
 use xent::{CrossEntropy, Kernel};
 
 const SHAPES: [(usize, usize); 9] = [
@@ -25,18 +25,6 @@ const SHAPES: [(usize, usize); 9] = [
     (8192, 32_000),
     (1, 300_000),
 ];
-
-fn logits(n: usize) -> Vec<f32> {
-    let mut s = 0x9e37_79b9u32;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
-        })
-        .collect()
-}
 
 fn shapes(c: &mut Criterion) {
     let only_quick = std::env::var("XENT_BENCH_QUICK").is_ok();

@@ -11,39 +11,12 @@
 //! in-place memory pass over the same bytes (4 bytes per logit for f32, 2 for bf16/f16)
 //! or with the plain f32 kernel in the same run.
 
-use rayon::prelude::*;
 use std::hint::black_box;
-use std::time::Instant;
 use xent::half::{bf16, f16};
 use xent::{CrossEntropy, RowOutputs, Shard, ShardStats};
 
-/// Median seconds of `reps` runs of `f` (after one warm-up).
-fn median(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
-}
-
-/// In-place read+write pass over f32.
-fn memory_pass(x: &mut [f32]) {
-    x.par_chunks_mut(1 << 16)
-        .for_each(|c| c.iter_mut().for_each(|v| *v = *v * 0.999 + 1e-6));
-}
-
-/// In-place read+write pass over 16-bit values (the bf16 roofline).
-fn memory_pass16(x: &mut [u16]) {
-    x.par_chunks_mut(1 << 17).for_each(|c| {
-        c.iter_mut()
-            .for_each(|v| *v = v.wrapping_mul(3).wrapping_add(1))
-    });
-}
+mod roofline;
+use roofline::{median, memory_pass, memory_pass16};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");

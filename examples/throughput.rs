@@ -17,45 +17,11 @@
 //! to `ns/logit` the kernel is compute-bound at that shape, not memory-bound. Medians of
 //! several runs; the machine may be shared, so compare the ratios.
 
-use rayon::prelude::*;
 use std::hint::black_box;
-use std::time::Instant;
 use xent::{CrossEntropy, Kernel};
 
-/// Median seconds of `reps` runs of `f`.
-fn median(reps: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up: page faults, caches, thread pool
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
-}
-
-/// The roofline: one read and one write of every element, as the gradient pass does.
-fn memory_pass(x: &mut [f32]) {
-    x.par_chunks_mut(1 << 16)
-        .for_each(|c| c.iter_mut().for_each(|v| *v = *v * 0.999 + 1e-6));
-}
-
-/// Read-only roofline for `forward`.
-fn read_pass(x: &[f32]) -> f32 {
-    x.par_chunks(1 << 16)
-        .map(|c| {
-            let mut acc = [0f32; 16];
-            for v in c.chunks_exact(16) {
-                for i in 0..16 {
-                    acc[i] += v[i];
-                }
-            }
-            acc.iter().sum::<f32>()
-        })
-        .sum()
-}
+mod roofline;
+use roofline::{median, memory_pass, read_pass};
 
 /// What a plain Rust programmer writes: three passes, `f32::exp`, one thread.
 fn naive(z: &mut [f32], targets: &[u32], c: usize) -> f64 {

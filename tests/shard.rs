@@ -2,7 +2,7 @@
 //! unsharded loss and gradient (checked against the reference with the shared tolerance
 //! model), for 1 to 8 shards of uneven (even empty) widths.
 
-use crate::check::{check_grad, check_loss};
+use crate::check::{check_grad, check_loss, sharded};
 use crate::common::*;
 use proptest::prelude::*;
 use xent::{CrossEntropy, Error, Kernel, Shard, ShardStats};
@@ -15,47 +15,6 @@ fn shards(c: usize, cuts: &[u16]) -> Vec<Shard> {
     at.windows(2)
         .map(|w| Shard::new(w[0], w[1] - w[0]))
         .collect()
-}
-
-/// Runs the sharded protocol: stats per shard, merge in `order`, loss and gradient.
-fn sharded(
-    ce: &CrossEntropy,
-    z: &[f32],
-    t: &[i64],
-    parts: &[Shard],
-    order: &[usize],
-) -> Result<(xent::Loss, Vec<f32>), Error> {
-    let c = ce.get_classes();
-    let rows = t.len();
-    let slice = |s: Shard| -> Vec<f32> {
-        (0..rows)
-            .flat_map(|r| z[r * c + s.offset..r * c + s.offset + s.width].to_vec())
-            .collect()
-    };
-    let mut per_shard = Vec::new();
-    for &s in parts {
-        let mut out = vec![ShardStats::EMPTY; rows];
-        ce.shard_stats(&slice(s), s, t, &mut out)?;
-        per_shard.push(out);
-    }
-    let merged = (0..rows)
-        .map(|r| {
-            order.iter().try_fold(ShardStats::EMPTY, |acc, &i| {
-                acc.merge(per_shard[i % parts.len()][r])
-            })
-        })
-        .collect::<Result<Vec<ShardStats>, Error>>()?;
-    let loss = ce.shard_loss(&merged, t)?;
-    let mut grad = vec![f32::NAN; z.len()];
-    for &s in parts {
-        let mut g = slice(s);
-        ce.shard_backward(&mut g, s, t, &merged)?;
-        for r in 0..rows {
-            grad[r * c + s.offset..r * c + s.offset + s.width]
-                .copy_from_slice(&g[r * s.width..(r + 1) * s.width]);
-        }
-    }
-    Ok((loss, grad))
 }
 
 proptest! {

@@ -510,29 +510,49 @@ pub fn sharded_in_three<T: Target>(
     z: &[f32],
     t: &[T],
 ) -> Result<(xent::Loss, Vec<f32>), xent::Error> {
-    let (c, rows) = (ce.get_classes(), t.len());
+    let c = ce.get_classes();
     let cuts = [0, c / 3, 2 * c / 3, c];
     let parts: Vec<xent::Shard> = cuts
         .windows(2)
         .map(|w| xent::Shard::new(w[0], w[1] - w[0]))
         .collect();
+    sharded(ce, z, t, &parts, &[2, 0, 1])
+}
+
+/// The sharded protocol on `parts`: statistics per shard, each row's merged in `order`
+/// (indices into `parts`, taken modulo its length; the first one starts the fold), then
+/// the loss and every shard's gradient, put back together.
+pub fn sharded<T: Target>(
+    ce: &CrossEntropy,
+    z: &[f32],
+    t: &[T],
+    parts: &[xent::Shard],
+    order: &[usize],
+) -> Result<(xent::Loss, Vec<f32>), xent::Error> {
+    let (c, rows) = (ce.get_classes(), t.len());
     let slice = |s: xent::Shard| -> Vec<f32> {
         (0..rows)
             .flat_map(|r| z[r * c + s.offset..r * c + s.offset + s.width].to_vec())
             .collect()
     };
     let mut stats = Vec::new();
-    for &s in &parts {
+    for &s in parts {
         let mut out = vec![xent::ShardStats::EMPTY; rows];
         ce.shard_stats(&slice(s), s, t, &mut out)?;
         stats.push(out);
     }
+    let n = parts.len();
     let merged = (0..rows)
-        .map(|r| stats[2][r].merge(stats[0][r])?.merge(stats[1][r]))
+        .map(|r| {
+            let first = stats[order[0] % n][r];
+            order[1..]
+                .iter()
+                .try_fold(first, |acc, &i| acc.merge(stats[i % n][r]))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let loss = ce.shard_loss(&merged, t)?;
     let mut grad = vec![f32::NAN; z.len()];
-    for &s in &parts {
+    for &s in parts {
         let mut g = slice(s);
         ce.shard_backward(&mut g, s, t, &merged)?;
         for r in 0..rows {

@@ -1,6 +1,7 @@
-//! Timing an in-place call on fresh input: the calls overwrite their logits with the
-//! gradient, and fed back as the next call's logits the gradient (tiny values, nearly
-//! uniform rows) would be a different input from the one named.
+//! What the benchmarks share: their logits, and timing an in-place call on fresh input
+//! (the calls overwrite their logits with the gradient, and fed back as the next call's
+//! logits the gradient, tiny values in nearly uniform rows, would be a different input
+//! from the one named).
 
 use criterion::Bencher;
 use std::hint::black_box;
@@ -25,4 +26,17 @@ pub fn fresh<W, R>(
         }
         total
     })
+}
+
+/// `n` logits uniform in `[-4, 4)` from a fixed xorshift seed.
+pub fn logits(n: usize) -> Vec<f32> {
+    let mut s = 0x9e37_79b9u32;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
+        })
+        .collect()
 }
