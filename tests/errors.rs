@@ -411,6 +411,25 @@ fn per_row_buffers_and_backward_inputs() {
     let outs = xent::RowOutputs::new().losses(&mut short);
     assert!(ce.forward_backward_with(&mut zz, &t, outs).is_err());
     assert_eq!(bits(&zz), bits(&z));
+    // Predictions of the wrong length, the other buffers right: nothing written.
+    let mut long = [7usize; 3];
+    let outs = xent::RowOutputs::new()
+        .losses(&mut ok)
+        .predictions(&mut long);
+    let e = ce.forward_backward_with(&mut zz, &t, outs).unwrap_err();
+    assert_eq!(
+        e,
+        Error::OutputLength {
+            len: 3,
+            expected: 2
+        }
+    );
+    assert_eq!((long, bits(&zz)), ([7; 3], bits(&z)));
+    assert!(ok.iter().all(|v| v.is_nan()));
+    let mut h = z.map(xent::half::f16::from_f32);
+    let outs = xent::RowOutputs::new().predictions(&mut long);
+    assert!(ce.forward_backward_half_with(&mut h, &t, outs).is_err());
+    assert_eq!((long, h), ([7; 3], z.map(xent::half::f16::from_f32)));
     // Backward: lse and upstream need one value per row.
     for (lse, up, what) in [
         (&[0.0f32][..], &[1.0f32, 1.0][..], "lse"),
@@ -448,4 +467,44 @@ fn per_row_buffers_and_backward_inputs() {
         .unwrap_err();
     assert!(matches!(e, Error::TargetOutOfRange { row: 1, .. }));
     assert_eq!(bits(&zz), bits(&z));
+}
+
+/// A configuration reused for another class count keeps its options, and its class
+/// weights must then match the new count; the count and the threads read back as set.
+#[test]
+fn reconfigured_class_counts_and_threads() {
+    let base = CrossEntropy::new(3)
+        .class_weights(vec![1.0, 2.0, 3.0])
+        .label_smoothing(0.1)
+        .threads(1);
+    let z = [0.5f32, -0.5, 1.0, 2.0];
+    let mut zz = z;
+    let e = base
+        .clone()
+        .classes(2)
+        .forward_backward(&mut zz, &[0u8, 1])
+        .unwrap_err();
+    assert_eq!(e, Error::WeightsLength { len: 3, classes: 2 });
+    assert_eq!(bits(&zz), bits(&z));
+    assert_eq!(
+        base.clone().classes(0).forward(&[], &[0u8; 0]).unwrap_err(),
+        Error::ZeroClasses
+    );
+    let two = base.clone().classes(2).class_weights(vec![1.0, 2.0]);
+    assert_eq!(
+        (
+            two.get_classes(),
+            two.get_label_smoothing(),
+            two.get_threads()
+        ),
+        (2, 0.1, 1)
+    );
+    let fresh = CrossEntropy::new(2)
+        .class_weights(vec![1.0, 2.0])
+        .label_smoothing(0.1);
+    assert_eq!(
+        two.forward(&z, &[0u8, 1]).unwrap(),
+        fresh.forward(&z, &[0u8, 1]).unwrap()
+    );
+    assert_eq!(CrossEntropy::new(4).get_threads(), 0);
 }

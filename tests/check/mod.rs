@@ -902,6 +902,10 @@ pub fn bad_input(data: &[u8]) {
     if opts & 64 != 0 {
         ce = ce.softcap(b.f32_bits());
     }
+    if opts & 128 != 0 {
+        // The calling thread, or a pool of two of this configuration's own.
+        ce = ce.threads(usize::from(b.u8() % 3));
+    }
     let z: Vec<f32> = (0..len).map(|_| b.f32_bits()).collect();
     let nt = usize::from(b.u8()) % 12;
     let raw: Vec<u64> = (0..nt).map(|_| b.u64() % 24).collect();
@@ -966,10 +970,15 @@ fn api_calls<T: Target>(ce: &CrossEntropy, z: &[f32], t: &[T], glen: usize) {
         keep(&b2, &l2, "forward_with lse");
     }
     let mut buf = z.to_vec();
-    let outs = xent::RowOutputs::new().lse(&mut l2);
+    let mut p = vec![usize::MAX - 1; (glen / 3) % 8];
+    let outs = xent::RowOutputs::new().lse(&mut l2).predictions(&mut p);
     if ce.forward_backward_with(&mut buf, t, outs).is_err() {
         keep(&zb, &buf, "forward_backward_with");
         keep(&b2, &l2, "forward_backward_with lse");
+        assert!(
+            p.iter().all(|&v| v == usize::MAX - 1),
+            "forward_backward_with predictions: buffer changed by a failed call ({ce:?})"
+        );
     }
     let (lse, up) = (vec![0.5f32; rows], vec![1.0f32; (glen / 8) % 8]);
     let mut buf = z.to_vec();
