@@ -122,6 +122,25 @@ pub enum Error {
     },
     /// The requested kernel cannot run on this CPU (see [`Kernel::available`]).
     KernelUnavailable(Kernel),
+    /// A fused linear head was given a hidden size of zero.
+    ZeroDim,
+    /// The hidden states of a fused linear head are not a whole number of rows of `dim`
+    /// values.
+    HiddenShape {
+        /// Length of the hidden states.
+        len: usize,
+        /// Hidden size per row.
+        dim: usize,
+    },
+    /// A weight, bias or gradient buffer of a fused linear head has the wrong length.
+    LinearLength {
+        /// Which buffer (`"weight"`, `"bias"`, `"d_hidden"`, `"d_weight"`, `"d_bias"`).
+        what: &'static str,
+        /// Length given.
+        len: usize,
+        /// Length required (`vocabulary x dim`, `vocabulary`, or that of `hidden`).
+        expected: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -219,6 +238,16 @@ impl fmt::Display for Error {
                 "kernel {k:?} cannot run on this CPU; available: {:?}",
                 Kernel::available()
             ),
+            Error::ZeroDim => write!(f, "the hidden size must be at least 1, got 0"),
+            Error::HiddenShape { len, dim } => write!(
+                f,
+                "hidden states of length {len} are not a whole number of rows of {dim} values"
+            ),
+            Error::LinearLength {
+                what,
+                len,
+                expected,
+            } => write!(f, "{what} has length {len}, expected {expected}"),
         }
     }
 }

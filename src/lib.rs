@@ -43,6 +43,11 @@
 //!   that the gradient overwrites); [`CrossEntropy::backward`] forms the gradient for
 //!   per-row upstream gradients from a saved log-sum-exp in one pass.
 //! * Half precision and vocabulary shards: the next two sections.
+//! * [`LinearCrossEntropy`] (cargo feature `linear`, on by default) fuses the output
+//!   layer: loss and the gradients of the hidden states, weight and bias from
+//!   `hidden`, `weight`, `bias` and the targets, in row chunks whose logits fit a memory
+//!   budget, so the `N x V` logits never exist (its module docs: the passes and the
+//!   memory).
 //!
 //! ## Half precision (bf16, f16)
 //!
@@ -180,6 +185,8 @@ mod arch;
 mod error;
 pub mod exp;
 mod kernel;
+#[cfg(feature = "linear")]
+mod linear;
 mod loss;
 mod ops;
 mod options;
@@ -195,6 +202,8 @@ mod threads;
 pub use error::Error;
 pub use half;
 pub use kernel::Kernel;
+#[cfg(feature = "linear")]
+pub use linear::{DEFAULT_MEMORY_BUDGET, LinearCrossEntropy, LinearFloat, LinearGrads};
 pub use loss::Loss;
 pub use ops::half::HalfFloat;
 pub use ops::shard::Shard;

@@ -338,3 +338,82 @@ fn rows_ok(len: usize, classes: usize) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// The reference result of a fused linear + cross-entropy call
+/// ([`linear_cross_entropy`]).
+#[cfg(feature = "linear")]
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearReference {
+    /// The cross-entropy reference on the logits (its `grad` is `dLoss/dZ`).
+    pub ce: Reference,
+    /// The logits `Z = H W^T + b`, summed in f64 and rounded to f32 (what the
+    /// cross-entropy sees).
+    pub logits: Vec<f32>,
+    /// `dLoss/dH = G W`, row-major like the hidden states.
+    pub d_hidden: Vec<f64>,
+    /// `dLoss/dW = G^T H`, row-major like the weight.
+    pub d_weight: Vec<f64>,
+    /// `dLoss/db`: `G` summed over rows.
+    pub d_bias: Vec<f64>,
+}
+
+/// The fused linear head of [`crate::LinearCrossEntropy`] spelled out: the logits
+/// `Z = H W^T + b` in f64 (rounded to f32, as the fused path's GEMM output is f32), then
+/// [`cross_entropy`] on them, then the gradients in f64. Plain loops: for small shapes.
+///
+/// # Errors
+/// Exactly the errors [`crate::LinearCrossEntropy::forward`] returns for the same input.
+///
+/// ```
+/// use xent::{CrossEntropy, LinearCrossEntropy};
+/// let head = LinearCrossEntropy::new(CrossEntropy::new(2), 1);
+/// let r = xent::reference::linear_cross_entropy(&head, &[1.0], &[0.0, 0.0], None, &[1u8])?;
+/// assert_eq!(r.d_weight, vec![0.5, -0.5]);
+/// assert_eq!(r.d_hidden, vec![0.0]); // weights 0: no gradient reaches h
+/// # Ok::<(), xent::Error>(())
+/// ```
+#[cfg(feature = "linear")]
+pub fn linear_cross_entropy<T: Target>(
+    head: &crate::LinearCrossEntropy,
+    hidden: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    targets: &[T],
+) -> Result<LinearReference, Error> {
+    head.check_inputs(hidden.len(), weight.len(), bias.map(<[f32]>::len), targets)?;
+    let (d, v) = (head.get_dim(), head.get_cross_entropy().get_classes());
+    let n = targets.len();
+    let mut logits = vec![0f32; n * v];
+    for i in 0..n {
+        for j in 0..v {
+            let dot: f64 = (0..d)
+                .map(|k| f64::from(hidden[i * d + k]) * f64::from(weight[j * d + k]))
+                .sum();
+            logits[i * v + j] = (dot + bias.map_or(0.0, |b| f64::from(b[j]))) as f32;
+        }
+    }
+    let ce = cross_entropy(head.get_cross_entropy(), &logits, targets)?;
+    let g = |i: usize, j: usize| ce.grad[i * v + j];
+    let d_hidden = (0..n * d)
+        .map(|ik| {
+            (0..v)
+                .map(|j| g(ik / d, j) * f64::from(weight[j * d + ik % d]))
+                .sum()
+        })
+        .collect();
+    let d_weight = (0..v * d)
+        .map(|jk| {
+            (0..n)
+                .map(|i| g(i, jk / d) * f64::from(hidden[i * d + jk % d]))
+                .sum()
+        })
+        .collect();
+    let d_bias = (0..v).map(|j| (0..n).map(|i| g(i, j)).sum()).collect();
+    Ok(LinearReference {
+        ce,
+        logits,
+        d_hidden,
+        d_weight,
+        d_bias,
+    })
+}

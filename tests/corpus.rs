@@ -37,3 +37,8 @@ fn bad_input_regressions() {
 fn exp_regressions() {
     replay("exp", crate::check::exp);
 }
+
+#[test]
+fn linear_regressions() {
+    replay("linear", crate::check::linear::linear);
+}

@@ -20,6 +20,7 @@ mod exp;
 mod golden;
 mod half;
 mod kernels;
+mod linear;
 mod oracle;
 mod shard;
 mod softmax;

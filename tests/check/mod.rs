@@ -49,6 +49,8 @@
 
 use xent::{CrossEntropy, Kernel, Reduction, Target};
 
+pub mod linear;
+
 pub const U: f64 = f32::EPSILON as f64;
 
 /// Relative error bound of a row's sum of exps (see the module docs).

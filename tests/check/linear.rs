@@ -1,0 +1,381 @@
+//! Checks of the fused linear head ([`xent::LinearCrossEntropy`]), shared by the tests and
+//! the `linear` fuzz target.
+//!
+//! # Tolerance
+//!
+//! The fused path's logits come from an f32 GEMM, the reference's from f64 sums rounded to
+//! f32: they differ by at most `tz = d u max_ij sum_k |h_ik w_jk|` (a recursive f32 sum of
+//! `d` products, `u = 2^-23`). A logit error `e` moves a softmax entry by at most
+//! `2 e p_j` and the gradient's chain factor under capping by `2 e`, so each gradient
+//! entry moves by at most `8 tz (|g_ij| + gmax_i)` (`gmax_i` the largest entry of the
+//! row's gradient, which bounds `scale * a * p_j`), to which the cross-entropy kernel's
+//! own error (a few `u` relative, `2^-16` of the same bound covers the rows of the sizes
+//! used here) and the f32 GEMMs' sums (`(V + N) u` relative on the absolute sums) add. So
+//! `dH_ik` is compared within `(2^-16 + 8 tz + (V + N) u) sum_j (|g_ij| + gmax_i) |w_jk|`,
+//! and likewise `dW` and `db`. The loss moves by at most `2 tz` per unit of row weight
+//! (the row loss is 1-Lipschitz in the max norm for each unit of `c + k W`, and the
+//! z-loss adds `2 zc |lse|` per unit), and carries the kernel's `2^-16` relative.
+
+use super::{Bytes, U};
+use xent::half::{bf16, f16};
+use xent::reference::{LinearReference, linear_cross_entropy};
+use xent::{CrossEntropy, Kernel, LinearCrossEntropy, LinearGrads, Reduction, RowOutputs, Target};
+
+/// A fused call's outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fused {
+    pub value: f32,
+    pub z_loss: f32,
+    pub rows: usize,
+    pub correct: usize,
+    pub losses: Vec<f32>,
+    pub lse: Vec<f32>,
+    pub predictions: Vec<usize>,
+    pub d_hidden: Vec<f32>,
+    pub d_weight: Vec<f32>,
+    pub d_bias: Vec<f32>,
+}
+
+impl Fused {
+    /// Every output's bits, for comparisons across thread counts.
+    pub fn bits(&self) -> Vec<u64> {
+        let f = |v: &[f32]| v.iter().map(|x| u64::from(x.to_bits())).collect::<Vec<_>>();
+        let mut b = vec![
+            u64::from(self.value.to_bits()),
+            u64::from(self.z_loss.to_bits()),
+        ];
+        b.extend([self.rows as u64, self.correct as u64]);
+        for v in [
+            &self.losses,
+            &self.lse,
+            &self.d_hidden,
+            &self.d_weight,
+            &self.d_bias,
+        ] {
+            b.extend(f(v));
+        }
+        b.extend(self.predictions.iter().map(|&p| p as u64));
+        b
+    }
+}
+
+/// `forward_backward_with` on f32 buffers with every per-row output and a bias gradient.
+pub fn fused<T: Target>(
+    head: &LinearCrossEntropy,
+    h: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    t: &[T],
+) -> Result<Fused, xent::Error> {
+    let (n, v) = (t.len(), head.get_cross_entropy().get_classes());
+    let mut out = Fused {
+        value: 0.0,
+        z_loss: 0.0,
+        rows: 0,
+        correct: 0,
+        losses: vec![0.0; n],
+        lse: vec![0.0; n],
+        predictions: vec![0; n],
+        d_hidden: vec![0.0; h.len()],
+        d_weight: vec![0.0; w.len()],
+        d_bias: vec![0.0; v],
+    };
+    let rows = RowOutputs::new()
+        .losses(&mut out.losses)
+        .lse(&mut out.lse)
+        .predictions(&mut out.predictions);
+    let grads = LinearGrads::new(&mut out.d_hidden, &mut out.d_weight).bias(&mut out.d_bias);
+    let loss = head.forward_backward_with(h, w, b, t, grads, rows)?;
+    (out.value, out.z_loss, out.rows, out.correct) =
+        (loss.value, loss.z_loss, loss.rows, loss.correct);
+    Ok(out)
+}
+
+fn close(got: f64, want: f64, tol: f64) -> bool {
+    got == want || (got.is_nan() && want.is_nan()) || (got - want).abs() <= tol
+}
+
+/// The fused head against the reference (within the module's tolerance), its forward
+/// against its forward-backward, 1 against 2 threads (bit for bit), and the bf16 and f16
+/// paths against the f32 path on the same (exactly representable) values.
+pub fn check_linear<T: Target>(
+    head: &LinearCrossEntropy,
+    h: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    t: &[T],
+) -> Result<(), String> {
+    let r = linear_cross_entropy(head, h, w, b, t);
+    let got = fused(head, h, w, b, t);
+    let (r, got) = match (r, got) {
+        (Err(a), Err(b)) if a == b => return Ok(()),
+        (Ok(r), Ok(g)) => (r, g),
+        (r, g) => return Err(format!("reference {:?} vs fused {:?}", r.err(), g.err())),
+    };
+    compare(head, h, w, &r, &got)?;
+    let fwd = head.forward(h, w, b, t).map_err(|e| e.to_string())?;
+    let tol = 1e-5 * (1.0 + f64::from(got.value).abs());
+    if !close(f64::from(fwd.value), f64::from(got.value), tol) || fwd.rows != got.rows {
+        return Err(format!("forward {fwd:?} vs forward_backward {}", got.value));
+    }
+    let threads = |n: usize| {
+        let ce = head.get_cross_entropy().clone().threads(n);
+        let one =
+            LinearCrossEntropy::new(ce, head.get_dim()).memory_budget(head.get_memory_budget());
+        fused(&one, h, w, b, t).map(|f| f.bits())
+    };
+    if threads(1) != threads(2) {
+        return Err("1 and 2 threads differ".into());
+    }
+    check_half::<bf16>(head, h, w, b, t)?;
+    check_half::<f16>(head, h, w, b, t)
+}
+
+/// The 16-bit path on values rounded to `H` equals the f32 path on the same values, each
+/// output rounded once.
+fn check_half<H: xent::LinearFloat + Into<f32> + From<Narrow>>(
+    head: &LinearCrossEntropy,
+    h: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    t: &[impl Target],
+) -> Result<(), String> {
+    let round = |v: &[f32]| v.iter().map(|&x| H::from(Narrow(x))).collect::<Vec<H>>();
+    let wide = |v: &[H]| v.iter().map(|&x| x.into()).collect::<Vec<f32>>();
+    let (h16, w16, b16) = (round(h), round(w), b.map(round));
+    let (hw, ww, bw) = (wide(&h16), wide(&w16), b16.as_deref().map(wide));
+    // Without per-row outputs, as the 16-bit call below (they may change the path).
+    let mut want = fused(head, &hw, &ww, bw.as_deref(), t).map_err(|e| e.to_string())?;
+    let g = LinearGrads::new(&mut want.d_hidden, &mut want.d_weight).bias(&mut want.d_bias);
+    want.value = head
+        .forward_backward(&hw, &ww, bw.as_deref(), t, g)
+        .map_err(|e| e.to_string())?
+        .value;
+    let mut dh = vec![H::from(Narrow(0.0)); h.len()];
+    let mut dw = vec![H::from(Narrow(0.0)); w.len()];
+    let mut db = vec![H::from(Narrow(0.0)); want.d_bias.len()];
+    let grads = LinearGrads::new(&mut dh, &mut dw).bias(&mut db);
+    let loss = head
+        .forward_backward(&h16, &w16, b16.as_deref(), t, grads)
+        .map_err(|e| e.to_string())?;
+    // AVX-512 BF16's conversion flushes subnormal results to zero (crate docs).
+    let same = |a: &[H], f: &[f32]| {
+        a.iter().zip(f).all(|(&x, &y)| {
+            let (x, r): (f32, f32) = (x.into(), H::from(Narrow(y)).into());
+            x.to_bits() == r.to_bits()
+                || (x.is_nan() && r.is_nan())
+                || (x == 0.0 && r.is_subnormal())
+        })
+    };
+    if loss.value.to_bits() != want.value.to_bits()
+        || !same(&dh, &want.d_hidden)
+        || !same(&dw, &want.d_weight)
+        || !same(&db, &want.d_bias)
+    {
+        let which = [
+            loss.value.to_bits() != want.value.to_bits(),
+            !same(&dh, &want.d_hidden),
+            !same(&dw, &want.d_weight),
+            !same(&db, &want.d_bias),
+        ];
+        return Err(format!(
+            "{} path differs from the f32 path rounded (loss, dh, dw, db: {which:?}; loss {} vs {})",
+            core::any::type_name::<H>(),
+            loss.value,
+            want.value
+        ));
+    }
+    Ok(())
+}
+
+/// An f32 to be rounded to a 16-bit type.
+pub struct Narrow(pub f32);
+impl From<Narrow> for bf16 {
+    fn from(x: Narrow) -> bf16 {
+        bf16::from_f32(x.0)
+    }
+}
+impl From<Narrow> for f16 {
+    fn from(x: Narrow) -> f16 {
+        f16::from_f32(x.0)
+    }
+}
+
+/// Outputs against the reference, within the module's tolerance.
+fn compare(
+    head: &LinearCrossEntropy,
+    h: &[f32],
+    w: &[f32],
+    r: &LinearReference,
+    got: &Fused,
+) -> Result<(), String> {
+    let (d, v, n) = (
+        head.get_dim(),
+        head.get_cross_entropy().get_classes(),
+        got.losses.len(),
+    );
+    let hw = |i: usize, j: usize| {
+        (0..d)
+            .map(|k| f64::from(h[i * d + k]).abs() * f64::from(w[j * d + k]).abs())
+            .sum::<f64>()
+    };
+    let tz = (0..n)
+        .flat_map(|i| (0..v).map(move |j| (i, j)))
+        .map(|(i, j)| hw(i, j))
+        .fold(0.0, f64::max)
+        * d as f64
+        * U;
+    let g = |i: usize, j: usize| r.ce.grad[i * v + j].abs();
+    let gmax: Vec<f64> = (0..n)
+        .map(|i| (0..v).map(|j| g(i, j)).fold(0.0, f64::max))
+        .collect();
+    let ce = head.get_cross_entropy();
+    let unit = ce
+        .get_class_weights()
+        .map_or(1.0, |w| w.iter().fold(1f64, |a, &x| a.max(f64::from(x))))
+        * (1.0 + v as f64 * f64::from(ce.get_label_smoothing()));
+    let zl = |lse: f64| 2.0 * f64::from(ce.get_z_loss()) * (lse.abs() + 1.0);
+    let scale = match ce.get_reduction() {
+        Reduction::Mean if r.ce.weight > 0.0 => 1.0 / r.ce.weight,
+        Reduction::Mean => 0.0,
+        _ => 1.0,
+    };
+    // `scale a_i`, the row's gradient coefficient: it bounds `scale a p_j`, which the
+    // logit error moves even where `g_ij` is near 0 (a target whose probability is near 1).
+    let a: Vec<f64> = (0..n)
+        .map(|i| {
+            if r.ce.predictions[i] == usize::MAX {
+                0.0
+            } else {
+                scale * (unit + zl(r.ce.lse[i]))
+            }
+        })
+        .collect();
+    let bound = |i: usize, j: usize| g(i, j) + gmax[i] + a[i];
+    let rel = 2f64.powi(-16) + 8.0 * tz + (v + n) as f64 * U;
+    let err = |what: &str, idx: usize, got: f32, want: f64, tol: f64| {
+        if close(f64::from(got), want, tol + 1e-30) {
+            Ok(())
+        } else {
+            Err(format!("{what}[{idx}] {got} vs {want} (tol {tol:e})"))
+        }
+    };
+    for ik in 0..n * d {
+        let (i, k) = (ik / d, ik % d);
+        let s: f64 = (0..v)
+            .map(|j| bound(i, j) * f64::from(w[j * d + k]).abs())
+            .sum();
+        err("d_hidden", ik, got.d_hidden[ik], r.d_hidden[ik], rel * s)?;
+    }
+    for jk in 0..v * d {
+        let (j, k) = (jk / d, jk % d);
+        let s: f64 = (0..n)
+            .map(|i| bound(i, j) * f64::from(h[i * d + k]).abs())
+            .sum();
+        err("d_weight", jk, got.d_weight[jk], r.d_weight[jk], rel * s)?;
+    }
+    for j in 0..v {
+        let s: f64 = (0..n).map(|i| bound(i, j)).sum();
+        err("d_bias", j, got.d_bias[j], r.d_bias[j], rel * s)?;
+    }
+    let row_tol = |i: usize| {
+        (2.0 * tz * (unit + zl(r.ce.lse[i]))) + 2f64.powi(-16) * (1.0 + r.ce.row_losses[i].abs())
+    };
+    let total: f64 = (0..n).map(row_tol).sum::<f64>() * scale + 2f64.powi(-16) * r.ce.value.abs();
+    err("loss", 0, got.value, r.ce.value, total)?;
+    if got.rows != r.ce.rows {
+        return Err(format!("rows {} vs {}", got.rows, r.ce.rows));
+    }
+    for i in 0..n {
+        err("row loss", i, got.losses[i], r.ce.row_losses[i], row_tol(i))?;
+        err(
+            "lse",
+            i,
+            got.lse[i],
+            r.ce.lse[i],
+            2.0 * tz + 2f64.powi(-16) * (1.0 + r.ce.lse[i].abs()),
+        )?;
+        let (p, q) = (got.predictions[i], r.ce.predictions[i]);
+        // A near tie may break either way between the two logits' roundings.
+        let z = |j: usize| f64::from(r.logits[i * v + j]);
+        if p != q && !(p < v && q < v && (z(p) - z(q)).abs() <= 4.0 * tz) {
+            return Err(format!("prediction of row {i}: {p} vs {q}"));
+        }
+    }
+    Ok(())
+}
+
+/// Fuzz target `linear`: shape, values, targets, options, memory budget and kernel from
+/// bytes, through [`check_linear`]; lengths are sometimes wrong, which must give the
+/// reference's error.
+pub fn linear(data: &[u8]) {
+    let mut b = Bytes(data);
+    let (v, d) = (1 + usize::from(b.u8() % 40), 1 + usize::from(b.u8() % 12));
+    let n = usize::from(b.u8() % 9);
+    let opts = b.u8();
+    let mut ce = CrossEntropy::new(v);
+    ce = match opts % 3 {
+        0 => ce,
+        1 => ce.reduction(Reduction::Sum),
+        _ => ce.reduction(Reduction::None),
+    };
+    if opts & 4 != 0 {
+        ce = ce.ignore_index(-100);
+    }
+    if opts & 8 != 0 {
+        ce = ce.label_smoothing(f32::from(b.u8()) / 255.0);
+    }
+    if opts & 16 != 0 {
+        ce = ce.z_loss(f32::from(b.u8()) / 2550.0);
+    }
+    if opts & 32 != 0 {
+        ce = ce.softcap(1.0 + f32::from(b.u8()) / 8.0);
+    }
+    if opts & 64 != 0 {
+        ce = ce.class_weights(
+            (0..v)
+                .map(|_| f32::from(b.u8() % 8) / 4.0)
+                .collect::<Vec<_>>(),
+        );
+    }
+    let kernels = Kernel::available();
+    ce = ce.kernel(kernels[usize::from(b.u8()) % kernels.len()]);
+    let budget = 4 * v * (1 + usize::from(b.u8() % 4));
+    let head = LinearCrossEntropy::new(ce, d).memory_budget(budget);
+    let val = |b: &mut Bytes| f32::from(b.u8() as i8) / 32.0;
+    let h: Vec<f32> = (0..n * d).map(|_| val(&mut b)).collect();
+    let w: Vec<f32> = (0..v * d).map(|_| val(&mut b)).collect();
+    let bias: Option<Vec<f32>> = (opts & 128 != 0).then(|| {
+        (0..v)
+            .map(|j| {
+                if j > 0 && b.u8() % 5 == 0 {
+                    f32::NEG_INFINITY
+                } else {
+                    val(&mut b)
+                }
+            })
+            .collect()
+    });
+    let t: Vec<i64> = (0..n)
+        .map(|_| match b.u8() {
+            255 => -100,
+            254 => v as i64, // out of range
+            x => i64::from(x) % v as i64,
+        })
+        .collect();
+    // A wrong length now and then: the same error as the reference, nothing written.
+    let cut = b.u8();
+    let h = if cut == 1 {
+        &h[..h.len().saturating_sub(1)]
+    } else {
+        &h[..]
+    };
+    let w = if cut == 2 {
+        &w[..w.len().saturating_sub(1)]
+    } else {
+        &w[..]
+    };
+    if let Err(e) = check_linear(&head, h, w, bias.as_deref(), &t) {
+        panic!("{e}\nhead {head:?}\nh {h:?}\nw {w:?}\nbias {bias:?}\nt {t:?}");
+    }
+}
