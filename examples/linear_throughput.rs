@@ -1,0 +1,114 @@
+//! `cargo run --release --example linear_throughput [-- N V D]`: the fused linear +
+//! cross-entropy head against its floor and the unfused path, as ratios from one run.
+//!
+//! For each thread count (1 and 2), medians of 3 runs of:
+//! * `gemm floor`: the three GEMMs of the shape alone (`Z = H W^T`, `dH = G W`,
+//!   `dW = G^T H`, full size, `6 N V d` flops) on the same GEMM (faer);
+//! * `unfused`: those three GEMMs with xent's `forward_backward` on the full `N x V`
+//!   logits between them;
+//! * `fused`: `LinearCrossEntropy::forward_backward` (default 64 MiB budget).
+//!
+//! The memory column is the f32 logits buffer each holds (`N x V`, or one chunk).
+
+use faer::{Accum, MatMut, MatRef, Par};
+use std::time::Instant;
+use xent::{CrossEntropy, LinearCrossEntropy, LinearGrads};
+
+fn median(mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..3)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[1]
+}
+
+fn mm(dst: MatMut<'_, f32>, lhs: MatRef<'_, f32>, rhs: MatRef<'_, f32>, threads: usize) {
+    let par = if threads == 1 {
+        Par::Seq
+    } else {
+        Par::rayon(threads)
+    };
+    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
+}
+
+fn main() {
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let (n, v, d) = match a[..] {
+        [n, v, d] => (n, v, d),
+        _ => (2048, 32000, 512),
+    };
+    let fill = |len: usize, seed: u64| {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (h, w) = (fill(n * d, 1), fill(v * d, 2));
+    let t: Vec<u32> = (0..n as u32).map(|i| i * 7919 % v as u32).collect();
+    let flops = 6.0 * (n * v * d) as f64;
+    println!("N {n} V {v} d {d}: 6NVd = {:.1} GFLOP", flops / 1e9);
+    println!("threads  variant     time (s)  GFLOP/s  vs floor  logits held");
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (mut z, mut dh, mut dw) = (vec![0f32; n * v], vec![0f32; n * d], vec![0f32; v * d]);
+        let hm = MatRef::from_row_major_slice(&h, n, d);
+        let wm = MatRef::from_row_major_slice(&w, v, d);
+        let gemms = |z: &mut [f32], dh: &mut [f32], dw: &mut [f32], ce: Option<&CrossEntropy>| {
+            mm(
+                MatMut::from_row_major_slice_mut(z, n, v),
+                hm,
+                wm.transpose(),
+                threads,
+            );
+            if let Some(ce) = ce {
+                ce.forward_backward(z, &t).unwrap();
+            }
+            let zm = MatRef::from_row_major_slice(z, n, v);
+            mm(MatMut::from_row_major_slice_mut(dh, n, d), zm, wm, threads);
+            mm(
+                MatMut::from_row_major_slice_mut(dw, v, d),
+                zm.transpose(),
+                hm,
+                threads,
+            );
+        };
+        let floor = pool.install(|| median(|| gemms(&mut z, &mut dh, &mut dw, None)));
+        let ce = CrossEntropy::new(v);
+        let unfused = pool.install(|| median(|| gemms(&mut z, &mut dh, &mut dw, Some(&ce))));
+        let head = LinearCrossEntropy::new(ce.clone(), d);
+        let fused = pool.install(|| {
+            median(|| {
+                let g = LinearGrads::new(&mut dh, &mut dw);
+                head.forward_backward(&h, &w, None, &t, g).unwrap();
+            })
+        });
+        let mib = |rows: usize| (rows * v * 4) as f64 / (1u64 << 20) as f64;
+        for (name, secs, rows) in [
+            ("gemm floor", floor, n),
+            ("unfused", unfused, n),
+            ("fused", fused, head.chunk_rows(n)),
+        ] {
+            println!(
+                "{threads:7}  {name:10}  {secs:8.3}  {:7.1}  {:7.1}%  {:8.1} MiB",
+                flops / secs / 1e9,
+                100.0 * floor / secs,
+                mib(rows)
+            );
+        }
+    }
+}
