@@ -8,7 +8,11 @@
 //!   logits between them;
 //! * `fused`: `LinearCrossEntropy::forward_backward` (default 64 MiB budget).
 //!
-//! The memory column is the f32 logits buffer each holds (`N x V`, or one chunk).
+//! Then the peak memory of each variant, each run alone in a child process (this program
+//! with `--peak VARIANT`): the process's peak resident memory (VmHWM) after one call,
+//! less its peak once the inputs and gradients are allocated and written, so the extra
+//! memory the call itself takes (the unfused path's `N x V` logits; the fused head's
+//! chunk). `--peak VARIANT` alone prints that for one variant.
 
 use faer::{Accum, MatMut, MatRef, Par};
 use std::time::Instant;
@@ -35,31 +39,80 @@ fn mm(dst: MatMut<'_, f32>, lhs: MatRef<'_, f32>, rhs: MatRef<'_, f32>, threads:
     faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
 }
 
+/// The process's peak resident memory in bytes (Linux), 0 if unknown.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok());
+    kb.unwrap_or(0) * 1024
+}
+
+/// `len` values in `[-0.1, 0.1)` from a fixed seed.
+fn fill(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+        })
+        .collect::<Vec<f32>>()
+}
+
+/// One call of `variant` (`unfused` or `fused`) on two threads; prints the extra peak
+/// memory in MiB.
+fn peak(variant: &str, n: usize, v: usize, d: usize) {
+    let (h, w) = (fill(n * d, 1), fill(v * d, 2));
+    let t: Vec<u32> = (0..n as u32).map(|i| i * 7919 % v as u32).collect();
+    let (mut dh, mut dw) = (vec![1f32; n * d], vec![1f32; v * d]);
+    let before = peak_rss();
+    let ce = CrossEntropy::new(v);
+    if variant == "fused" {
+        let head = LinearCrossEntropy::new(ce, d);
+        head.forward_backward(&h, &w, None, &t, LinearGrads::new(&mut dh, &mut dw))
+            .unwrap();
+    } else {
+        let mut z = vec![0f32; n * v];
+        let hm = MatRef::from_row_major_slice(&h, n, d);
+        let wm = MatRef::from_row_major_slice(&w, v, d);
+        mm(
+            MatMut::from_row_major_slice_mut(&mut z, n, v),
+            hm,
+            wm.transpose(),
+            2,
+        );
+        ce.forward_backward(&mut z, &t).unwrap();
+        let zm = MatRef::from_row_major_slice(&z, n, v);
+        mm(MatMut::from_row_major_slice_mut(&mut dh, n, d), zm, wm, 2);
+        mm(
+            MatMut::from_row_major_slice_mut(&mut dw, v, d),
+            zm.transpose(),
+            hm,
+            2,
+        );
+    }
+    let mib = (peak_rss() - before) as f64 / (1u64 << 20) as f64;
+    println!("{mib:.1}");
+}
+
 fn main() {
-    let a: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<usize> = args.iter().filter_map(|s| s.parse().ok()).collect();
     let (n, v, d) = match a[..] {
         [n, v, d] => (n, v, d),
         _ => (2048, 32000, 512),
     };
-    let fill = |len: usize, seed: u64| {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-            })
-            .collect::<Vec<f32>>()
-    };
+    if let Some(i) = args.iter().position(|a| a == "--peak") {
+        return peak(args.get(i + 1).map_or("fused", String::as_str), n, v, d);
+    }
     let (h, w) = (fill(n * d, 1), fill(v * d, 2));
     let t: Vec<u32> = (0..n as u32).map(|i| i * 7919 % v as u32).collect();
     let flops = 6.0 * (n * v * d) as f64;
     println!("N {n} V {v} d {d}: 6NVd = {:.1} GFLOP", flops / 1e9);
-    println!("threads  variant     time (s)  GFLOP/s  vs floor  logits held");
+    println!("threads  variant     time (s)  GFLOP/s  vs floor");
     for threads in [1usize, 2] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

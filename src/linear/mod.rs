@@ -54,6 +54,27 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
 /// the unfused call's ([`Loss`], per-row outputs), and `forward_backward` also gives the
 /// gradients of the hidden states, the weight and the bias.
 ///
+/// **How.** With `Z = H W^T + b` and `G = dLoss/dZ` (what [`CrossEntropy::forward_backward`]
+/// writes over the logits, the reduction's scale included), `dLoss/dH = G W`,
+/// `dLoss/dW = G^T H` and `dLoss/db` is `G` summed over rows. The rows are cut into
+/// chunks of [`chunk_rows`](Self::chunk_rows) rows whose f32 logits fit the
+/// [`memory_budget`](Self::memory_budget); per chunk, in row order: the logits by one
+/// GEMM, the cross-entropy kernels on them in place (scaled by the whole batch's mean
+/// divisor), then `dH` of the chunk and its share of `dW` by two more GEMMs. That is
+/// `6 N V d` flops, nothing recomputed (Liger Kernel's scheme). The GEMMs are `faer`'s,
+/// with its own runtime choice of AVX-512 or AVX2 kernels (independent of
+/// [`CrossEntropy::kernel`], which picks the cross-entropy kernel), on the threads of
+/// [`CrossEntropy::threads`].
+///
+/// **Exactness.** Results are bit-identical for any thread count, for a given memory
+/// budget and CPU (the budget moves the chunk boundaries, and so the order of `dW`'s
+/// sums; other CPUs may take other GEMM kernels). Against the f64 reference
+/// ([`reference::linear_cross_entropy`](crate::reference::linear_cross_entropy)) the
+/// logits carry the f32 GEMM's rounding, about `d * 2^-23 * max |h||w|`, on top of the
+/// cross-entropy kernels' own error; the tests' tolerance model is in
+/// `tests/check/linear.rs`. 16-bit inputs are widened to f32 exactly, everything is
+/// computed as for f32 on the widened values, and each gradient is rounded once.
+///
 /// ```
 /// use xent::{CrossEntropy, LinearCrossEntropy, LinearGrads};
 /// let (vocab, dim) = (5, 3);
