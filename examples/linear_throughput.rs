@@ -150,18 +150,33 @@ fn main() {
                 head.forward_backward(&h, &w, None, &t, g).unwrap();
             })
         });
-        let mib = |rows: usize| (rows * v * 4) as f64 / (1u64 << 20) as f64;
-        for (name, secs, rows) in [
-            ("gemm floor", floor, n),
-            ("unfused", unfused, n),
-            ("fused", fused, head.chunk_rows(n)),
+        for (name, secs) in [
+            ("gemm floor", floor),
+            ("unfused", unfused),
+            ("fused", fused),
         ] {
             println!(
-                "{threads:7}  {name:10}  {secs:8.3}  {:7.1}  {:7.1}%  {:8.1} MiB",
+                "{threads:7}  {name:10}  {secs:8.3}  {:7.1}  {:7.1}%",
                 flops / secs / 1e9,
                 100.0 * floor / secs,
-                mib(rows)
             );
         }
+    }
+    let inputs = ((n * d + v * d) * 2 * 4) as f64 / (1u64 << 20) as f64;
+    println!("extra peak memory of one call (inputs and gradients, {inputs:.1} MiB, excluded):");
+    let exe = std::env::current_exe().expect("the program's path");
+    for variant in ["unfused", "fused"] {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--peak",
+                variant,
+                &n.to_string(),
+                &v.to_string(),
+                &d.to_string(),
+            ])
+            .output()
+            .expect("a child process");
+        let mib = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        println!("  {variant:8} {mib:>8} MiB");
     }
 }
