@@ -141,6 +141,8 @@ pub enum Error {
         /// Length required (`vocabulary x dim`, `vocabulary`, or that of `hidden`).
         expected: usize,
     },
+    /// A fused linear head's gradient filter threshold outside `[0, 1]`, or NaN.
+    GradientFilter(f32),
 }
 
 impl fmt::Display for Error {
@@ -248,6 +250,12 @@ impl fmt::Display for Error {
                 len,
                 expected,
             } => write!(f, "{what} has length {len}, expected {expected}"),
+            Error::GradientFilter(eps) => {
+                write!(
+                    f,
+                    "the gradient filter's threshold must be in [0, 1], got {eps}"
+                )
+            }
         }
     }
 }

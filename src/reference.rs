@@ -360,9 +360,13 @@ pub struct LinearReference {
 /// The fused linear head of [`crate::LinearCrossEntropy`] spelled out: the logits
 /// `Z = H W^T + b` in f64 (rounded to f32, as the fused path's GEMM output is f32), then
 /// [`cross_entropy`] on them, then the gradients in f64. Plain loops: for small shapes.
+/// The gradients are the exact ones: a head's
+/// [`gradient_filter`](crate::LinearCrossEntropy::gradient_filter) is not applied here
+/// (the tests model it on top of this).
 ///
 /// # Errors
-/// Exactly the errors [`crate::LinearCrossEntropy::forward`] returns for the same input.
+/// Exactly the errors [`crate::LinearCrossEntropy::forward`] returns for the same input
+/// (a gradient filter's threshold out of range included).
 ///
 /// ```
 /// use xent::{CrossEntropy, LinearCrossEntropy};

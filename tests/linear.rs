@@ -2,7 +2,7 @@
 //! option, every kernel this CPU runs, chunk boundaries that split the batch at odd rows,
 //! ignored rows, -inf bias entries, 1 and 2 threads, bf16 and f16; and its errors.
 
-use crate::check::linear::{check_linear, fused};
+use crate::check::linear::{Wanted, check_linear, fused};
 use crate::common::*;
 use proptest::prelude::*;
 use xent::{CrossEntropy, Error, LinearCrossEntropy, LinearGrads, Reduction};
@@ -31,6 +31,7 @@ proptest! {
                 })
         }),
         k in 0usize..8,
+        filter in prop::option::of(prop_oneof![Just(0.0f32), 0.0f32..0.5]),
     ) {
         let kernels = kernels();
         let ce = ce.kernel(kernels[k % kernels.len()]);
@@ -38,7 +39,9 @@ proptest! {
         // finite so no row is all -inf, and the rest masks.
         let b = b.map(|mut b| { b[0] = 0.5; b });
         let v = ce.get_classes();
-        let head = LinearCrossEntropy::new(ce, d).memory_budget(4 * v * chunk);
+        let head = LinearCrossEntropy::new(ce, d)
+            .memory_budget(4 * v * chunk)
+            .gradient_filter(filter);
         check_linear(&head, &h, &w, b.as_deref(), &t).map_err(TestCaseError::fail)?;
     }
 }
@@ -94,6 +97,109 @@ fn large_enough_for_threaded_gemms_and_every_kernel() {
         // The reference check is slow in debug builds: on a slice of the batch.
         check_linear(&head, &h[..8 * d], &w, None, &t[..8]).unwrap();
     }
+}
+
+/// Logits shaped like a trained model's: a bias that falls as `-ln(1 + j)`, so the
+/// softmax is concentrated on the first entries and most tiles are below the filter's
+/// threshold. Over several tiles each way, with partial tiles at both ends.
+#[test]
+fn gradient_filter_skips_the_tiles_it_says_and_only_those() {
+    let (n, d, v) = (150, 8, 1300);
+    let h: Vec<f32> = seeded_row(7, n * d)
+        .iter()
+        .map(|x| x.clamp(-3.0, 3.0) / 6.0)
+        .collect();
+    let w: Vec<f32> = seeded_row(8, v * d)
+        .iter()
+        .map(|x| x.clamp(-3.0, 3.0) / 6.0)
+        .collect();
+    let b: Vec<f32> = (0..v).map(|j| -2.0 * ((1 + j) as f32).ln()).collect();
+    // Targets mostly among the frequent entries, some far out, some ignored.
+    let t: Vec<i64> = (0..n as i64)
+        .map(|i| match i % 9 {
+            0 => -100,
+            1 => (i * 97) % v as i64,
+            _ => i % 40,
+        })
+        .collect();
+    let weights: Vec<f32> = (0..v).map(|j| 0.5 + (j % 3) as f32 * 0.5).collect();
+    let options = [
+        CrossEntropy::new(v).ignore_index(-100),
+        CrossEntropy::new(v)
+            .ignore_index(-100)
+            .reduction(Reduction::Sum)
+            .label_smoothing(0.05),
+        CrossEntropy::new(v)
+            .ignore_index(-100)
+            .class_weights(weights)
+            .z_loss(1e-3)
+            .softcap(20.0),
+    ];
+    for (o, ce) in options.into_iter().enumerate() {
+        for eps in [0.0, 2f32.powi(-12), 1e-2] {
+            for k in kernels() {
+                let head = LinearCrossEntropy::new(ce.clone().kernel(k), d)
+                    .memory_budget(4 * v * 70)
+                    .gradient_filter(Some(eps));
+                check_linear(&head, &h, &w, Some(&b), &t)
+                    .unwrap_or_else(|e| panic!("options {o} eps {eps} {k:?}: {e}"));
+            }
+            let head = LinearCrossEntropy::new(ce.clone(), d).gradient_filter(Some(eps));
+            let r = xent::reference::linear_cross_entropy(&head, &h, &w, Some(&b), &t).unwrap();
+            let (_, count) = Wanted::filtered(&head, &h, &w, &r, &t, eps).unwrap();
+            // 3 x 3 tiles: the first vocabulary block is always kept; at 2^-12 and above
+            // the far blocks are skipped, so the test is not vacuous.
+            assert_eq!(
+                count.kept + count.skipped + count.borderline,
+                9,
+                "{count:?}"
+            );
+            assert!(count.kept >= 3, "options {o} eps {eps}: {count:?}");
+            if eps > 0.0 {
+                assert!(count.skipped >= 3, "options {o} eps {eps}: {count:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn gradient_filter_off_at_one_and_out_of_range() {
+    let (d, v) = (2, 3);
+    let h = [1.0f32, -1.0];
+    let w = [0.5f32, 0.0, 0.0, 0.5, -0.5, 0.5];
+    for eps in [-0.1f32, 1.01, f32::NAN, f32::INFINITY] {
+        let head = LinearCrossEntropy::new(CrossEntropy::new(v), d).gradient_filter(Some(eps));
+        let (mut dh, mut dw) = ([9.0f32; 2], [9.0f32; 6]);
+        let e = head.forward_backward(&h, &w, None, &[0u8], LinearGrads::new(&mut dh, &mut dw));
+        assert!(
+            matches!(e, Err(Error::GradientFilter(x)) if x.to_bits() == eps.to_bits()),
+            "{e:?}"
+        );
+        assert!(dh.iter().chain(&dw).all(|&x| x == 9.0), "written on error");
+    }
+    // eps = 1 skips every tile (no probability exceeds 1): only the target entries remain.
+    let head = LinearCrossEntropy::new(CrossEntropy::new(v), d).gradient_filter(Some(1.0));
+    let exact = fused(
+        &LinearCrossEntropy::new(CrossEntropy::new(v), d),
+        &h,
+        &w,
+        None,
+        &[1u8],
+    )
+    .unwrap();
+    let got = fused(&head, &h, &w, None, &[1u8]).unwrap();
+    let g_t = (got.d_weight[2] / h[0], got.d_weight[3] / h[1]);
+    assert_eq!((got.d_weight[0], got.d_weight[5]), (0.0, 0.0));
+    assert!(g_t.0 < 0.0 && (g_t.0 - g_t.1).abs() < 1e-6);
+    assert_eq!(
+        got.d_weight[2..4],
+        exact.d_weight[2..4],
+        "the target row is exact"
+    );
+    assert_eq!(
+        (got.value, got.d_bias.clone()),
+        (exact.value, exact.d_bias.clone())
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! [`super`]). Everything runs in row order so the sums are the same for any thread count.
 
 use super::elem::{narrow, widen, widened};
+use super::filter::Tiles;
 use super::gemm::{self, Write};
 use super::{LinearCrossEntropy, LinearFloat, LinearGrads};
 use crate::Target;
@@ -48,6 +49,7 @@ pub(super) fn run<T: LinearFloat, U: Target>(
     let mut z = vec![0f32; chunk * vocab];
     let mut h_buf = Vec::new();
     let mut dh_buf = Vec::new();
+    let mut tiles = Tiles::new();
     let mut sums = RowSums::default();
     let mut r0 = 0;
     while r0 < rows {
@@ -73,26 +75,32 @@ pub(super) fn run<T: LinearFloat, U: Target>(
             continue;
         };
         sums.add(ck.run_rows(Io::InPlace(z), targets, here, None));
+        if let Some(db) = db.as_mut() {
+            for row in z.chunks_exact(vocab) {
+                db.iter_mut()
+                    .zip(row)
+                    .for_each(|(s, &g)| *s += f64::from(g));
+            }
+        }
+        if let Some(eps) = head.filter {
+            tiles.scan(ck, z, targets, eps);
+        }
+        let tiles = head.filter.map(|_| &tiles);
         let accumulate = g.accumulate;
         let dh = &mut g.hidden[r0 * dim..(r0 + n) * dim];
+        let write = if accumulate {
+            Write::Add
+        } else {
+            Write::Replace
+        };
         match T::as_f32_mut(dh) {
-            Some(dh) => {
-                let write = if accumulate {
-                    Write::Add
-                } else {
-                    Write::Replace
-                };
-                gemm::d_hidden(ck.run, z, &weight, dh, dim, write);
-            }
+            Some(dh) => d_hidden(ck, tiles, z, &weight, dh, dim, write),
             None => {
                 dh_buf.resize(n * dim, 0.0);
-                let write = if accumulate {
+                if accumulate {
                     widen(backend, dh, &mut dh_buf);
-                    Write::Add
-                } else {
-                    Write::Replace
-                };
-                gemm::d_hidden(ck.run, z, &weight, &mut dh_buf, dim, write);
+                }
+                d_hidden(ck, tiles, z, &weight, &mut dh_buf, dim, write);
                 narrow(backend, &dh_buf, dh);
             }
         }
@@ -102,16 +110,12 @@ pub(super) fn run<T: LinearFloat, U: Target>(
                 None => T::as_f32_mut(&mut *g.weight),
             };
             if let Some(out) = out {
-                gemm::d_weight(ck.run, z, h, out, dim, w.write);
+                match tiles {
+                    Some(t) => t.d_weight(ck.run, z, h, out, dim, w.write),
+                    None => gemm::d_weight(ck.run, z, h, out, dim, w.write),
+                }
             }
             w.write = Write::Add;
-        }
-        if let Some(db) = db.as_mut() {
-            for row in z.chunks_exact(vocab) {
-                db.iter_mut()
-                    .zip(row)
-                    .for_each(|(s, &g)| *s += f64::from(g));
-            }
         }
         r0 += n;
     }
@@ -119,6 +123,22 @@ pub(super) fn run<T: LinearFloat, U: Target>(
         finish(backend, g, dw, db);
     }
     sums
+}
+
+/// `dh (+)= G W` for a chunk, through the gradient filter's tiles if it is on.
+fn d_hidden(
+    ck: &Checked<'_>,
+    tiles: Option<&Tiles>,
+    g: &[f32],
+    w: &[f32],
+    dh: &mut [f32],
+    dim: usize,
+    write: Write,
+) {
+    match tiles {
+        Some(t) => t.d_hidden(ck.run, g, w, dh, dim, write),
+        None => gemm::d_hidden(ck.run, g, w, dh, dim, write),
+    }
 }
 
 /// The hidden rows of a chunk as f32: borrowed, or widened into `buf`.

@@ -32,7 +32,7 @@ impl Write {
 }
 
 /// `dst (m x n) (+)= lhs (m x k) rhs (k x n)` on the call's threads.
-fn product(
+pub(super) fn product(
     run: Run<'_>,
     dst: MatMut<'_, f32>,
     write: Write,

@@ -35,6 +35,7 @@
 
 mod chunks;
 mod elem;
+mod filter;
 mod gemm;
 mod grads;
 
@@ -96,9 +97,15 @@ pub struct LinearCrossEntropy {
     ce: CrossEntropy,
     dim: usize,
     budget: usize,
+    filter: Option<f32>,
 }
 
 impl LinearCrossEntropy {
+    /// Rows per tile of the [gradient filter](Self::gradient_filter).
+    pub const FILTER_TILE_ROWS: usize = filter::TILE_ROWS;
+    /// Vocabulary entries per tile of the [gradient filter](Self::gradient_filter).
+    pub const FILTER_TILE_VOCAB: usize = filter::TILE_VOCAB;
+
     /// A head with the vocabulary and options of `ce` over hidden states of `dim` values
     /// per row, with the default memory budget ([`DEFAULT_MEMORY_BUDGET`]). Never fails;
     /// `dim == 0` is reported by the first call ([`Error::ZeroDim`]).
@@ -107,6 +114,7 @@ impl LinearCrossEntropy {
             ce,
             dim,
             budget: DEFAULT_MEMORY_BUDGET,
+            filter: None,
         }
     }
 
@@ -120,6 +128,50 @@ impl LinearCrossEntropy {
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.budget = bytes;
         self
+    }
+
+    /// Cut Cross-Entropy's gradient filter, off by default: the backward products skip
+    /// each tile of [`FILTER_TILE_ROWS`](Self::FILTER_TILE_ROWS) rows by
+    /// [`FILTER_TILE_VOCAB`](Self::FILTER_TILE_VOCAB) vocabulary entries whose gradient
+    /// entries, apart from the rows' targets, are all at most `eps` times the row's
+    /// softmax coefficient; for plain cross-entropy that is every softmax probability
+    /// `p_ij <= eps` in the tile. The tiles are cut within each chunk of
+    /// [`chunk_rows`](Self::chunk_rows) rows (a chunk's first row starts a tile), so the
+    /// memory budget moves them. The target entries, the loss, the per-row outputs and
+    /// the bias gradient stay exact. `None` turns it off.
+    ///
+    /// **Approximate.** The skipped entries' share of `dH` and `dW` is lost: at most
+    /// `eps a_i sum_j |W_j|` per row of `dH`, where `a_i` is the row's softmax coefficient
+    /// (`1 / N` for a plain mean). It pays where the softmax is concentrated on a part of
+    /// the vocabulary, as in a trained language model whose token ids follow frequency:
+    /// `examples/linear_throughput.rs --filter` measures its speed and error. Cut
+    /// Cross-Entropy's authors use `eps = 2^-12`, the resolution of bf16 near 1.
+    ///
+    /// # Errors
+    /// A call with an `eps` that is negative, above 1 or NaN returns
+    /// [`Error::GradientFilter`].
+    ///
+    /// ```
+    /// use xent::{CrossEntropy, LinearCrossEntropy, LinearGrads};
+    /// let head = LinearCrossEntropy::new(CrossEntropy::new(4), 2).gradient_filter(Some(0.99));
+    /// let (mut dh, mut dw) = ([0.0f32; 2], [0.0f32; 8]);
+    /// let weight = [1.0f32, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, -1.0];
+    /// head.forward_backward(&[4.0f32, 0.0], &weight, None, &[1u8],
+    ///     LinearGrads::new(&mut dh, &mut dw))?;
+    /// // p = [0.964, 0.018, 0.0003, 0.018]: no entry but the target's exceeds 0.99, so the
+    /// // one tile is skipped; the target's entry (p_1 - 1) h stays exact.
+    /// assert_eq!((dw[0], dw[4], dw[6]), (0.0, 0.0, 0.0));
+    /// assert!((dw[2] - 4.0 * (0.01766 - 1.0)).abs() < 1e-3);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    pub fn gradient_filter(mut self, eps: Option<f32>) -> Self {
+        self.filter = eps;
+        self
+    }
+
+    /// The gradient filter's threshold, if on.
+    pub fn get_gradient_filter(&self) -> Option<f32> {
+        self.filter
     }
 
     /// The cross-entropy configuration.
@@ -279,6 +331,9 @@ impl LinearCrossEntropy {
             return Err(Error::HiddenShape { len: hidden, dim });
         }
         self.ce.check_options()?;
+        if let Some(eps) = self.filter.filter(|e| !(0.0..=1.0).contains(e)) {
+            return Err(Error::GradientFilter(eps));
+        }
         let expected = vocab.saturating_mul(dim);
         if weight != expected {
             return Err(Error::LinearLength {

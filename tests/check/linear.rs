@@ -117,10 +117,19 @@ pub fn check_linear<T: Target>(
         (Ok(r), Ok(g)) => (r, g),
         (r, g) => return Err(format!("reference {:?} vs fused {:?}", r.err(), g.err())),
     };
-    compare(head, h, w, &r, &Wanted::reference(&r), &got)?;
-    let unfused = Wanted::unfused(head, h, w, &r, t)?;
-    compare(head, h, w, &r, &unfused, &got)
-        .map_err(|e| format!("against the unfused path: {e}"))?;
+    match head.get_gradient_filter() {
+        None => {
+            compare(head, h, w, &r, &Wanted::reference(&r), &got)?;
+            let unfused = Wanted::unfused(head, h, w, &r, t)?;
+            compare(head, h, w, &r, &unfused, &got)
+                .map_err(|e| format!("against the unfused path: {e}"))?;
+        }
+        Some(eps) => {
+            let (filtered, _) = Wanted::filtered(head, h, w, &r, t, eps)?;
+            compare(head, h, w, &r, &filtered, &got)
+                .map_err(|e| format!("against the filtered unfused path: {e}"))?;
+        }
+    }
     let fwd = head.forward(h, w, b, t).map_err(|e| e.to_string())?;
     let tol = 1e-5 * (1.0 + f64::from(got.value).abs());
     if !close(f64::from(fwd.value), f64::from(got.value), tol) || fwd.rows != got.rows {
@@ -128,8 +137,9 @@ pub fn check_linear<T: Target>(
     }
     let threads = |n: usize| {
         let ce = head.get_cross_entropy().clone().threads(n);
-        let one =
-            LinearCrossEntropy::new(ce, head.get_dim()).memory_budget(head.get_memory_budget());
+        let one = LinearCrossEntropy::new(ce, head.get_dim())
+            .memory_budget(head.get_memory_budget())
+            .gradient_filter(head.get_gradient_filter());
         fused(&one, h, w, b, t).map(|f| f.bits())
     };
     if threads(1) != threads(2) {
@@ -215,6 +225,17 @@ pub struct Wanted {
     pub d_hidden: Vec<f64>,
     pub d_weight: Vec<f64>,
     pub d_bias: Vec<f64>,
+    /// Per logit (`N x V`), a gradient entry that may or may not be in the fused result
+    /// (its tile is at the gradient filter's threshold within rounding); empty for none.
+    pub slack: Vec<f64>,
+}
+
+/// How many tiles the gradient filter oracle kept, skipped, and found at the threshold.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TileCount {
+    pub kept: usize,
+    pub skipped: usize,
+    pub borderline: usize,
 }
 
 impl Wanted {
@@ -224,6 +245,7 @@ impl Wanted {
             d_hidden: r.d_hidden.clone(),
             d_weight: r.d_weight.clone(),
             d_bias: r.d_bias.clone(),
+            slack: Vec::new(),
         }
     }
 
@@ -236,19 +258,117 @@ impl Wanted {
         r: &LinearReference,
         t: &[T],
     ) -> Result<Wanted, String> {
-        let (d, v, n) = (
-            head.get_dim(),
-            head.get_cross_entropy().get_classes(),
-            t.len(),
-        );
+        let n = t.len();
         let mut g = r.logits.clone();
         let loss = head
             .get_cross_entropy()
             .forward_backward(&mut g, t)
             .map_err(|e| e.to_string())?;
+        Ok(Self::products(head, h, w, &g, n, f64::from(loss.value)))
+    }
+
+    /// The gradient filter's result, from the unfused path's gradient: the entries of the
+    /// tiles the filter skips (all non-target entries `|g_ij| <= eps a_i`, `a_i` the row's
+    /// softmax coefficient) set to zero, then the three products in f64. A tile within 1%
+    /// of the threshold may go either way in the fused call (its gradient carries other
+    /// rounding): it is kept here and its entries are given as slack.
+    pub fn filtered<T: Target>(
+        head: &LinearCrossEntropy,
+        h: &[f32],
+        w: &[f32],
+        r: &LinearReference,
+        t: &[T],
+        eps: f32,
+    ) -> Result<(Wanted, TileCount), String> {
+        let (v, n) = (head.get_cross_entropy().get_classes(), t.len());
+        let ce = head.get_cross_entropy();
+        let mut g = r.logits.clone();
+        let loss = ce.forward_backward(&mut g, t).map_err(|e| e.to_string())?;
+        let scale = match ce.get_reduction() {
+            Reduction::Mean if r.ce.weight > 0.0 => 1.0 / r.ce.weight,
+            Reduction::Mean => 0.0,
+            _ => 1.0,
+        };
+        let s = f64::from(ce.get_label_smoothing());
+        let weights = ce.get_class_weights();
+        let cw = |j: usize| weights.map_or(1.0, |w| f64::from(w[j]));
+        let sum_w: f64 = (0..v).map(cw).sum();
+        let target = |i: usize| {
+            let c = t[i].class();
+            (Some(c) != ce.get_ignore_index().map(i128::from)).then_some(c as usize)
+        };
+        // The row's limit: `eps a_i`, `a_i = scale ((1 - s) w_t + s / C sum_w)`.
+        let limit = |i: usize| match target(i) {
+            None => 0.0,
+            Some(t) => f64::from(eps) * scale * ((1.0 - s) * cw(t) + s / v as f64 * sum_w),
+        };
+        let (tr, tv) = (
+            LinearCrossEntropy::FILTER_TILE_ROWS,
+            LinearCrossEntropy::FILTER_TILE_VOCAB,
+        );
+        // The bias gradient is always the full one.
+        let d_bias = (0..v)
+            .map(|j| (0..n).map(|i| f64::from(g[i * v + j])).sum())
+            .collect();
+        let mut slack = vec![0.0; n * v];
+        let mut count = TileCount::default();
+        // Tiles start at each chunk's first row and never cross a chunk's end.
+        let chunk = head.chunk_rows(n).max(1);
+        let tiles = (0..n).step_by(chunk).flat_map(|c| {
+            (c..(c + chunk).min(n))
+                .step_by(tr)
+                .map(move |r0| (r0, (r0 + tr).min(c + chunk).min(n)))
+        });
+        for (r0, r1) in tiles {
+            for c0 in (0..v).step_by(tv) {
+                let entries = || {
+                    (r0..r1).flat_map(move |i| {
+                        (c0..(c0 + tv).min(v))
+                            .filter(move |&j| Some(j) != target(i))
+                            .map(move |j| (i, j))
+                    })
+                };
+                let ratio = |(i, j): (usize, usize)| {
+                    let (x, l) = (f64::from(g[i * v + j]).abs(), limit(i));
+                    if x.is_nan() {
+                        f64::INFINITY
+                    } else if x == 0.0 {
+                        0.0
+                    } else {
+                        x / l
+                    }
+                };
+                let max = entries().map(ratio).fold(0.0, f64::max);
+                if max > 1.01 {
+                    count.kept += 1;
+                } else if max <= 0.99 {
+                    count.skipped += 1;
+                    entries().for_each(|(i, j)| g[i * v + j] = 0.0);
+                } else {
+                    count.borderline += 1;
+                    entries().for_each(|(i, j)| slack[i * v + j] = f64::from(g[i * v + j]).abs());
+                }
+            }
+        }
+        let mut want = Self::products(head, h, w, &g, n, f64::from(loss.value));
+        want.slack = slack;
+        want.d_bias = d_bias;
+        Ok((want, count))
+    }
+
+    /// The three products of a gradient `g` (`N x V`) in f64.
+    fn products(
+        head: &LinearCrossEntropy,
+        h: &[f32],
+        w: &[f32],
+        g: &[f32],
+        n: usize,
+        value: f64,
+    ) -> Wanted {
+        let (d, v) = (head.get_dim(), head.get_cross_entropy().get_classes());
         let g = |i: usize, j: usize| f64::from(g[i * v + j]);
-        Ok(Wanted {
-            value: f64::from(loss.value),
+        Wanted {
+            value,
             d_hidden: (0..n * d)
                 .map(|ik| {
                     (0..v)
@@ -264,7 +384,8 @@ impl Wanted {
                 })
                 .collect(),
             d_bias: (0..v).map(|j| (0..n).map(|i| g(i, j)).sum()).collect(),
-        })
+            slack: Vec::new(),
+        }
     }
 }
 
@@ -330,19 +451,38 @@ fn compare(
             Err(format!("{what}[{idx}] {got} vs {want} (tol {tol:e})"))
         }
     };
+    let slack = |i: usize, j: usize| want.slack.get(i * v + j).copied().unwrap_or(0.0);
     for ik in 0..n * d {
         let (i, k) = (ik / d, ik % d);
-        let s: f64 = (0..v)
-            .map(|j| bound(i, j) * f64::from(w[j * d + k]).abs())
-            .sum();
-        err("d_hidden", ik, got.d_hidden[ik], want.d_hidden[ik], rel * s)?;
+        let (s, x): (f64, f64) = (0..v)
+            .map(|j| {
+                let w = f64::from(w[j * d + k]).abs();
+                (bound(i, j) * w, slack(i, j) * w)
+            })
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        err(
+            "d_hidden",
+            ik,
+            got.d_hidden[ik],
+            want.d_hidden[ik],
+            rel * s + x,
+        )?;
     }
     for jk in 0..v * d {
         let (j, k) = (jk / d, jk % d);
-        let s: f64 = (0..n)
-            .map(|i| bound(i, j) * f64::from(h[i * d + k]).abs())
-            .sum();
-        err("d_weight", jk, got.d_weight[jk], want.d_weight[jk], rel * s)?;
+        let (s, x): (f64, f64) = (0..n)
+            .map(|i| {
+                let h = f64::from(h[i * d + k]).abs();
+                (bound(i, j) * h, slack(i, j) * h)
+            })
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        err(
+            "d_weight",
+            jk,
+            got.d_weight[jk],
+            want.d_weight[jk],
+            rel * s + x,
+        )?;
     }
     for j in 0..v {
         let s: f64 = (0..n).map(|i| bound(i, j)).sum();
@@ -411,7 +551,7 @@ pub fn linear(data: &[u8]) {
     let kernels = Kernel::available();
     ce = ce.kernel(kernels[usize::from(b.u8()) % kernels.len()]);
     let budget = 4 * v * (1 + usize::from(b.u8() % 4));
-    let head = LinearCrossEntropy::new(ce, d).memory_budget(budget);
+    let mut head = LinearCrossEntropy::new(ce, d).memory_budget(budget);
     let val = |b: &mut Bytes| f32::from(b.u8() as i8) / 32.0;
     let h: Vec<f32> = (0..n * d).map(|_| val(&mut b)).collect();
     let w: Vec<f32> = (0..v * d).map(|_| val(&mut b)).collect();
@@ -445,6 +585,17 @@ pub fn linear(data: &[u8]) {
     } else {
         &w[..]
     };
+    // Read last, so that inputs recorded before the filter existed decode as they did.
+    let filter = b.u8();
+    if filter % 4 == 3 {
+        // 255 is out of range: the call's error, before any write.
+        let eps = if filter == 255 {
+            1.5
+        } else {
+            f32::from(filter) / 512.0
+        };
+        head = head.gradient_filter(Some(eps));
+    }
     if let Err(e) = check_linear(&head, h, w, bias.as_deref(), &t) {
         panic!("{e}\nhead {head:?}\nh {h:?}\nw {w:?}\nbias {bias:?}\nt {t:?}");
     }
