@@ -35,6 +35,9 @@ impl core::fmt::Debug for Threads {
     }
 }
 
+/// The stack of a configuration's own pool threads: 16 MiB of address space.
+const POOL_STACK: usize = 16 << 20;
+
 impl Threads {
     /// `0`: the current pool; `1`: the calling thread; more: a pool of its own.
     pub(crate) fn with_count(count: usize) -> Threads {
@@ -67,6 +70,11 @@ impl Threads {
                 let built = pool.get_or_init(|| {
                     rayon::ThreadPoolBuilder::new()
                         .num_threads(*count)
+                        // Unoptimised builds (a dependent's dev profile, doctests) keep
+                        // every inlined kernel helper's locals apart: the AVX-512
+                        // boundary's frame is then about 3.2 MiB, past the 2 MiB a
+                        // thread gets by default. Reserved, not committed, memory.
+                        .stack_size(POOL_STACK)
                         .thread_name(|i| format!("xent-{i}"))
                         .build()
                         .map_err(|e| e.to_string())
