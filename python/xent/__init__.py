@@ -1,0 +1,12 @@
+"""xent: fused softmax cross-entropy on CPU, a drop-in for ``F.cross_entropy``.
+
+``xent.cross_entropy(input, target, ...)`` takes the arguments of
+``torch.nn.functional.cross_entropy`` (plus ``z_loss``, ``softcap``,
+``inplace_backward`` and ``num_threads``) and computes the loss and its gradient in one
+pass of the Rust crate's SIMD kernels; ``xent.CrossEntropyLoss`` is the module form.
+"""
+
+from ._functional import cross_entropy
+from ._module import CrossEntropyLoss
+
+__all__ = ["cross_entropy", "CrossEntropyLoss"]

@@ -1,0 +1,245 @@
+"""``xent.cross_entropy``: the crate's fused forward + backward behind PyTorch's autograd.
+
+The forward of ``reduction="mean"`` or ``"sum"`` computes the loss and the whole gradient
+in one pass over the logits (into a fresh buffer, or over the logits themselves with
+``inplace_backward=True``); the backward only scales that gradient by the upstream
+gradient (and skips even that when it is 1, as it is for ``loss.backward()``). With
+``reduction="none"`` the forward keeps each row's log-sum-exp and the backward forms the
+gradient from it with the per-row upstream gradients (the crate's ``backward``).
+
+The tensors' memory is handed to the crate without a copy (``tensor.numpy()`` shares it;
+16-bit tensors as ``uint16`` views of their bits), and the GIL is released while the
+kernels run on ``torch.get_num_threads()`` threads.
+"""
+
+import torch
+
+from . import _xent
+
+_DTYPES = {
+    torch.float32: "float32",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+}
+
+
+def _view(t):
+    """A NumPy array over the tensor's own memory (16-bit types as their bits)."""
+    t = t.detach()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.view(torch.uint16)
+    return t.numpy()
+
+
+def _bump_version(t):
+    """Tell autograd that ``t`` was written, so that a node which saved it for its own
+    backward raises instead of silently using the gradient in its place."""
+    increment = getattr(torch.autograd.graph, "increment_version", None)
+    if increment is not None:
+        increment(t)
+
+
+def _loss(res, reduction, dtype):
+    """The reduced loss as a tensor; a mean over nothing (no counted row, or class weights
+    that sum to 0) is NaN, as PyTorch's 0 / 0."""
+    value, _, _, _, weight = res
+    if reduction == "mean" and weight == 0:
+        value = float("nan")
+    return torch.tensor(value, dtype=dtype)
+
+
+class _CrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, target, cfg, reduction, inplace):
+        dtype = _DTYPES[logits.dtype]
+        ctx.set_materialize_grads(False)
+        if reduction == "none":
+            n = logits.shape[0]
+            losses = torch.empty(n, dtype=torch.float32)
+            lse = torch.empty(n, dtype=torch.float32)
+            _xent.forward_rows(
+                cfg, _view(logits), dtype, _view(target), _view(losses), _view(lse)
+            )
+            ctx.save_for_backward(logits, target, lse)
+            ctx.cfg, ctx.inplace, ctx.reduction = cfg, inplace, reduction
+            return losses.to(logits.dtype)
+        ctx.reduction = reduction
+        if not ctx.needs_input_grad[0]:
+            res = _xent.forward(cfg, _view(logits), dtype, _view(target))
+            ctx.grad = None
+            return _loss(res, reduction, logits.dtype)
+        if inplace:
+            grad = logits
+            res = _xent.forward_backward(cfg, _view(grad), dtype, _view(target))
+            _bump_version(logits)
+        elif logits.dtype == torch.float32:
+            grad = torch.empty_like(logits)
+            res = _xent.forward_backward(
+                cfg, _view(logits), dtype, _view(target), _view(grad)
+            )
+        else:
+            grad = logits.detach().clone()
+            res = _xent.forward_backward(cfg, _view(grad), dtype, _view(target))
+        _, _, rows, _, weight = res
+        if reduction == "mean" and weight == 0 and rows > 0:
+            # Counted rows whose class weights sum to 0: PyTorch's gradient is 0 / 0.
+            grad.fill_(float("nan"))
+        ctx.grad = grad
+        return _loss(res, reduction, logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if grad_out is None:
+            return None, None, None, None, None
+        if ctx.reduction != "none":
+            grad = ctx.grad
+            ctx.grad = None  # one backward: the buffer goes to the caller
+            if grad is None:
+                return None, None, None, None, None
+            if grad_out.item() != 1.0:
+                grad = grad * grad_out.to(grad.dtype)
+            return grad, None, None, None, None
+        logits, target, lse = ctx.saved_tensors
+        dtype = _DTYPES[logits.dtype]
+        upstream = grad_out.detach().to(torch.float32).contiguous()
+        if ctx.inplace:
+            grad = logits
+            _xent.backward_rows(
+                ctx.cfg, _view(grad), dtype, _view(target), _view(lse), _view(upstream)
+            )
+            _bump_version(logits)
+        elif logits.dtype == torch.float32:
+            grad = torch.empty_like(logits)
+            _xent.backward_rows(
+                ctx.cfg,
+                _view(logits),
+                dtype,
+                _view(target),
+                _view(lse),
+                _view(upstream),
+                _view(grad),
+            )
+        else:
+            grad = logits.detach().clone()
+            _xent.backward_rows(
+                ctx.cfg, _view(grad), dtype, _view(target), _view(lse), _view(upstream)
+            )
+        return grad, None, None, None, None
+
+
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    *,
+    inplace_backward=False,
+    num_threads=None,
+):
+    """Cross-entropy between logits and class indices, as ``F.cross_entropy``.
+
+    Same argument names, defaults and results as ``torch.nn.functional.cross_entropy``
+    for the options they share; in addition ``z_loss`` (PaLM's ``z_loss * lse^2`` per
+    counted row, reduced with the loss) and ``softcap`` (Gemma 2's logit soft-capping: the
+    loss of ``softcap * tanh(input / softcap)``).
+
+    Args:
+        input: ``(N, C)`` logits, ``(C,)`` for one row, or ``(N, C, d1, ...)``; float32,
+            bfloat16 or float16, on the CPU.
+        target: class indices, int64 or int32: ``(N,)``, ``()`` or ``(N, d1, ...)``.
+        weight: optional ``(C,)`` class weights.
+        ignore_index: rows with this target count for nothing (default -100); ``None``
+            for none.
+        reduction: ``"mean"`` (weighted mean over counted rows; NaN if there are none, as
+            PyTorch), ``"sum"`` or ``"none"`` (per-row losses in the input's dtype, 0 for
+            ignored rows).
+        label_smoothing: in ``[0, 1]``.
+        z_loss: coefficient ``>= 0``.
+        softcap: the cap, or ``None``.
+        inplace_backward: write the gradient over ``input`` instead of a fresh buffer
+            (saves an ``N x C`` allocation and its page faults). With ``"mean"`` and
+            ``"sum"`` the gradient is written during this call, so ``input`` holds it
+            from then on. Safe when nothing else needs the logits' values: not for
+            logits that another autograd node saved for its own backward (autograd
+            then raises on ``backward()``, since the call bumps the tensor's version),
+            nor for logits you read afterwards. A ``(N, C, d1, ...)`` input is
+            rearranged into a copy first, and the copy is what is overwritten.
+        num_threads: threads for the kernels (default ``torch.get_num_threads()``).
+
+    Returns:
+        The loss, a tensor in the input's dtype; differentiable with respect to ``input``.
+
+    Raises:
+        ValueError: a shape, dtype or option that does not fit.
+        IndexError: a target outside ``[0, C)`` that is not ``ignore_index``.
+    """
+    if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError("input and target must be tensors")
+    if input.device.type != "cpu" or target.device.type != "cpu":
+        raise ValueError("xent runs on the CPU: input and target must be CPU tensors")
+    if input.dtype not in _DTYPES:
+        raise ValueError(
+            f"input of dtype {input.dtype}: float32, bfloat16 or float16 expected"
+        )
+    if target.dtype not in (torch.int64, torch.int32):
+        raise ValueError(
+            f"target of dtype {target.dtype}: class indices as int64 or int32 expected"
+            " (class probabilities are not supported)"
+        )
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if input.dim() == 0:
+        raise ValueError("input must have at least one dimension (the classes)")
+    if input.dim() == 1:
+        if target.dim() != 0:
+            raise ValueError(
+                f"a 1-D input needs a 0-D target, got a target of shape {tuple(target.shape)}"
+            )
+        out = cross_entropy(
+            input.unsqueeze(0),
+            target.unsqueeze(0),
+            weight,
+            ignore_index,
+            reduction,
+            label_smoothing,
+            z_loss,
+            softcap,
+            inplace_backward=inplace_backward,
+            num_threads=num_threads,
+        )
+        return out.squeeze(0) if reduction == "none" else out
+    classes = input.shape[1]
+    batch = (input.shape[0],) + tuple(input.shape[2:])
+    if tuple(target.shape) != batch:
+        raise ValueError(
+            f"target of shape {tuple(target.shape)} for input of shape "
+            f"{tuple(input.shape)}: expected {batch}"
+        )
+    logits = input
+    if input.dim() > 2:
+        logits = input.movedim(1, -1).reshape(-1, classes)
+    logits = logits.contiguous()
+    target = target.reshape(-1).contiguous()
+    if weight is not None:
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 1:
+            raise ValueError("weight must be a 1-D tensor with one entry per class")
+        weight = weight.detach().to(torch.float32).tolist()
+    threads = torch.get_num_threads() if num_threads is None else int(num_threads)
+    cfg = _xent.Config(
+        classes,
+        reduction,
+        ignore_index,
+        float(label_smoothing),
+        weight,
+        float(z_loss),
+        None if softcap is None else float(softcap),
+        max(threads, 1),
+    )
+    out = _CrossEntropy.apply(logits, target, cfg, reduction, bool(inplace_backward))
+    if reduction == "none":
+        out = out.reshape(batch)
+    return out
