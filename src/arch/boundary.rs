@@ -1,8 +1,9 @@
 //! The `#[target_feature]` boundary: [`instantiate_kernel!`] expands, inside each
 //! variant's module, to the entry points that instantiate the generic algorithms for that
-//! variant's token type. Everything below an entry point is `#[inline(always)]`, so it is
-//! compiled for the variant's ISA (`.ci/check-inlining` fails if a generic kernel
-//! function shows up as a symbol of its own).
+//! variant's token type. Everything below an entry point is `#[inline(always)]` in
+//! optimised builds (see [`crate::arch`]), so it is compiled for the variant's ISA
+//! (`.ci/check-inlining` fails if a generic kernel function shows up as a symbol of its
+//! own).
 
 /// Generates, inside a variant's module, the `#[target_feature]` entry points that
 /// instantiate the generic algorithms for that variant's token type.

@@ -71,7 +71,7 @@ struct GroupRow {
 
 impl GroupRow {
     /// The row's statistics for the driver.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn out(&self) -> RowOut {
         RowOut {
             stats: BlockStats {
@@ -118,7 +118,7 @@ impl GroupRow {
 /// `src..src + len` readable; `dst` null (forward only) or `dst..dst + len` writable (it
 /// may equal `src`); `len` a multiple of `job.classes`; every planned target
 /// `< job.classes`; weights in `job` hold `job.classes` values.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
     s: S,
     src: *const f32,
@@ -149,7 +149,7 @@ pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
 ///
 /// # Safety
 /// As [`ce_rows`].
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
     s: S,
     src: *const f32,
@@ -249,7 +249,7 @@ struct Links {
 }
 
 impl Links {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn new() -> Links {
         Links {
             segs: [[Segment::EMPTY; ONLINE_MAX_SEGMENTS]; 2],
@@ -260,7 +260,7 @@ impl Links {
     }
 
     /// The segments of set `k`.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn segs(&self, k: usize) -> &[Segment] {
         &self.segs[k][..self.nsegs[k]]
     }
@@ -272,7 +272,7 @@ impl Links {
 /// # Safety
 /// Rows `r0..r0 + group.len()` of `c` elements lie inside `src` (and `dst` unless null);
 /// every planned target `< c`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn first_pass<S: Simd, P: FnMut(usize) -> RowPlan>(
     s: S,
     job: &RowsJob<'_>,
@@ -317,7 +317,7 @@ unsafe fn first_pass<S: Simd, P: FnMut(usize) -> RowPlan>(
 /// # Safety
 /// The row of `src` and `dst`, `c <= FUSED_MAX_CLASSES` elements; the pending row, if
 /// any, an earlier row of `dst`, `c` elements, disjoint from this one.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn online_row<S: Simd>(
     s: S,
     row: &mut GroupRow,
@@ -363,7 +363,7 @@ unsafe fn online_row<S: Simd>(
 /// # Safety
 /// The row of `src` and `dst`, `c` elements each; `pending` an earlier row of `dst`, `c`
 /// elements, disjoint from this one, its target inside it.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn linked_row<S: Simd>(
     s: S,
     row: &mut GroupRow,
@@ -414,7 +414,7 @@ unsafe fn linked_row<S: Simd>(
 ///
 /// # Safety
 /// Each row's `dst..dst + c` writable; weighted beta holds `c` values.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn gradients<S: Simd>(
     s: S,
     job: &RowsJob<'_>,
@@ -437,7 +437,7 @@ unsafe fn gradients<S: Simd>(
 }
 
 /// `g = (alpha / S) e_j`'s coefficient of one counted row: `(grad_a + zloss lse) / S`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn grad_alpha(row: &GroupRow) -> f64 {
     let p = &row.plan;
     let (m, sum) = (row.m, f64::from(row.sum));
@@ -452,7 +452,7 @@ fn grad_alpha(row: &GroupRow) -> f64 {
 ///
 /// # Safety
 /// `row.dst..row.dst + c` writable, with `row.plan.target < c`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn finish_target(row: &GroupRow) {
     if let Some(t) = row.plan.target {
         // SAFETY: bounds: `t < c` (caller's obligation).
@@ -468,7 +468,7 @@ unsafe fn finish_target(row: &GroupRow) {
 /// # Safety
 /// `row.dst..row.dst + c` writable; weighted beta holds `c` values; the segments lie
 /// inside the row.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn row_gradient<S: Simd>(
     s: S,
     job: &RowsJob<'_>,
@@ -529,7 +529,7 @@ unsafe fn row_gradient<S: Simd>(
 }
 
 /// `beta_t` of one class, in f64.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn beta_at(beta: Beta<'_>, j: usize) -> f64 {
     match beta {
         Beta::Zero => 0.0,

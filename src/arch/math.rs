@@ -80,7 +80,7 @@ impl Cap {
 /// positive). Inputs below the underflow threshold, -inf included, whatever garbage the
 /// reduction makes of them, are replaced by exactly 0 at the end; `scale_pow2` saturates
 /// `k` so nothing else can go wrong on the way.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
     exp_with::<S, false>(s, x)
 }
@@ -89,7 +89,7 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
 /// `floor(n) <= 127`, and variants without a scaling instruction build `2^floor(n)` in one
 /// step from the rounding's own bits (see [`Simd::scale_pow2_small_unless_below`]).
 /// Bit-identical to [`exp`] on that domain.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn exp_small<S: Simd>(s: S, x: S::F) -> S::F {
     exp_with::<S, true>(s, x)
 }
@@ -98,7 +98,7 @@ pub(crate) fn exp_small<S: Simd>(s: S, x: S::F) -> S::F {
 /// 128, so `floor(n) <= 127`, below `127.9375 ln 2 = 88.68...`.
 const EXP_SMALL_MAX: f32 = 88.0;
 
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn exp_with<S: Simd, const SMALL: bool>(s: S, x: S::F) -> S::F {
     // n = x / ln2 rounded to the nearest eighth: adding 1.5 * 2^20 leaves three fraction
     // bits, and `t` then holds 8n in its low mantissa bits.
@@ -124,7 +124,7 @@ fn exp_with<S: Simd, const SMALL: bool>(s: S, x: S::F) -> S::F {
 /// result has already overflowed to +inf (NaN is kept: comparisons with NaN are false).
 /// Vectors with no lane above [`EXP_SMALL_MAX`] (all of them, in the kernels' use) take
 /// [`exp_small`], so the exhaustive test over `[-104, 0]` checks the path the kernels run.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn exp_any<S: Simd>(s: S, x: S::F) -> S::F {
     if s.first_lane(s.gt(x, s.splat(EXP_SMALL_MAX))).is_none() {
         return exp_small(s, x);
@@ -139,7 +139,7 @@ pub(crate) fn exp_any<S: Simd>(s: S, x: S::F) -> S::F {
 /// terms down to the smallest subnormal; above, `1 - 2e / (1 + e)` with
 /// `e = exp(-2 |x|)`, so the exp only sees its own domain (`<= 0`). The sign is put back
 /// last, so the function is exactly odd; +-inf give +-1 and NaN stays NaN.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn tanh<S: Simd>(s: S, x: S::F) -> S::F {
     let (zero, one) = (s.splat(0.0), s.splat(1.0));
     let neg = s.lt(x, zero);
@@ -166,13 +166,13 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::F) -> S::F {
 /// product `z (1 / cap)` carries at most one ulp (which `tanh`, whose relative condition
 /// number is at most 1, passes on), the final product half of one. So a cap far above
 /// every logit gives the logits back to within those few ulps.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
     s.mul(tanh(s, s.mul(z, s.splat(c.inv))), s.splat(c.cap))
 }
 
 /// [`softcap`] of one value, through the same vector code so it matches the lanes exactly.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn softcap_one<S: Simd>(s: S, z: f32, c: Cap) -> f32 {
     s.to_array(softcap(s, s.splat(z), c))[0]
 }
@@ -181,7 +181,7 @@ pub(crate) fn softcap_one<S: Simd>(s: S, z: f32, c: Cap) -> f32 {
 /// `dy/dz = 1 - tanh^2 = 1 - (y / cap)^2`, within `13u` absolute. A saturated `y = +-cap`
 /// gets exactly 0, as autograd through `tanh` gives (`y * (1 / cap)` alone could be an
 /// ulp away from 1).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn softcap_slope<S: Simd>(s: S, y: S::F, c: Cap) -> S::F {
     let zero = s.splat(0.0);
     let t = s.mul(y, s.splat(c.inv));
@@ -211,7 +211,7 @@ pub(crate) fn capped_target_grad(
 /// `[sqrt(1/2), sqrt(2))`, `ln m = 2 atanh(t) = 2 (t + t^3/3 + .. + t^9/9)` with
 /// `t = (m - 1) / (m + 1)`, `|t| <= 0.1716`: the truncation error is below `t^10 / 11 <
 /// 3e-9` relative, and `m - 1` is exact (Sterbenz), so the result is within about 2 ulp.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn ln<S: Simd>(s: S, x: S::F) -> S::F {
     let (e, ln_m) = ln_parts(s, x);
     s.mul_add(e, s.splat(LN2_HI), s.mul_add(e, s.splat(LN2_LO), ln_m))
@@ -220,7 +220,7 @@ pub(crate) fn ln<S: Simd>(s: S, x: S::F) -> S::F {
 /// [`ln`] in two parts, `ln x = e ln 2 + ln m`: the exponent `e` (an integer, as f32)
 /// and `ln m` for the mantissa `m` in `[sqrt(1/2), sqrt(2))`, `|ln m| <= 0.35`. A sum of
 /// many logs keeps the integer parts exact this way.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn ln_parts<S: Simd>(s: S, x: S::F) -> (S::F, S::F) {
     let (e, m) = s.split_exponent(x);
     let big = s.gt(m, s.splat(core::f32::consts::SQRT_2));

@@ -68,6 +68,16 @@
 //! Which lane and which accumulator an element lands in depends only on its index in the
 //! row, never on the row's address or on which thread runs it, so every result is a
 //! function of the input values alone.
+//!
+//! # Inlining, and unoptimised builds
+//!
+//! The helpers carry `#[cfg_attr(not(debug_assertions), inline(always))]`: forced inline
+//! in optimised builds (`.ci/check-inlining` verifies it), left to the compiler where
+//! debug assertions are on. At opt-level 0 a forced-inline tree keeps every inlined
+//! body's locals in separate stack slots: the AVX-512 `ce_rows` boundary's frame was
+//! 3.2 MiB (AVX2 1.9 MiB), and a dependent's dev build crashed with a stack overflow on
+//! a 2 MiB rayon worker. Without the forcing it is a few hundred bytes; the arithmetic,
+//! written with explicit intrinsics, is the same.
 
 mod boundary;
 pub(crate) mod convert;
@@ -88,3 +98,33 @@ pub(crate) use fused::{RowOut, RowPlan, RowsJob};
 pub(crate) use io::{Beta, BlockStats, Io, Smooth};
 pub(crate) use math::Cap;
 pub(crate) use simd::Simd;
+
+#[cfg(test)]
+mod tests {
+    use crate::{CrossEntropy, Kernel};
+
+    /// Every kernel this CPU runs, on every path of the fused driver (row groups, three
+    /// passes, linked and online rows, blocks), fits a thread with the default 2 MiB
+    /// stack. It matters in the unoptimised `cargo test --lib`, where the boundaries'
+    /// frames are largest (see the module docs).
+    #[test]
+    fn every_kernel_fits_a_default_thread_stack() {
+        for kernel in Kernel::available() {
+            for (rows, classes) in [(20, 10), (4, 1000), (3, 20_000), (2, 40_000), (1, 140_000)] {
+                let run = move || {
+                    let ce = CrossEntropy::new(classes).kernel(kernel).threads(1);
+                    let mut z: Vec<f32> = (0..rows * classes).map(|i| (i % 7) as f32).collect();
+                    let t: Vec<usize> = (0..rows).map(|i| i % classes).collect();
+                    ce.forward_backward(&mut z, &t).map(|l| l.rows)
+                };
+                let got = std::thread::Builder::new()
+                    .stack_size(2 << 20)
+                    .spawn(run)
+                    .expect("spawn")
+                    .join()
+                    .expect("no stack overflow");
+                assert_eq!(got, Ok(rows), "{kernel:?} {rows}x{classes}");
+            }
+        }
+    }
+}

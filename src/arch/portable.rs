@@ -26,17 +26,17 @@ unsafe impl Simd for Portable {
     const LANES: usize = 8;
     const EMULATED: bool = true;
 
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn splat(self, x: f32) -> f32x8 {
         f32x8::splat(x)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load(self, p: *const f32) -> f32x8 {
         // SAFETY: feature: none needed. bounds: `p..p + 8` readable (caller's obligation);
         // `read_unaligned` has no alignment requirement.
         f32x8::from(unsafe { p.cast::<[f32; 8]>().read_unaligned() })
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_tail(self, p: *const f32, n: usize, fill: f32) -> f32x8 {
         let mut buf = [fill; 8];
         debug_assert!(n < 8);
@@ -45,52 +45,52 @@ unsafe impl Simd for Portable {
         unsafe { core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n.min(8)) };
         f32x8::from(buf)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store(self, p: *mut f32, v: f32x8) {
         // SAFETY: feature: none needed. bounds: `p..p + 8` writable (caller's obligation).
         unsafe { p.cast::<[f32; 8]>().write_unaligned(v.to_array()) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_tail(self, p: *mut f32, n: usize, v: f32x8) {
         let buf = v.to_array();
         // SAFETY: feature: none needed. bounds: writes `p[..n]`, `n < 8` (caller's
         // obligation) from a local buffer of 8.
         unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n.min(8)) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn prefetch(self, _p: *const f32) {}
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_zero(self) -> [f64; 8] {
         [0.0; 8]
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_add(self, mut acc: [f64; 8], v: f32x8) -> [f64; 8] {
         for (a, x) in acc.iter_mut().zip(v.to_array()) {
             *a += f64::from(x);
         }
         acc
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_sum(self, acc: [f64; 8]) -> f64 {
         acc.iter().sum()
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn add(self, a: f32x8, b: f32x8) -> f32x8 {
         a + b
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn sub(self, a: f32x8, b: f32x8) -> f32x8 {
         a - b
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn mul(self, a: f32x8, b: f32x8) -> f32x8 {
         a * b
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn mul_add(self, a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
         a.mul_add(b, c)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn scale_pow2_unless_below(self, p: f32x8, n: f32x8, x: f32x8, lo: f32x8) -> f32x8 {
         // Saturate floor(n) to [-127, 129] (NaN n becomes 0 in `round_int`; p is NaN
         // then), and apply it as two exponent-field factors so neither leaves the biased
@@ -106,48 +106,48 @@ unsafe impl Simd for Portable {
         let f2: f32x8 = cast((n2 + 127) << 23);
         self.lt(x, lo).blend(f32x8::splat(0.0), p * f1 * f2)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn exp2_eighths(self, t: f32x8) -> f32x8 {
         // `wide` has no lane permute; eight table reads.
         f32x8::from(t.to_array().map(|v| EXP_TABLE[(v.to_bits() & 7) as usize]))
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn lt(self, a: f32x8, b: f32x8) -> f32x8 {
         a.cmp_lt(b)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn gt(self, a: f32x8, b: f32x8) -> f32x8 {
         a.cmp_gt(b)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn select(self, m: f32x8, a: f32x8, b: f32x8) -> f32x8 {
         m.blend(a, b)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn to_array(self, a: f32x8) -> [f32; 16] {
         let mut out = [0.0; 16];
         out[..8].copy_from_slice(&a.to_array());
         out
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn eq(self, a: f32x8, b: f32x8) -> f32x8 {
         a.cmp_eq(b)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn max(self, a: f32x8, b: f32x8) -> f32x8 {
         // Spelled out: `wide` leaves max's NaN behaviour to the platform.
         a.cmp_gt(b).blend(a, b)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn first_lane(self, m: f32x8) -> Option<usize> {
         let bits = m.move_mask();
         (bits != 0).then(|| bits.trailing_zeros() as usize)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn div(self, a: f32x8, b: f32x8) -> f32x8 {
         a / b
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn split_exponent(self, x: f32x8) -> (f32x8, f32x8) {
         // Exponent field minus the bias; mantissa with the exponent field of 1.0. A NaN
         // keeps a NaN mantissa (its fraction bits are non-zero).
@@ -156,7 +156,7 @@ unsafe impl Simd for Portable {
         let m: f32x8 = cast((bits & i32x8::splat(0x007f_ffff)) | i32x8::splat(0x3f80_0000));
         (e.round_float(), x.is_nan().blend(x, m))
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn gather(self, p: *const f32, stride: usize) -> f32x8 {
         // SAFETY: feature: none needed. bounds: reads `p[k * stride]`, k < 8 (caller's
         // obligation).
@@ -164,7 +164,7 @@ unsafe impl Simd for Portable {
             *p.add(k * stride)
         }))
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn scatter(self, p: *mut f32, stride: usize, v: f32x8) {
         for (k, x) in v.to_array().into_iter().enumerate() {
             // SAFETY: feature: none needed. bounds: writes `p[k * stride]`, k < 8 (caller's

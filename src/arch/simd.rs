@@ -2,7 +2,8 @@
 //! contract its `unsafe` rests on (a value of the type proves the CPU features).
 
 /// The vector primitives a kernel variant provides. All methods are `#[inline(always)]` in
-/// implementations so they inherit the caller's `#[target_feature]` set.
+/// implementations (in optimised builds: see [`crate::arch`]) so they inherit the caller's
+/// `#[target_feature]` set.
 ///
 /// # Safety
 ///
@@ -57,7 +58,7 @@ pub(crate) unsafe trait Simd: Copy {
     /// As [`scale_pow2_unless_below`](Self::scale_pow2_unless_below) for `floor(n) <= 127`
     /// only, given also `t = n + ROUND_MAGIC` (the rounding step's result, which holds
     /// `8n` in its low mantissa bits).
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn scale_pow2_small_unless_below(
         self,
         p: Self::F,
@@ -88,7 +89,7 @@ pub(crate) unsafe trait Simd: Copy {
     /// `w = LANES / 2, LANES / 4, .., 1`, lane `i` gains lane `i + w`. The x86 variants
     /// override this with the same additions done by shuffles in registers, so the
     /// result is bit-identical.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn reduce_add(self, v: Self::F) -> f32 {
         let mut a = self.to_array(v);
         let mut w = Self::LANES;
@@ -103,7 +104,7 @@ pub(crate) unsafe trait Simd: Copy {
     /// The largest lane of a vector without NaN lanes (the order of a max does not
     /// matter then). By default a scalar fold; the x86 variants use shuffles, a chain of
     /// `log2 LANES` steps instead of `LANES`.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn reduce_max(self, v: Self::F) -> f32 {
         let a = self.to_array(v);
         a[..Self::LANES]
@@ -133,7 +134,7 @@ pub(crate) unsafe trait Simd: Copy {
     /// `C` strided gathers; the x86 variants override it with in-register transposes.
     /// # Safety
     /// `p..p + LANES * C` readable; `C <= FIXED_MAX_CLASSES`.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [Self::F; C] {
         // A loop, not `array::from_fn`: a closure would be compiled outside the caller's
         // `#[target_feature]` set and the gathers would not inline.
@@ -148,7 +149,7 @@ pub(crate) unsafe trait Simd: Copy {
     /// The inverse of [`Simd::load_columns`]: lane `r` of `v[j]` is stored to `p[r * C + j]`.
     /// # Safety
     /// `p..p + LANES * C` writable; `C <= FIXED_MAX_CLASSES`.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[Self::F; C]) {
         for (j, &vj) in v.iter().enumerate() {
             // SAFETY: bounds: lane `r` writes `p[r * C + j]`, inside `p..p + LANES * C`
@@ -162,7 +163,7 @@ pub(crate) unsafe trait Simd: Copy {
     /// `n` strided gathers; the x86 variants override it with one in-register transpose.
     /// # Safety
     /// `p..p + LANES * c` readable; `LANES * h < c`; `LANES * c < 2^31`.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_block(self, p: *const f32, c: usize, h: usize) -> [Self::F; 16] {
         let (l, mut cols) = (Self::LANES, [self.splat(0.0); 16]);
         for (k, col) in cols.iter_mut().enumerate().take((c - l * h).min(l)) {
@@ -176,7 +177,7 @@ pub(crate) unsafe trait Simd: Copy {
     /// every row, and nothing else.
     /// # Safety
     /// `p..p + LANES * c` writable; `LANES * h < c`; `LANES * c < 2^31`.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_block(self, p: *mut f32, c: usize, h: usize, v: &[Self::F; 16]) {
         let l = Self::LANES;
         for (k, &col) in v.iter().enumerate().take((c - l * h).min(l)) {

@@ -11,7 +11,7 @@ use crate::paths::{GROUP_MAX_CLASSES, GROUP_ROWS};
 /// # Safety
 /// `src..src + len` readable, `dst..dst + len` writable (may equal `src`), `len` a
 /// multiple of `c`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn softmax_rows<S: Simd>(
     s: S,
     src: *const f32,
@@ -36,7 +36,7 @@ pub(crate) unsafe fn softmax_rows<S: Simd>(
 ///
 /// # Safety
 /// As [`softmax_rows`].
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn softmax_row_groups<S: Simd, const G: usize>(
     s: S,
     src: *const f32,

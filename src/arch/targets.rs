@@ -12,7 +12,7 @@ use crate::Target;
 /// `low() as u64` is the value itself for every value in `0..2^64` and at least `2^63`
 /// for a negative one, so `< classes` is exactly `0 <= t < classes`; and a target equals
 /// the ignore index `i` exactly when its low bits do and, for an unsigned type, `i >= 0`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn scan<T: Target>(targets: &[T], classes: usize, ignore: Option<i64>) -> (usize, bool) {
     let Some(index) = ignore.filter(|&i| T::SIGNED || i >= 0) else {
         // No target can be ignored (the usual case): every row counts, and the range check
@@ -36,7 +36,7 @@ pub(crate) fn scan<T: Target>(targets: &[T], classes: usize, ignore: Option<i64>
 ///
 /// Branch-free loops (they vectorise): validated targets are a class or the ignore index,
 /// both exact as i64 (see `Sealed::low`).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn plan_batch<T: Target>(
     targets: &[T],
     ignore: Option<i64>,

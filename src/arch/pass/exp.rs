@@ -67,7 +67,7 @@ impl Ahead {
     }
 
     /// Prefetches the lines `i` floats on in the source and, if any, the destination.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn prefetch<S: Simd>(self, s: S, i: usize) {
         s.prefetch(self.src.wrapping_add(i));
         if !self.dst.is_null() {
@@ -94,7 +94,7 @@ pub(crate) const SMOOTH_WEIGHTED: u8 = 2;
 /// # Safety
 /// `src..src + n` readable; if `STORE`, `dst..dst + n` writable (it may equal `src`);
 /// weighted smoothing slices hold `n` values.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn exp_pass<S: Simd, const STORE: bool>(
     s: S,
@@ -164,7 +164,7 @@ impl TrailBlock {
 /// As [`exp_pass`]; `w..w + n` readable when `SM == SMOOTH_WEIGHTED`; with `TRAIL`,
 /// `trail.dst..trail.dst + n` readable and writable, disjoint from `src..src + n` and
 /// `dst..dst + n`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn exp_pass_mode<
     S: Simd,
@@ -228,7 +228,7 @@ struct Sums<F> {
 ///
 /// # Safety
 /// As [`exp_pass_mode`].
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn plain_quads<S: Simd, const STORE: bool, const TRAIL: bool>(
     s: S,
@@ -308,7 +308,7 @@ unsafe fn plain_quads<S: Simd, const STORE: bool, const TRAIL: bool>(
 ///
 /// # Safety
 /// As [`exp_pass_mode`], with `i <= n`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn pairs<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
     s: S,
@@ -377,7 +377,7 @@ unsafe fn pairs<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
 ///
 /// # Safety
 /// As [`exp_pass_mode`], with `i <= n`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rest<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
     s: S,

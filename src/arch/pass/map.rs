@@ -10,7 +10,7 @@ use crate::arch::{Beta, Simd};
 ///
 /// # Safety
 /// `dst..dst + n` readable and writable; `Beta::Weighted` slices hold `n` values.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn scale_pass<S: Simd>(
     s: S,
     dst: *mut f32,
@@ -29,7 +29,7 @@ pub(crate) unsafe fn scale_pass<S: Simd>(
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable (may equal `src`); `Beta::Weighted`
 /// slices hold `n` values.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn affine_pass<
     S: Simd,
@@ -97,7 +97,7 @@ struct Affine<S: Simd, const EXP: bool, const CAP_IN: bool, const CHAIN: bool> {
 impl<S: Simd, const EXP: bool, const CAP_IN: bool, const CHAIN: bool> LaneMap<S>
     for Affine<S, EXP, CAP_IN, CHAIN>
 {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn apply<const INDEXED: bool>(&self, s: S, z: S::F, i: usize) -> S::F {
         let y = if CAP_IN { softcap(s, z, self.cap) } else { z };
         let e = if EXP { exp(s, s.sub(y, self.mv)) } else { y };
@@ -124,7 +124,7 @@ struct Shift<S: Simd> {
 }
 
 impl<S: Simd> LaneMap<S> for Shift<S> {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn apply<const INDEXED: bool>(&self, s: S, z: S::F, _: usize) -> S::F {
         s.sub(s.sub(z, self.mv), self.shv)
     }
@@ -134,7 +134,7 @@ impl<S: Simd> LaneMap<S> for Shift<S> {
 struct Splat<S: Simd>(S::F);
 
 impl<S: Simd> LaneMap<S> for Splat<S> {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn apply<const INDEXED: bool>(&self, _: S, _: S::F, _: usize) -> S::F {
         self.0
     }
@@ -144,7 +144,7 @@ impl<S: Simd> LaneMap<S> for Splat<S> {
 struct ExpAny;
 
 impl<S: Simd> LaneMap<S> for ExpAny {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn apply<const INDEXED: bool>(&self, s: S, x: S::F, _: usize) -> S::F {
         exp_any(s, x)
     }
@@ -154,7 +154,7 @@ impl<S: Simd> LaneMap<S> for ExpAny {
 struct Tanh;
 
 impl<S: Simd> LaneMap<S> for Tanh {
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn apply<const INDEXED: bool>(&self, s: S, x: S::F, _: usize) -> S::F {
         tanh(s, x)
     }
@@ -169,7 +169,7 @@ impl<S: Simd> LaneMap<S> for Tanh {
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable; with `INDEXED`, `f` was built for `n`
 /// entries.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn map_stream<S: Simd, M: LaneMap<S>, const INDEXED: bool>(
     s: S,
     src: *const f32,
@@ -211,7 +211,7 @@ unsafe fn map_stream<S: Simd, M: LaneMap<S>, const INDEXED: bool>(
 ///
 /// # Safety
 /// `dst..dst + n` writable.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn fill_zero<S: Simd>(s: S, dst: *mut f32, n: usize) {
     let z = s.splat(0.0);
     // SAFETY: `dst` is both ends; `dst..dst + n` readable as it is writable (the loaded
@@ -223,7 +223,7 @@ pub(crate) unsafe fn fill_zero<S: Simd>(s: S, dst: *mut f32, n: usize) {
 ///
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable (may equal `src`).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn shift_run<S: Simd>(
     s: S,
     src: *const f32,
@@ -241,7 +241,7 @@ pub(crate) unsafe fn shift_run<S: Simd>(
 ///
 /// # Safety
 /// As [`shift_run`].
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn shift<S: Simd>(
     s: S,
     src: *const f32,
@@ -260,7 +260,7 @@ pub(crate) unsafe fn shift<S: Simd>(
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable (may equal `src`); weighted slices
 /// hold `n`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn grad_from_stats<S: Simd>(
     s: S,
@@ -285,7 +285,7 @@ pub(crate) unsafe fn grad_from_stats<S: Simd>(
 ///
 /// # Safety
 /// `p..p + n` readable and writable.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn exp_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
     // SAFETY: `p` is both ends; forwarded.
     unsafe { map_stream::<S, _, false>(s, p, p, n, &ExpAny) }
@@ -295,7 +295,7 @@ pub(crate) unsafe fn exp_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
 ///
 /// # Safety
 /// `p..p + n` readable and writable.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn tanh_slice<S: Simd>(s: S, p: *mut f32, n: usize) {
     // SAFETY: `p` is both ends; forwarded.
     unsafe { map_stream::<S, _, false>(s, p, p, n, &Tanh) }

@@ -17,7 +17,7 @@ use crate::paths::{ARGMAX_SWEEP, MAX_BLOCK};
 ///
 /// # Safety
 /// `p..p + n` must be readable.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn max_argmax<S: Simd>(s: S, p: *const f32, n: usize) -> (f32, usize) {
     let neg_inf = s.splat(f32::NEG_INFINITY);
     let (mut best, mut bv, mut win) = (f32::NEG_INFINITY, neg_inf, 0);
@@ -49,7 +49,7 @@ pub(crate) unsafe fn max_argmax<S: Simd>(s: S, p: *const f32, n: usize) -> (f32,
 ///
 /// # Safety
 /// `p..p + n` must be readable; `n <= MAX_BLOCK`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn first_equal<S: Simd>(s: S, p: *const f32, n: usize, b: f32) -> usize {
     // SAFETY: forwarded.
     unsafe {
@@ -67,7 +67,7 @@ pub(crate) unsafe fn first_equal<S: Simd>(s: S, p: *const f32, n: usize, b: f32)
 ///
 /// # Safety
 /// `p..p + n` must be readable; `n <= MAX_BLOCK`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn first_equal_sweep<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> usize {
     let (l, neg_inf) = (S::LANES, s.splat(f32::NEG_INFINITY));
     // SAFETY: bounds: `LANE_INDEX` holds 16 >= LANES values.
@@ -93,7 +93,7 @@ unsafe fn first_equal_sweep<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) ->
 ///
 /// # Safety
 /// `p..p + n` must be readable.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn first_equal_exit<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> usize {
     let l = S::LANES;
     let mut i = 0;
@@ -113,7 +113,7 @@ unsafe fn first_equal_exit<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> 
 ///
 /// # Safety
 /// `p..p + n` must be readable.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn lane_max<S: Simd>(s: S, p: *const f32, n: usize) -> S::F {
     let l = S::LANES;
     let neg_inf = s.splat(f32::NEG_INFINITY);

@@ -7,8 +7,8 @@
 //! * [`map`]: pass 3 (`g = alpha e - beta`) and the other element-wise maps;
 //! * [`stats`]: the mergeable statistics of a run, without stores.
 //!
-//! Every function is `#[inline(always)]` so that it compiles inside the variant's
-//! `#[target_feature]` boundary; pointer preconditions are stated per function.
+//! Every function is `#[inline(always)]` (in optimised builds, see [`crate::arch`]) so
+//! that it compiles inside the variant's `#[target_feature]` boundary; pointer preconditions are stated per function.
 
 pub(crate) mod exp;
 pub(crate) mod map;
@@ -38,7 +38,7 @@ pub(crate) static LANE_INDEX: [f32; 16] = [
 ///
 /// # Safety
 /// `p..p + n` must be readable; `i < n`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn load_upto<S: Simd>(
     s: S,
     p: *const f32,

@@ -57,7 +57,7 @@ impl Segment {
 /// `n <= FUSED_MAX_CLASSES`. With `TRAIL`: `trail.dst..trail.dst + n` readable and
 /// writable, disjoint from both, and `trail.segs` segments of a row of `n` classes (as
 /// this function returns them).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn online_pass<S: Simd, const STORE: bool, const TRAIL: bool>(
     s: S,
     src: *const f32,
@@ -161,7 +161,7 @@ impl TrailRow<'_> {
 }
 
 /// `exp(reference - max)` in f64: the factor that puts a segment's exps on the row's max.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn segment_factor(reference: f32, max: f32) -> f64 {
     (f64::from(reference) - f64::from(max)).exp()
 }

@@ -12,7 +12,7 @@ use crate::arch::{BlockStats, Simd, Smooth};
 ///
 /// # Safety
 /// `z..z + n` readable; weighted smoothing slices hold `n`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn stats<S: Simd>(
     s: S,
     z: *const f32,

@@ -28,7 +28,7 @@ pub(super) struct GroupStats<F> {
 /// # Safety
 /// `gs..gs + LANES * c` readable (`c` the class count, [`classes_of`]); `gd` null or
 /// `gd..gd + LANES * c` writable; `pending`, if any, names `LANES * c` writable floats.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn batch_group<S: Simd, const N: usize>(
     s: S,
@@ -72,7 +72,7 @@ pub(super) unsafe fn batch_group<S: Simd, const N: usize>(
 ///
 /// # Safety
 /// `src..src + LANES * c` readable (`c` the class count, [`classes_of`]).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn group_exps<S: Simd, const N: usize>(
     s: S,
     src: *const f32,
@@ -165,7 +165,7 @@ pub(super) struct GroupGrad<F> {
 ///
 /// # Safety
 /// `g.dst..g.dst + LANES * c` writable (`c` the class count, [`classes_of`]).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(super) unsafe fn group_grad<S: Simd, const N: usize>(
     s: S,
     job: &SmallJob<'_>,
@@ -205,7 +205,7 @@ pub(super) unsafe fn group_grad<S: Simd, const N: usize>(
 ///
 /// # Safety
 /// `p..p + LANES * c` readable; `c == N` if `N <= FIXED_MAX_CLASSES`, else `c <= N`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn load_group<S: Simd, const N: usize>(s: S, p: *const f32, c: usize, v: &mut [S::F; N]) {
     if N <= FIXED_MAX_CLASSES {
         // SAFETY: the caller's obligations, with `c == N`.
@@ -226,7 +226,7 @@ unsafe fn load_group<S: Simd, const N: usize>(s: S, p: *const f32, c: usize, v: 
 ///
 /// # Safety
 /// `p..p + LANES * c` writable; `c` as for [`load_group`].
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn store_group<S: Simd, const N: usize>(s: S, p: *mut f32, c: usize, v: &[S::F; N]) {
     if N <= FIXED_MAX_CLASSES {
         // SAFETY: the caller's obligations, with `c == N`.
@@ -255,7 +255,7 @@ unsafe fn store_group<S: Simd, const N: usize>(s: S, p: *mut f32, c: usize, v: &
 
 /// The lanes of `a` summed over the slice by a fixed pairwise tree (`ceil(log2 len)`
 /// levels), in place; unrolled in the fixed instances, where the length is a constant.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn tree_sum<S: Simd>(s: S, a: &mut [S::F]) -> S::F {
     let mut w = a.len();
     while w > 1 {
@@ -270,7 +270,7 @@ fn tree_sum<S: Simd>(s: S, a: &mut [S::F]) -> S::F {
 
 /// The loss phase of one group: its rows' losses at scale 2^-64 (0 for ignored rows) and
 /// a vector of 1.0 in the lanes whose prediction is correct.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(super) fn group_loss<S: Simd>(
     s: S,
     job: &SmallJob<'_>,

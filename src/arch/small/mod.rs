@@ -52,7 +52,7 @@ pub(crate) struct SmallJob<'a> {
 /// `src..src + len` readable; `dst` null or `dst..dst + len` writable (may equal `src`);
 /// `len` a multiple of `job.classes`, which is at most `SMALL_MAX_CLASSES`; planned
 /// targets are `-1` or in `0..C`; weighted slices hold `C` values.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn ce_small<S: Simd, P>(
     s: S,
     src: *const f32,
@@ -87,7 +87,7 @@ static UNIT_WEIGHTS: [f32; SMALL_MAX_CLASSES] = [1.0; SMALL_MAX_CLASSES];
 
 /// The class count of an instance of the row-group path with room for `N` classes: `N`
 /// itself (a constant) for the fixed instances, else the job's.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn classes_of<const N: usize>(job: &SmallJob<'_>) -> usize {
     if N <= FIXED_MAX_CLASSES {
         N
@@ -101,7 +101,7 @@ fn classes_of<const N: usize>(job: &SmallJob<'_>) -> usize {
 /// # Safety
 /// As [`ce_small`], with `job.classes == N` if `N <= FIXED_MAX_CLASSES`, else
 /// `job.classes <= N`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn ce_small_c<S: Simd, P, const N: usize>(
     s: S,
     src: *const f32,
@@ -212,7 +212,7 @@ struct SmallState<S: Simd> {
 /// `src..src + full * LANES * c` readable (`c` the class count, [`classes_of`]); the same
 /// writable from `dst` unless it is null; `spare`'s source holds `LANES * c` readable
 /// floats and its destination is null exactly when `dst` is, else `LANES * c` writable.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn small_batch<S: Simd, const N: usize>(
     s: S,
     (src, dst): (*const f32, *mut f32),
@@ -233,7 +233,7 @@ unsafe fn small_batch<S: Simd, const N: usize>(
 ///
 /// # Safety
 /// `k < BATCH_GROUPS`, so that `k * LANES + LANES <= BATCH_ROWS + 16`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn group_lanes<S: Simd>(s: S, tg: &[f32], wt: &[f32], k: usize) -> (S::F, S::F) {
     debug_assert!(k < BATCH_GROUPS && tg.len() == BATCH_ROWS + 16 && wt.len() == tg.len());
     // SAFETY: bounds: group `k`'s targets and weights are `tg`/`wt[k * LANES..][..LANES]`,
@@ -252,7 +252,7 @@ unsafe fn group_lanes<S: Simd>(s: S, tg: &[f32], wt: &[f32], k: usize) -> (S::F,
 ///
 /// # Safety
 /// As [`small_batch`], with `full + spare.is_some() <= BATCH_GROUPS`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn batch_exps<S: Simd, const N: usize>(
     s: S,
     (src, dst): (*const f32, *mut f32),
@@ -335,7 +335,7 @@ unsafe fn batch_exps<S: Simd, const N: usize>(
 ///
 /// # Safety
 /// `groups <= BATCH_GROUPS`, and the batch's exp phase has filled `st.stats[..groups]`.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn batch_losses<S: Simd>(s: S, job: &SmallJob<'_>, st: &mut SmallState<S>, groups: usize) {
     // Without class weights every counted row's `ln S` has the same coefficient, so the
     // batch takes one log, of each lane's product of its counted rows' sums, instead of

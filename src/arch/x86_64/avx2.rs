@@ -22,7 +22,7 @@ impl Avx2 {
 ///
 /// # Safety
 /// The CPU supports AVX.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn transpose8(r: &mut [__m256; 8]) {
     // SAFETY: feature: the caller's obligation. Registers only.
     unsafe {
@@ -56,18 +56,18 @@ unsafe impl Simd for Avx2 {
     type Wide = [__m256d; 2];
     const LANES: usize = 8;
 
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn splat(self, x: f32) -> __m256 {
         // SAFETY: feature: the `Avx2` token proves avx2 (AVX is implied) was detected.
         unsafe { _mm256_set1_ps(x) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load(self, p: *const f32) -> __m256 {
         // SAFETY: feature: token proves avx2. bounds: `p..p + 8` readable (caller's
         // obligation); `loadu` has no alignment requirement.
         unsafe { _mm256_loadu_ps(p) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_tail(self, p: *const f32, n: usize, fill: f32) -> __m256 {
         let mut buf = [fill; 8];
         // SAFETY: feature: token proves avx2. bounds: copies `p[..n]`, `n < 8` (caller's
@@ -77,13 +77,13 @@ unsafe impl Simd for Avx2 {
             _mm256_loadu_ps(buf.as_ptr())
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store(self, p: *mut f32, v: __m256) {
         // SAFETY: feature: token proves avx2. bounds: `p..p + 8` writable (caller's
         // obligation).
         unsafe { _mm256_storeu_ps(p, v) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_tail(self, p: *mut f32, n: usize, v: __m256) {
         let mut buf = [0.0f32; 8];
         // SAFETY: feature: token proves avx2. bounds: stores 8 lanes into a local buffer,
@@ -93,33 +93,33 @@ unsafe impl Simd for Avx2 {
             core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n.min(8));
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn prefetch(self, p: *const f32) {
         // SAFETY: feature: SSE is part of the x86-64 baseline. bounds: a prefetch is a hint
         // that never faults, whatever the address.
         unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn add(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_add_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn sub(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_sub_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn mul(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_mul_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
         // SAFETY: feature: token proves fma.
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn scale_pow2_unless_below(self, p: __m256, n: __m256, x: __m256, lo: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2 (256-bit integer shifts and adds).
         unsafe {
@@ -140,7 +140,7 @@ unsafe impl Simd for Avx2 {
             _mm256_andnot_ps(zero, _mm256_mul_ps(_mm256_mul_ps(p, f1), f2))
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn scale_pow2_small_unless_below(
         self,
         p: __m256,
@@ -163,7 +163,7 @@ unsafe impl Simd for Avx2 {
             _mm256_andnot_ps(zero, _mm256_mul_ps(p, pow2))
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn exp2_eighths(self, t: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2. bounds: reads the 8 floats of a constant.
         // `vpermps` indexes with each lane's low three bits.
@@ -172,47 +172,47 @@ unsafe impl Simd for Avx2 {
             _mm256_permutevar8x32_ps(table, _mm256_castps_si256(t))
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn lt(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn gt(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn select(self, m: __m256, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2. `blendv` takes the second operand where the
         // mask is set.
         unsafe { _mm256_blendv_ps(b, a, m) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn to_array(self, a: __m256) -> [f32; 16] {
         let mut out = [0.0f32; 16];
         // SAFETY: feature: token proves avx2. bounds: writes 8 of the 16 local slots.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), a) };
         out
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn eq(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn max(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2. `vmaxps` returns its second operand when
         // either is NaN.
         unsafe { _mm256_max_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn first_lane(self, m: __m256) -> Option<usize> {
         // SAFETY: feature: token proves avx2 (`vmovmskps` is AVX).
         let bits = unsafe { _mm256_movemask_ps(m) };
         (bits != 0).then(|| bits.trailing_zeros() as usize)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn reduce_add(self, v: __m256) -> f32 {
         // SAFETY: feature: token proves avx2 (which implies the SSE used). Lanes `i + 4`,
         // then `i + 2`, `i + 1` are added onto lane `i`, the trait's order.
@@ -222,7 +222,7 @@ unsafe impl Simd for Avx2 {
             _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)))
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn reduce_max(self, v: __m256) -> f32 {
         // SAFETY: feature: token proves avx2. The same halving steps as `reduce_add`.
         unsafe {
@@ -231,12 +231,12 @@ unsafe impl Simd for Avx2 {
             _mm_cvtss_f32(_mm_max_ss(d, _mm_movehdup_ps(d)))
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn div(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2.
         unsafe { _mm256_div_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn split_exponent(self, x: __m256) -> (__m256, __m256) {
         // SAFETY: feature: token proves avx2 (256-bit integer ops).
         unsafe {
@@ -253,12 +253,12 @@ unsafe impl Simd for Avx2 {
             (_mm256_cvtepi32_ps(e), _mm256_blendv_ps(m, x, nan))
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_zero(self) -> [__m256d; 2] {
         // SAFETY: feature: token proves avx2.
         unsafe { [_mm256_setzero_pd(); 2] }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_add(self, acc: [__m256d; 2], v: __m256) -> [__m256d; 2] {
         // SAFETY: feature: token proves avx2 (`cvtps_pd` is AVX).
         unsafe {
@@ -268,7 +268,7 @@ unsafe impl Simd for Avx2 {
             ]
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_sum(self, acc: [__m256d; 2]) -> f64 {
         let mut lanes = [0f64; 8];
         // SAFETY: feature: token proves avx2. bounds: two stores of 4 into 8 slots.
@@ -278,7 +278,7 @@ unsafe impl Simd for Avx2 {
         }
         lanes.iter().sum()
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_block(self, p: *const f32, c: usize, h: usize) -> [__m256; 16] {
         // Rows are read as vectors of 8 and transposed in registers. A row's vector may
         // run into the next rows, which is harmless inside the group; one that would run
@@ -304,7 +304,7 @@ unsafe impl Simd for Avx2 {
         cols[..8].copy_from_slice(&block);
         cols
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_block(self, p: *mut f32, c: usize, h: usize, v: &[__m256; 16]) {
         let n = (c - 8 * h).min(8);
         let mut rows = [self.splat(0.0); 8];
@@ -325,7 +325,7 @@ unsafe impl Simd for Avx2 {
             }
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [__m256; C] {
         let mut cols = [self.splat(0.0); C];
         for h in 0..C.div_ceil(8) {
@@ -336,7 +336,7 @@ unsafe impl Simd for Avx2 {
         }
         cols
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[__m256; C]) {
         let mut rows = [[self.splat(0.0); 8]; crate::paths::FIXED_MAX_CLASSES / 8];
         for (h, block) in rows.iter_mut().enumerate().take(C.div_ceil(8)) {
@@ -363,7 +363,7 @@ unsafe impl Simd for Avx2 {
             }
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn gather(self, p: *const f32, stride: usize) -> __m256 {
         let s = stride as i32;
         // SAFETY: feature: token proves avx2. bounds: lane `k` reads `p + k * stride`,
@@ -376,7 +376,7 @@ unsafe impl Simd for Avx2 {
             _mm256_i32gather_ps::<4>(p, idx)
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn scatter(self, p: *mut f32, stride: usize, v: __m256) {
         let a = self.to_array(v);
         for (k, &x) in a[..8].iter().enumerate() {

@@ -81,7 +81,7 @@ const fn column_maps(c: usize) -> ColumnMaps {
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn transpose16(r: &mut [__m512; 16]) {
     // SAFETY: feature: the caller's obligation. Registers only.
     unsafe {
@@ -126,7 +126,7 @@ unsafe fn transpose16(r: &mut [__m512; 16]) {
 const TRANSPOSE_FROM: usize = 8;
 
 /// The mask of the low `n` lanes (`n <= 16`).
-#[inline(always)]
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn low_mask(n: usize) -> __mmask16 {
     ((1u32 << n.min(16)) - 1) as __mmask16
 }
@@ -139,63 +139,63 @@ unsafe impl Simd for Avx512 {
     type Wide = [__m512d; 2];
     const LANES: usize = 16;
 
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn splat(self, x: f32) -> __m512 {
         // SAFETY: feature: the `Avx512` token proves avx512f was detected.
         unsafe { _mm512_set1_ps(x) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load(self, p: *const f32) -> __m512 {
         // SAFETY: feature: token proves avx512f. bounds: `p..p + 16` readable (caller's
         // obligation); `loadu` has no alignment requirement.
         unsafe { _mm512_loadu_ps(p) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_tail(self, p: *const f32, n: usize, fill: f32) -> __m512 {
         // SAFETY: feature: token proves avx512f. bounds: the mask enables lanes `0..n` only
         // and `p[..n]` is readable (caller's obligation); masked-off lanes are not accessed
         // (no fault even across a page end) and take `fill`.
         unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), low_mask(n), p) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store(self, p: *mut f32, v: __m512) {
         // SAFETY: feature: token proves avx512f. bounds: `p..p + 16` writable (caller's
         // obligation).
         unsafe { _mm512_storeu_ps(p, v) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_tail(self, p: *mut f32, n: usize, v: __m512) {
         // SAFETY: feature: token proves avx512f. bounds: only lanes `0..n` are written and
         // `p[..n]` is writable (caller's obligation).
         unsafe { _mm512_mask_storeu_ps(p, low_mask(n), v) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn prefetch(self, p: *const f32) {
         // SAFETY: feature: SSE is part of the x86-64 baseline. bounds: a prefetch is a hint
         // that never faults, whatever the address.
         unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn add(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f.
         unsafe { _mm512_add_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn sub(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f.
         unsafe { _mm512_sub_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn mul(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f.
         unsafe { _mm512_mul_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f (512-bit FMA is part of AVX-512F).
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn scale_pow2_unless_below(self, p: __m512, n: __m512, x: __m512, lo: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f. `scalef` computes `p * 2^floor(n)` exactly
         // for any `n` (IEEE overflow to +inf, underflow to 0); the zero-masking form clears
@@ -206,7 +206,7 @@ unsafe impl Simd for Avx512 {
             _mm512_maskz_scalef_ps(keep, p, n)
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn exp2_eighths(self, t: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f. bounds: reads the 16 floats of a static.
         // `vpermps` indexes with each lane's low four bits; the table repeats its eight
@@ -216,45 +216,45 @@ unsafe impl Simd for Avx512 {
             _mm512_permutexvar_ps(_mm512_castps_si512(t), table)
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn lt(self, a: __m512, b: __m512) -> __mmask16 {
         // SAFETY: feature: token proves avx512f.
         unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn gt(self, a: __m512, b: __m512) -> __mmask16 {
         // SAFETY: feature: token proves avx512f.
         unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn select(self, m: __mmask16, a: __m512, b: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f. `mask_blend` takes the second operand
         // where the mask bit is set.
         unsafe { _mm512_mask_blend_ps(m, b, a) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn to_array(self, a: __m512) -> [f32; 16] {
         let mut out = [0.0f32; 16];
         // SAFETY: feature: token proves avx512f. bounds: writes the 16 local slots.
         unsafe { _mm512_storeu_ps(out.as_mut_ptr(), a) };
         out
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn eq(self, a: __m512, b: __m512) -> __mmask16 {
         // SAFETY: feature: token proves avx512f.
         unsafe { _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn max(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f. `vmaxps` returns its second operand when
         // either is NaN.
         unsafe { _mm512_max_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn first_lane(self, m: __mmask16) -> Option<usize> {
         (m != 0).then(|| m.trailing_zeros() as usize)
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn reduce_add(self, v: __m512) -> f32 {
         // SAFETY: feature: token proves avx512f (which implies the SSE and AVX used).
         // Each step adds the upper half of the live lanes onto the lower half: lanes
@@ -269,7 +269,7 @@ unsafe impl Simd for Avx512 {
             _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)))
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn reduce_max(self, v: __m512) -> f32 {
         // SAFETY: feature: token proves avx512f. The same halving steps as `reduce_add`.
         unsafe {
@@ -282,12 +282,12 @@ unsafe impl Simd for Avx512 {
             _mm_cvtss_f32(_mm_max_ss(d, _mm_movehdup_ps(d)))
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn div(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f.
         unsafe { _mm512_div_ps(a, b) }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn split_exponent(self, x: __m512) -> (__m512, __m512) {
         // SAFETY: feature: token proves avx512f (`getexp`/`getmant` are AVX-512F).
         unsafe {
@@ -297,12 +297,12 @@ unsafe impl Simd for Avx512 {
             )
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_zero(self) -> [__m512d; 2] {
         // SAFETY: feature: token proves avx512f.
         unsafe { [_mm512_setzero_pd(); 2] }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_add(self, acc: [__m512d; 2], v: __m512) -> [__m512d; 2] {
         // SAFETY: feature: token proves avx512f (`cvtps_pd`, `extractf64x4` are AVX-512F).
         unsafe {
@@ -313,7 +313,7 @@ unsafe impl Simd for Avx512 {
             ]
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_sum(self, acc: [__m512d; 2]) -> f64 {
         let mut lanes = [0f64; 16];
         // SAFETY: feature: token proves avx512f. bounds: two stores of 8 into 16 slots.
@@ -323,7 +323,7 @@ unsafe impl Simd for Avx512 {
         }
         lanes.iter().sum()
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_block(self, p: *const f32, c: usize, h: usize) -> [__m512; 16] {
         // Row `r` of the block is classes `16 h..16 h + n` of row `r`, one masked load; a
         // transpose turns the 16 rows into 16 columns.
@@ -340,7 +340,7 @@ unsafe impl Simd for Avx512 {
         }
         rows
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_block(self, p: *mut f32, c: usize, h: usize, v: &[__m512; 16]) {
         let n = (c - 16 * h).min(16);
         let mut rows = *v;
@@ -354,7 +354,7 @@ unsafe impl Simd for Avx512 {
             }
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_columns<const C: usize>(self, p: *const f32) -> [__m512; C] {
         if C >= TRANSPOSE_FROM {
             let mut cols = [self.splat(0.0); C];
@@ -391,7 +391,7 @@ unsafe impl Simd for Avx512 {
             cols
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_columns<const C: usize>(self, p: *mut f32, v: &[__m512; C]) {
         if C >= TRANSPOSE_FROM {
             for h in 0..C.div_ceil(16) {
@@ -427,7 +427,7 @@ unsafe impl Simd for Avx512 {
     // `vgatherdps`/`vscatterdps`: on the machine we measured (Xeon, with current gather
     // microcode) the scalar form was faster, 0.50 s against 0.58 s for 2048x3 x 20 000
     // forward calls, and equal for scatter.
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn gather(self, p: *const f32, stride: usize) -> __m512 {
         // SAFETY: feature: token proves avx512f. bounds: lane `k` reads `p + k * stride`,
         // readable for k < 16 by the caller's obligation.
@@ -436,7 +436,7 @@ unsafe impl Simd for Avx512 {
             _mm512_loadu_ps(a.as_ptr())
         }
     }
-    #[inline(always)]
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn scatter(self, p: *mut f32, stride: usize, v: __m512) {
         // SAFETY: feature: token proves avx512f. bounds: lane `k` writes `p + k * stride`,
         // writable for k < 16 by the caller's obligation.
