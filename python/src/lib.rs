@@ -18,7 +18,7 @@ use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use xent::{CrossEntropy, Loss, Reduction, RowOutputs};
+use xent::{CrossEntropy, LinearCrossEntropy, LinearGrads, Loss, Reduction, RowOutputs};
 
 /// One call's options, built by the Python layer from its keyword arguments.
 #[pyclass(frozen)]
@@ -315,6 +315,159 @@ fn backward_rows(
     })
 }
 
+/// A float tensor's elements of the head's element type `H` (`f32`, `bf16` or `f16`),
+/// borrowed for reading; 16-bit types arrive as their `uint16` bits.
+trait Elem: xent::LinearFloat + Sized {
+    type Bits: numpy::Element;
+    fn cast(bits: &[Self::Bits]) -> &[Self];
+    fn cast_mut(bits: &mut [Self::Bits]) -> &mut [Self];
+}
+
+impl Elem for f32 {
+    type Bits = f32;
+    fn cast(bits: &[f32]) -> &[f32] {
+        bits
+    }
+    fn cast_mut(bits: &mut [f32]) -> &mut [f32] {
+        bits
+    }
+}
+
+impl Elem for bf16 {
+    type Bits = u16;
+    fn cast(bits: &[u16]) -> &[bf16] {
+        bits.reinterpret_cast()
+    }
+    fn cast_mut(bits: &mut [u16]) -> &mut [bf16] {
+        bits.reinterpret_cast_mut()
+    }
+}
+
+impl Elem for f16 {
+    type Bits = u16;
+    fn cast(bits: &[u16]) -> &[f16] {
+        bits.reinterpret_cast()
+    }
+    fn cast_mut(bits: &mut [u16]) -> &mut [f16] {
+        bits.reinterpret_cast_mut()
+    }
+}
+
+/// The fused linear + cross-entropy head: the loss of `cross_entropy(hidden weight^T +
+/// bias, targets)` and, when `d_hidden` and `d_weight` are given, the gradients written
+/// into them (and into `d_bias` with a bias), all of the head's element type. With
+/// `reduction="none"`, `losses` (float32, one per row) receives the per-row losses and no
+/// gradient may be asked for. `memory_budget` bounds a chunk's logits (bytes).
+#[pyfunction]
+#[pyo3(signature = (cfg, dim, dtype_name, hidden, weight, bias, targets, d_hidden=None, d_weight=None, d_bias=None, losses=None, memory_budget=None))]
+#[allow(clippy::too_many_arguments)] // the crate's call, plus the call's context
+fn linear(
+    py: Python<'_>,
+    cfg: &Config,
+    dim: usize,
+    dtype_name: &str,
+    hidden: &Bound<'_, PyAny>,
+    weight: &Bound<'_, PyAny>,
+    bias: Option<&Bound<'_, PyAny>>,
+    targets: &Bound<'_, PyAny>,
+    d_hidden: Option<&Bound<'_, PyAny>>,
+    d_weight: Option<&Bound<'_, PyAny>>,
+    d_bias: Option<&Bound<'_, PyAny>>,
+    losses: Option<&Bound<'_, PyAny>>,
+    memory_budget: Option<usize>,
+) -> PyResult<LossTuple> {
+    let mut head = LinearCrossEntropy::new(cfg.ce.clone(), dim);
+    if let Some(bytes) = memory_budget {
+        head = head.memory_budget(bytes);
+    }
+    let args = LinearArgs {
+        head: &head,
+        hidden,
+        weight,
+        bias,
+        targets,
+        d_hidden,
+        d_weight,
+        d_bias,
+        losses,
+    };
+    match dtype(dtype_name)? {
+        Dtype::F32 => linear_as::<f32>(py, args),
+        Dtype::Bf16 => linear_as::<bf16>(py, args),
+        Dtype::F16 => linear_as::<f16>(py, args),
+    }
+}
+
+/// The Python arguments of [`linear`], before borrowing.
+struct LinearArgs<'a, 'py> {
+    head: &'a LinearCrossEntropy,
+    hidden: &'a Bound<'py, PyAny>,
+    weight: &'a Bound<'py, PyAny>,
+    bias: Option<&'a Bound<'py, PyAny>>,
+    targets: &'a Bound<'py, PyAny>,
+    d_hidden: Option<&'a Bound<'py, PyAny>>,
+    d_weight: Option<&'a Bound<'py, PyAny>>,
+    d_bias: Option<&'a Bound<'py, PyAny>>,
+    losses: Option<&'a Bound<'py, PyAny>>,
+}
+
+fn read<'py, T: numpy::Element>(x: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    Ok(x.extract()?)
+}
+
+fn write<'py, T: numpy::Element>(x: &Bound<'py, PyAny>) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
+    Ok(x.extract()?)
+}
+
+fn linear_as<H: Elem>(py: Python<'_>, a: LinearArgs<'_, '_>) -> PyResult<LossTuple> {
+    let read = read::<H::Bits>;
+    let write = write::<H::Bits>;
+    let h = read(a.hidden)?;
+    let w = read(a.weight)?;
+    let b = a.bias.map(read).transpose()?;
+    let h = H::cast(contiguous(h.as_slice())?);
+    let w = H::cast(contiguous(w.as_slice())?);
+    let b = match &b {
+        Some(b) => Some(H::cast(contiguous(b.as_slice())?)),
+        None => None,
+    };
+    let head = a.head;
+    match (a.d_hidden, a.d_weight) {
+        (Some(dh), Some(dw)) => {
+            let mut dh = write(dh)?;
+            let mut dw = write(dw)?;
+            let mut db = a.d_bias.map(write).transpose()?;
+            let dh = H::cast_mut(contiguous(dh.as_slice_mut())?);
+            let dw = H::cast_mut(contiguous(dw.as_slice_mut())?);
+            let mut grads = LinearGrads::new(dh, dw);
+            if let Some(db) = db.as_mut() {
+                grads = grads.bias(H::cast_mut(contiguous(db.as_slice_mut())?));
+            }
+            with_targets!(a.targets, |t| py
+                .detach(|| head.forward_backward(h, w, b, t, grads))
+                .map(tuple)
+                .map_err(py_err))
+        }
+        (None, None) => {
+            let mut losses = a
+                .losses
+                .map(|l| l.extract::<PyReadwriteArrayDyn<'_, f32>>())
+                .transpose()?;
+            let mut out = RowOutputs::new();
+            if let Some(l) = losses.as_mut() {
+                out = out.losses(contiguous(l.as_slice_mut())?);
+            }
+            with_targets!(a.targets, |t| py
+                .detach(|| head.forward_with(h, w, b, t, out))
+                .map(tuple)
+                .map_err(py_err))
+        }
+        _ => Err(PyValueError::new_err(
+            "d_hidden and d_weight are given together or not at all",
+        )),
+    }
+}
+
 #[pymodule]
 fn _xent(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Config>()?;
@@ -322,5 +475,6 @@ fn _xent(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forward_backward, m)?)?;
     m.add_function(wrap_pyfunction!(forward_rows, m)?)?;
     m.add_function(wrap_pyfunction!(backward_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(linear, m)?)?;
     Ok(())
 }

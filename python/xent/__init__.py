@@ -3,10 +3,12 @@
 ``xent.cross_entropy(input, target, ...)`` takes the arguments of
 ``torch.nn.functional.cross_entropy`` (plus ``z_loss``, ``softcap``,
 ``inplace_backward`` and ``num_threads``) and computes the loss and its gradient in one
-pass of the Rust crate's SIMD kernels; ``xent.CrossEntropyLoss`` is the module form.
+pass of the Rust crate's SIMD kernels; ``xent.CrossEntropyLoss`` is the module form;
+``xent.linear_cross_entropy`` is a language-model head's ``F.linear`` + cross-entropy
+without the logits.
 """
 
-from ._functional import cross_entropy
+from ._functional import cross_entropy, linear_cross_entropy
 from ._module import CrossEntropyLoss
 
-__all__ = ["cross_entropy", "CrossEntropyLoss"]
+__all__ = ["cross_entropy", "linear_cross_entropy", "CrossEntropyLoss"]

@@ -243,3 +243,139 @@ def cross_entropy(
     if reduction == "none":
         out = out.reshape(batch)
     return out
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target, cfg, reduction, budget):
+        dtype = _DTYPES[hidden.dtype]
+        dim = hidden.shape[1]
+        b = None if bias is None else _view(bias)
+        ctx.set_materialize_grads(False)
+        ctx.grads = None
+        if reduction == "none":
+            losses = torch.empty(hidden.shape[0], dtype=torch.float32)
+            _xent.linear(
+                cfg, dim, dtype, _view(hidden), _view(weight), b, _view(target),
+                losses=_view(losses), memory_budget=budget,
+            )
+            return losses.to(hidden.dtype)
+        if not any(ctx.needs_input_grad[:3]):
+            res = _xent.linear(
+                cfg, dim, dtype, _view(hidden), _view(weight), b, _view(target),
+                memory_budget=budget,
+            )
+            return _loss(res, reduction, hidden.dtype)
+        dh, dw = torch.empty_like(hidden), torch.empty_like(weight)
+        db = None if bias is None else torch.empty_like(bias)
+        res = _xent.linear(
+            cfg, dim, dtype, _view(hidden), _view(weight), b, _view(target),
+            _view(dh), _view(dw), None if db is None else _view(db),
+            memory_budget=budget,
+        )
+        _, _, rows, _, total = res
+        if reduction == "mean" and total == 0 and rows > 0:
+            for g in (dh, dw, db):
+                if g is not None:
+                    g.fill_(float("nan"))
+        ctx.grads = (dh, dw, db)
+        return _loss(res, reduction, hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grads, ctx.grads = ctx.grads, None
+        if grad_out is None or grads is None:
+            return None, None, None, None, None, None, None
+        if grad_out.item() != 1.0:
+            grads = tuple(None if g is None else g * grad_out.to(g.dtype) for g in grads)
+        dh, dw, db = grads
+        return dh, dw, db, None, None, None, None
+
+
+def linear_cross_entropy(
+    hidden,
+    weight,
+    target,
+    bias=None,
+    class_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    *,
+    num_threads=None,
+    memory_budget=None,
+):
+    """``cross_entropy(F.linear(hidden, weight, bias), target)`` without the logits.
+
+    The crate's fused head (``xent::LinearCrossEntropy``): rows are processed in chunks
+    whose float32 logits fit ``memory_budget`` bytes (64 MiB by default), and the
+    gradients with respect to ``hidden``, ``weight`` and ``bias`` are computed in the
+    forward (one pass of three GEMMs per chunk) and scaled in the backward.
+
+    Args:
+        hidden: ``(N, d)`` or ``(..., d)`` hidden states.
+        weight: ``(V, d)``, ``nn.Linear``'s layout.
+        target: class indices, int64 or int32, of ``hidden``'s leading shape.
+        bias: optional ``(V,)``.
+        class_weight: optional ``(V,)`` class weights (``F.cross_entropy``'s ``weight``).
+        ignore_index, reduction, label_smoothing, z_loss, softcap: as
+            :func:`xent.cross_entropy`. ``reduction="none"`` gives per-row losses without
+            a gradient (an error if one is required).
+        num_threads: threads (default ``torch.get_num_threads()``).
+        memory_budget: bytes for a chunk's logits.
+
+    ``hidden``, ``weight`` and ``bias`` share one dtype: float32, bfloat16 or float16 (the
+    sums are float32 inside; the gradients come back in that dtype).
+    """
+    for name, t in [("hidden", hidden), ("weight", weight), ("target", target)]:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor")
+        if t.device.type != "cpu":
+            raise ValueError("xent runs on the CPU: every tensor must be a CPU tensor")
+    if hidden.dtype not in _DTYPES:
+        raise ValueError(f"hidden of dtype {hidden.dtype}: float32, bfloat16 or float16 expected")
+    for name, t in [("weight", weight), ("bias", bias)]:
+        if t is not None and t.dtype != hidden.dtype:
+            raise ValueError(f"{name} of dtype {t.dtype} with hidden of dtype {hidden.dtype}")
+    if target.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"target of dtype {target.dtype}: int64 or int32 expected")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if hidden.dim() < 1 or weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"hidden of shape {tuple(hidden.shape)} and weight of shape "
+            f"{tuple(weight.shape)}: expected (..., d) and (V, d)"
+        )
+    lead = tuple(hidden.shape[:-1])
+    if tuple(target.shape) != lead:
+        raise ValueError(f"target of shape {tuple(target.shape)}: expected {lead}")
+    dim = hidden.shape[-1]
+    h = hidden.reshape(-1, dim).contiguous()
+    w = weight.contiguous()
+    b = None if bias is None else bias.contiguous()
+    t = target.reshape(-1).contiguous()
+    if class_weight is not None:
+        class_weight = class_weight.detach().to(torch.float32).tolist()
+    threads = torch.get_num_threads() if num_threads is None else int(num_threads)
+    cfg = _xent.Config(
+        weight.shape[0],
+        reduction,
+        ignore_index,
+        float(label_smoothing),
+        class_weight,
+        float(z_loss),
+        None if softcap is None else float(softcap),
+        max(threads, 1),
+    )
+    if reduction == "none" and torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (hidden, weight, bias)
+    ):
+        raise ValueError(
+            "linear_cross_entropy with reduction='none' has no backward: use 'mean' or"
+            " 'sum', or call it under torch.no_grad()"
+        )
+    budget = None if memory_budget is None else int(memory_budget)
+    out = _LinearCrossEntropy.apply(h, w, b, t, cfg, reduction, budget)
+    return out.reshape(lead) if reduction == "none" else out
