@@ -2,6 +2,7 @@
 
     python python/bench.py            # every shape, dtype and thread count below
     python python/bench.py --quick    # one shape, for a smoke test
+    python python/bench.py --shape 16384x1000 --repeats 15
 
 For each shape (rows x classes), dtype (float32, bfloat16) and thread count (1, 2), the
 median over repeats of `loss = f(logits, target); loss.backward()`, where `logits` is a
@@ -93,8 +94,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one small shape, 3 repeats")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--shape", action="append", help="ROWSxCLASSES, instead of the list")
     args = ap.parse_args()
     shapes = [(1024, 32000)] if args.quick else SHAPES
+    if args.shape:
+        shapes = [tuple(int(x) for x in s.split("x")) for s in args.shape]
     repeats = 3 if args.quick else args.repeats
     print(
         f"{'shape':>14} {'dtype':>8} {'thr':>3} {'torch s':>9} {'xent s':>9} "

@@ -41,6 +41,12 @@ fn template(threads: usize) -> CrossEntropy {
 
 #[pymethods]
 impl Config {
+    /// Whether the reduction is the mean (whose empty case the Python layer makes NaN).
+    #[getter]
+    fn mean(&self) -> bool {
+        matches!(self.ce.get_reduction(), Reduction::Mean)
+    }
+
     #[new]
     #[pyo3(signature = (classes, reduction, ignore_index, label_smoothing, weight, z_loss, softcap, threads))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments, one per option

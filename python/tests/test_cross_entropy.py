@@ -287,3 +287,37 @@ def test_module_matches_torch_and_trains():
     last = loss_fn(model(x), t).item()
     accuracy = (model(x).argmax(1) == t).float().mean().item()
     assert last < 0.5 * first and accuracy > 0.9, (first, last, accuracy)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gradcheck_against_finite_differences(reduction):
+    # The kernels are float32: gradcheck's float64 finite differences of the loss, taken
+    # through a float32 call, with a step and tolerances that float32 rounding allows.
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(5, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 3, -100, 6, 2])
+    w = torch.rand(7, generator=g) + 0.5
+    for kw in [dict(), dict(label_smoothing=0.2, weight=w, z_loss=0.01, softcap=4.0)]:
+
+        def f(x):
+            return xent.cross_entropy(x.float(), t, reduction=reduction, **kw).double()
+
+        assert torch.autograd.gradcheck(f, (x,), eps=1e-2, atol=2e-3, rtol=1e-2)
+
+
+def test_a_second_backward_through_the_same_graph():
+    x = logits(6, 9, torch.float32, seed=30)
+    t = targets(6, 9, seed=30)
+    for reduction in ["mean", "sum", "none"]:
+        xin = x.clone().requires_grad_()
+        loss = xent.cross_entropy(xin, t, reduction=reduction).sum()
+        loss.backward(retain_graph=True)
+        first = xin.grad.clone()
+        loss.backward()
+        torch.testing.assert_close(xin.grad, 2 * first)
+        # Over the logits, the first backward has used them up: an error, not a wrong sum.
+        leaf = x.clone().requires_grad_()
+        loss = xent.cross_entropy(leaf * 1, t, reduction=reduction, inplace_backward=True).sum()
+        loss.backward(retain_graph=True)
+        with pytest.raises(RuntimeError, match="retain_graph"):
+            loss.backward()

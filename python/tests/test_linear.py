@@ -135,3 +135,14 @@ def test_trains_a_small_language_model_head():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0], losses[::10]
+
+
+def test_a_second_backward_through_the_same_graph():
+    h, w, b, t = inputs(9, 4, 13, torch.float32, seed=5)
+    leaves = [x.clone().requires_grad_() for x in (h, w, b)]
+    loss = xent.linear_cross_entropy(leaves[0], leaves[1], t, bias=leaves[2])
+    loss.backward(retain_graph=True)
+    first = [x.grad.clone() for x in leaves]
+    loss.backward()
+    for x, g in zip(leaves, first):
+        torch.testing.assert_close(x.grad, 2 * g)

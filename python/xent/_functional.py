@@ -48,83 +48,95 @@ def _loss(res, reduction, dtype):
     return torch.tensor(value, dtype=dtype)
 
 
+def _fused(cfg, logits, target, inplace):
+    """The loss and the gradient in one pass: over ``logits`` if ``inplace``, else into a
+    fresh buffer (float32) or over a copy (16-bit). Returns ``(gradient, loss tuple)``."""
+    dtype = _DTYPES[logits.dtype]
+    if inplace:
+        res = _xent.forward_backward(cfg, _view(logits), dtype, _view(target))
+        _bump_version(logits)
+        grad = logits
+    elif logits.dtype == torch.float32:
+        grad = torch.empty_like(logits)
+        res = _xent.forward_backward(cfg, _view(logits), dtype, _view(target), _view(grad))
+    else:
+        grad = logits.detach().clone()
+        res = _xent.forward_backward(cfg, _view(grad), dtype, _view(target))
+    _, _, rows, _, weight = res
+    if cfg.mean and weight == 0 and rows > 0:
+        # Counted rows whose class weights sum to 0: PyTorch's gradient is 0 / 0.
+        grad.fill_(float("nan"))
+    return grad, res
+
+
+_SPENT = (
+    "xent.cross_entropy(..., inplace_backward=True) wrote its gradient over the logits,"
+    " and a first backward has used it: a second backward through the same graph"
+    " (retain_graph=True) needs the call without inplace_backward"
+)
+
+
 class _CrossEntropy(torch.autograd.Function):
+    """Mean and sum: the forward computes the gradient and the first backward hands that
+    buffer on (scaled if the upstream gradient is not 1), so autograd can keep it as the
+    leaf's ``.grad`` without a copy; a second backward (``retain_graph=True``) computes it
+    again from the saved logits. None: the backward forms it from the saved log-sum-exp."""
+
     @staticmethod
     def forward(ctx, logits, target, cfg, reduction, inplace):
-        dtype = _DTYPES[logits.dtype]
         ctx.set_materialize_grads(False)
+        ctx.cfg, ctx.inplace, ctx.reduction, ctx.spent = cfg, inplace, reduction, False
+        ctx.grad = None
         if reduction == "none":
             n = logits.shape[0]
             losses = torch.empty(n, dtype=torch.float32)
             lse = torch.empty(n, dtype=torch.float32)
+            dtype = _DTYPES[logits.dtype]
             _xent.forward_rows(
                 cfg, _view(logits), dtype, _view(target), _view(losses), _view(lse)
             )
             ctx.save_for_backward(logits, target, lse)
-            ctx.cfg, ctx.inplace, ctx.reduction = cfg, inplace, reduction
             return losses.to(logits.dtype)
-        ctx.reduction = reduction
         if not ctx.needs_input_grad[0]:
-            res = _xent.forward(cfg, _view(logits), dtype, _view(target))
-            ctx.grad = None
+            res = _xent.forward(cfg, _view(logits), _DTYPES[logits.dtype], _view(target))
             return _loss(res, reduction, logits.dtype)
-        if inplace:
-            grad = logits
-            res = _xent.forward_backward(cfg, _view(grad), dtype, _view(target))
-            _bump_version(logits)
-        elif logits.dtype == torch.float32:
-            grad = torch.empty_like(logits)
-            res = _xent.forward_backward(
-                cfg, _view(logits), dtype, _view(target), _view(grad)
-            )
-        else:
-            grad = logits.detach().clone()
-            res = _xent.forward_backward(cfg, _view(grad), dtype, _view(target))
-        _, _, rows, _, weight = res
-        if reduction == "mean" and weight == 0 and rows > 0:
-            # Counted rows whose class weights sum to 0: PyTorch's gradient is 0 / 0.
-            grad.fill_(float("nan"))
-        ctx.grad = grad
+        ctx.grad, res = _fused(cfg, logits, target, inplace)
+        if not inplace:
+            ctx.save_for_backward(logits, target)
         return _loss(res, reduction, logits.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
+        none = (None, None, None, None, None)
         if grad_out is None:
-            return None, None, None, None, None
+            return none
+        if ctx.spent and ctx.inplace:
+            raise RuntimeError(_SPENT)
+        ctx.spent = True
         if ctx.reduction != "none":
-            grad = ctx.grad
-            ctx.grad = None  # one backward: the buffer goes to the caller
+            # The first backward takes the buffer (and drops this reference to it).
+            grad, ctx.grad = ctx.grad, None
             if grad is None:
-                return None, None, None, None, None
+                logits, target = ctx.saved_tensors
+                grad, _ = _fused(ctx.cfg, logits, target, False)
             if grad_out.item() != 1.0:
                 grad = grad * grad_out.to(grad.dtype)
-            return grad, None, None, None, None
+            return (grad,) + none[1:]
         logits, target, lse = ctx.saved_tensors
         dtype = _DTYPES[logits.dtype]
         upstream = grad_out.detach().to(torch.float32).contiguous()
+        args = (_view(target), _view(lse), _view(upstream))
         if ctx.inplace:
             grad = logits
-            _xent.backward_rows(
-                ctx.cfg, _view(grad), dtype, _view(target), _view(lse), _view(upstream)
-            )
+            _xent.backward_rows(ctx.cfg, _view(grad), dtype, *args)
             _bump_version(logits)
         elif logits.dtype == torch.float32:
             grad = torch.empty_like(logits)
-            _xent.backward_rows(
-                ctx.cfg,
-                _view(logits),
-                dtype,
-                _view(target),
-                _view(lse),
-                _view(upstream),
-                _view(grad),
-            )
+            _xent.backward_rows(ctx.cfg, _view(logits), dtype, *args, _view(grad))
         else:
             grad = logits.detach().clone()
-            _xent.backward_rows(
-                ctx.cfg, _view(grad), dtype, _view(target), _view(lse), _view(upstream)
-            )
-        return grad, None, None, None, None
+            _xent.backward_rows(ctx.cfg, _view(grad), dtype, *args)
+        return (grad,) + none[1:]
 
 
 def cross_entropy(
@@ -245,47 +257,52 @@ def cross_entropy(
     return out
 
 
+def _linear_grads(cfg, budget, hidden, weight, bias, target):
+    """The fused head's loss and its three gradients (fresh buffers)."""
+    dh, dw = torch.empty_like(hidden), torch.empty_like(weight)
+    db = None if bias is None else torch.empty_like(bias)
+    res = _xent.linear(
+        cfg, hidden.shape[1], _DTYPES[hidden.dtype], _view(hidden), _view(weight),
+        None if bias is None else _view(bias), _view(target),
+        _view(dh), _view(dw), None if db is None else _view(db),
+        memory_budget=budget,
+    )
+    _, _, rows, _, total = res
+    if cfg.mean and total == 0 and rows > 0:
+        for g in (dh, dw, db):
+            if g is not None:
+                g.fill_(float("nan"))
+    return (dh, dw, db), res
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
+    """The gradients come from the forward; the first backward hands them on, a second
+    one (``retain_graph=True``) computes them again from the saved inputs."""
+
     @staticmethod
     def forward(ctx, hidden, weight, bias, target, cfg, reduction, budget):
-        dtype = _DTYPES[hidden.dtype]
-        dim = hidden.shape[1]
-        b = None if bias is None else _view(bias)
         ctx.set_materialize_grads(False)
-        ctx.grads = None
+        ctx.grads, ctx.cfg, ctx.budget = None, cfg, budget
+        b = None if bias is None else _view(bias)
+        head = (cfg, hidden.shape[1], _DTYPES[hidden.dtype], _view(hidden), _view(weight), b)
         if reduction == "none":
             losses = torch.empty(hidden.shape[0], dtype=torch.float32)
-            _xent.linear(
-                cfg, dim, dtype, _view(hidden), _view(weight), b, _view(target),
-                losses=_view(losses), memory_budget=budget,
-            )
+            _xent.linear(*head, _view(target), losses=_view(losses), memory_budget=budget)
             return losses.to(hidden.dtype)
         if not any(ctx.needs_input_grad[:3]):
-            res = _xent.linear(
-                cfg, dim, dtype, _view(hidden), _view(weight), b, _view(target),
-                memory_budget=budget,
-            )
+            res = _xent.linear(*head, _view(target), memory_budget=budget)
             return _loss(res, reduction, hidden.dtype)
-        dh, dw = torch.empty_like(hidden), torch.empty_like(weight)
-        db = None if bias is None else torch.empty_like(bias)
-        res = _xent.linear(
-            cfg, dim, dtype, _view(hidden), _view(weight), b, _view(target),
-            _view(dh), _view(dw), None if db is None else _view(db),
-            memory_budget=budget,
-        )
-        _, _, rows, _, total = res
-        if reduction == "mean" and total == 0 and rows > 0:
-            for g in (dh, dw, db):
-                if g is not None:
-                    g.fill_(float("nan"))
-        ctx.grads = (dh, dw, db)
+        ctx.grads, res = _linear_grads(cfg, budget, hidden, weight, bias, target)
+        ctx.save_for_backward(hidden, weight, bias, target)
         return _loss(res, reduction, hidden.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         grads, ctx.grads = ctx.grads, None
-        if grad_out is None or grads is None:
+        if grad_out is None:
             return None, None, None, None, None, None, None
+        if grads is None:
+            grads, _ = _linear_grads(ctx.cfg, ctx.budget, *ctx.saved_tensors)
         if grad_out.item() != 1.0:
             grads = tuple(None if g is None else g * grad_out.to(g.dtype) for g in grads)
         dh, dw, db = grads
