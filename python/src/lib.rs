@@ -170,12 +170,12 @@ fn forward(
     let ce = &cfg.ce;
     with_targets!(targets, |t| match dtype(dtype_name)? {
         Dtype::F32 => {
-            let z = logits.extract::<PyReadonlyArrayDyn<'_, f32>>()?;
+            let z = read::<f32>(logits)?;
             let z = contiguous(z.as_slice())?;
             py.detach(|| ce.forward(z, t)).map(tuple).map_err(py_err)
         }
         d => {
-            let z = logits.extract::<PyReadonlyArrayDyn<'_, u16>>()?;
+            let z = read::<u16>(logits)?;
             let bits = contiguous(z.as_slice())?;
             with_half!(d, H => {
                 let z = bits.reinterpret_cast::<H>();
@@ -202,8 +202,8 @@ fn forward_backward(
     let ce = &cfg.ce;
     with_targets!(targets, |t| match (dtype(dtype_name)?, grad) {
         (Dtype::F32, Some(g)) => {
-            let z = logits.extract::<PyReadonlyArrayDyn<'_, f32>>()?;
-            let mut g = g.extract::<PyReadwriteArrayDyn<'_, f32>>()?;
+            let z = read::<f32>(logits)?;
+            let mut g = write::<f32>(g)?;
             let z = contiguous(z.as_slice())?;
             let g = contiguous(g.as_slice_mut())?;
             py.detach(|| ce.forward_backward_into(z, t, g))
@@ -211,14 +211,14 @@ fn forward_backward(
                 .map_err(py_err)
         }
         (Dtype::F32, None) => {
-            let mut z = logits.extract::<PyReadwriteArrayDyn<'_, f32>>()?;
+            let mut z = write::<f32>(logits)?;
             let z = contiguous(z.as_slice_mut())?;
             py.detach(|| ce.forward_backward(z, t))
                 .map(tuple)
                 .map_err(py_err)
         }
         (d, None) => {
-            let mut z = logits.extract::<PyReadwriteArrayDyn<'_, u16>>()?;
+            let mut z = write::<u16>(logits)?;
             let bits = contiguous(z.as_slice_mut())?;
             with_half!(d, H => {
                 let z = bits.reinterpret_cast_mut::<H>();
@@ -246,21 +246,21 @@ fn forward_rows(
     lse: &Bound<'_, PyAny>,
 ) -> PyResult<LossTuple> {
     let ce = &cfg.ce;
-    let mut losses = losses.extract::<PyReadwriteArrayDyn<'_, f32>>()?;
-    let mut lse = lse.extract::<PyReadwriteArrayDyn<'_, f32>>()?;
+    let mut losses = write::<f32>(losses)?;
+    let mut lse = write::<f32>(lse)?;
     let losses = contiguous(losses.as_slice_mut())?;
     let lse = contiguous(lse.as_slice_mut())?;
     let out = RowOutputs::new().losses(losses).lse(lse);
     with_targets!(targets, |t| match dtype(dtype_name)? {
         Dtype::F32 => {
-            let z = logits.extract::<PyReadonlyArrayDyn<'_, f32>>()?;
+            let z = read::<f32>(logits)?;
             let z = contiguous(z.as_slice())?;
             py.detach(|| ce.forward_with(z, t, out))
                 .map(tuple)
                 .map_err(py_err)
         }
         d => {
-            let z = logits.extract::<PyReadonlyArrayDyn<'_, u16>>()?;
+            let z = read::<u16>(logits)?;
             let bits = contiguous(z.as_slice())?;
             with_half!(d, H => {
                 let z = bits.reinterpret_cast::<H>();
@@ -288,26 +288,26 @@ fn backward_rows(
     grad: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let ce = &cfg.ce;
-    let lse = lse.extract::<PyReadonlyArrayDyn<'_, f32>>()?;
-    let up = upstream.extract::<PyReadonlyArrayDyn<'_, f32>>()?;
+    let lse = read::<f32>(lse)?;
+    let up = read::<f32>(upstream)?;
     let lse = contiguous(lse.as_slice())?;
     let up = contiguous(up.as_slice())?;
     with_targets!(targets, |t| match (dtype(dtype_name)?, grad) {
         (Dtype::F32, Some(g)) => {
-            let z = logits.extract::<PyReadonlyArrayDyn<'_, f32>>()?;
-            let mut g = g.extract::<PyReadwriteArrayDyn<'_, f32>>()?;
+            let z = read::<f32>(logits)?;
+            let mut g = write::<f32>(g)?;
             let z = contiguous(z.as_slice())?;
             let g = contiguous(g.as_slice_mut())?;
             py.detach(|| ce.backward_into(z, t, lse, up, g))
                 .map_err(py_err)
         }
         (Dtype::F32, None) => {
-            let mut z = logits.extract::<PyReadwriteArrayDyn<'_, f32>>()?;
+            let mut z = write::<f32>(logits)?;
             let z = contiguous(z.as_slice_mut())?;
             py.detach(|| ce.backward(z, t, lse, up)).map_err(py_err)
         }
         (d, None) => {
-            let mut z = logits.extract::<PyReadwriteArrayDyn<'_, u16>>()?;
+            let mut z = write::<u16>(logits)?;
             let bits = contiguous(z.as_slice_mut())?;
             with_half!(d, H => {
                 let z = bits.reinterpret_cast_mut::<H>();
@@ -426,11 +426,9 @@ fn write<'py, T: numpy::Element>(x: &Bound<'py, PyAny>) -> PyResult<PyReadwriteA
 }
 
 fn linear_as<H: Elem>(py: Python<'_>, a: LinearArgs<'_, '_>) -> PyResult<LossTuple> {
-    let read = read::<H::Bits>;
-    let write = write::<H::Bits>;
-    let h = read(a.hidden)?;
-    let w = read(a.weight)?;
-    let b = a.bias.map(read).transpose()?;
+    let h = read::<H::Bits>(a.hidden)?;
+    let w = read::<H::Bits>(a.weight)?;
+    let b = a.bias.map(read::<H::Bits>).transpose()?;
     let h = H::cast(contiguous(h.as_slice())?);
     let w = H::cast(contiguous(w.as_slice())?);
     let b = match &b {
@@ -440,9 +438,9 @@ fn linear_as<H: Elem>(py: Python<'_>, a: LinearArgs<'_, '_>) -> PyResult<LossTup
     let head = a.head;
     match (a.d_hidden, a.d_weight) {
         (Some(dh), Some(dw)) => {
-            let mut dh = write(dh)?;
-            let mut dw = write(dw)?;
-            let mut db = a.d_bias.map(write).transpose()?;
+            let mut dh = write::<H::Bits>(dh)?;
+            let mut dw = write::<H::Bits>(dw)?;
+            let mut db = a.d_bias.map(write::<H::Bits>).transpose()?;
             let dh = H::cast_mut(contiguous(dh.as_slice_mut())?);
             let dw = H::cast_mut(contiguous(dw.as_slice_mut())?);
             let mut grads = LinearGrads::new(dh, dw);
@@ -455,10 +453,7 @@ fn linear_as<H: Elem>(py: Python<'_>, a: LinearArgs<'_, '_>) -> PyResult<LossTup
                 .map_err(py_err))
         }
         (None, None) => {
-            let mut losses = a
-                .losses
-                .map(|l| l.extract::<PyReadwriteArrayDyn<'_, f32>>())
-                .transpose()?;
+            let mut losses = a.losses.map(write::<f32>).transpose()?;
             let mut out = RowOutputs::new();
             if let Some(l) = losses.as_mut() {
                 out = out.losses(contiguous(l.as_slice_mut())?);

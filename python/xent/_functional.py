@@ -48,6 +48,25 @@ def _loss(res, reduction, dtype):
     return torch.tensor(value, dtype=dtype)
 
 
+def _config(classes, reduction, ignore_index, label_smoothing, weight, z_loss, softcap, threads):
+    """The crate's configuration for one call (the crate checks the values)."""
+    if weight is not None:
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 1:
+            raise ValueError("class weights must be a 1-D tensor with one entry per class")
+        weight = weight.detach().to(torch.float32).tolist()
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    return _xent.Config(
+        classes,
+        reduction,
+        ignore_index,
+        float(label_smoothing),
+        weight,
+        float(z_loss),
+        None if softcap is None else float(softcap),
+        max(threads, 1),
+    )
+
+
 def _fused(cfg, logits, target, inplace):
     """The loss and the gradient in one pass: over ``logits`` if ``inplace``, else into a
     fresh buffer (float32) or over a copy (16-bit). Returns ``(gradient, loss tuple)``."""
@@ -236,20 +255,8 @@ def cross_entropy(
         logits = input.movedim(1, -1).reshape(-1, classes)
     logits = logits.contiguous()
     target = target.reshape(-1).contiguous()
-    if weight is not None:
-        if not isinstance(weight, torch.Tensor) or weight.dim() != 1:
-            raise ValueError("weight must be a 1-D tensor with one entry per class")
-        weight = weight.detach().to(torch.float32).tolist()
-    threads = torch.get_num_threads() if num_threads is None else int(num_threads)
-    cfg = _xent.Config(
-        classes,
-        reduction,
-        ignore_index,
-        float(label_smoothing),
-        weight,
-        float(z_loss),
-        None if softcap is None else float(softcap),
-        max(threads, 1),
+    cfg = _config(
+        classes, reduction, ignore_index, label_smoothing, weight, z_loss, softcap, num_threads
     )
     out = _CrossEntropy.apply(logits, target, cfg, reduction, bool(inplace_backward))
     if reduction == "none":
@@ -373,18 +380,9 @@ def linear_cross_entropy(
     w = weight.contiguous()
     b = None if bias is None else bias.contiguous()
     t = target.reshape(-1).contiguous()
-    if class_weight is not None:
-        class_weight = class_weight.detach().to(torch.float32).tolist()
-    threads = torch.get_num_threads() if num_threads is None else int(num_threads)
-    cfg = _xent.Config(
-        weight.shape[0],
-        reduction,
-        ignore_index,
-        float(label_smoothing),
-        class_weight,
-        float(z_loss),
-        None if softcap is None else float(softcap),
-        max(threads, 1),
+    cfg = _config(
+        weight.shape[0], reduction, ignore_index, label_smoothing, class_weight, z_loss,
+        softcap, num_threads,
     )
     if reduction == "none" and torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (hidden, weight, bias)
