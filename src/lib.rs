@@ -182,6 +182,8 @@
 
 #[allow(unsafe_code)]
 mod arch;
+#[cfg(feature = "candle")]
+pub mod candle;
 mod error;
 pub mod exp;
 mod kernel;
