@@ -2,7 +2,7 @@
 //! unsharded loss and gradient (checked against the reference with the shared tolerance
 //! model), for 1 to 8 shards of uneven (even empty) widths.
 
-use crate::check::{check_grad, check_loss, sharded};
+use crate::check::{check_grad, check_loss, check_rows, sharded, sharded_with_rows};
 use crate::common::*;
 use proptest::prelude::*;
 use xent::{CrossEntropy, Error, Kernel, Shard, ShardStats};
@@ -37,11 +37,12 @@ proptest! {
         let want = xent::reference::cross_entropy(&ce, &z, &t).unwrap();
         for k in Kernel::available() {
             let ce = ce.clone().kernel(k);
-            let (loss, grad) = sharded(&ce, &z, &t, &parts, &order).unwrap();
+            let s = sharded_with_rows(&ce, &z, &t, &parts, &order).unwrap();
             let what = format!("{k:?} {} shards {parts:?}", parts.len());
-            check_loss(&ce, &z, &t, &loss, &want, &what).map_err(TestCaseError::fail)?;
-            check_grad(&ce, &z, &t, &grad, &want.grad, &want.lse, None, &what)
+            check_loss(&ce, &z, &t, &s.loss, &want, &what).map_err(TestCaseError::fail)?;
+            check_grad(&ce, &z, &t, &s.grad, &want.grad, &want.lse, None, &what)
                 .map_err(TestCaseError::fail)?;
+            check_rows(&ce, &z, &t, &s.losses, &s.lse, &want, &what).map_err(TestCaseError::fail)?;
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::ops::blocked::write_grad_run;
 use crate::parallel::{SplitRows, for_row_chunks_with};
 use crate::plan::{Checked, RowGrad, RowSums};
 use crate::stats::{ShardStats, coverage_of};
-use crate::{CrossEntropy, Error, Loss, Target};
+use crate::{CrossEntropy, Error, Loss, RowOutputs, Target};
 
 /// A class shard `[offset, offset + width)` of every row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -192,11 +192,46 @@ impl CrossEntropy {
         stats: &[ShardStats],
         targets: &[T],
     ) -> Result<Loss, Error> {
+        self.shard_loss_with(stats, targets, RowOutputs::new())
+    }
+
+    /// [`shard_loss`](Self::shard_loss), also writing each row's loss, log-sum-exp and
+    /// predicted class into the buffers of `outputs`, as
+    /// [`forward_with`](Self::forward_with) does for whole rows (`Reduction::None`'s
+    /// per-row losses of a sharded head, for example).
+    ///
+    /// ```
+    /// use xent::{CrossEntropy, RowOutputs, Shard, ShardStats};
+    /// let ce = CrossEntropy::new(3);
+    /// let (t, mut a, mut b) = ([2u8], [ShardStats::EMPTY], [ShardStats::EMPTY]);
+    /// ce.shard_stats(&[1.0], Shard::new(0, 1), &t, &mut a)?;
+    /// ce.shard_stats(&[2.0, 3.0], Shard::new(1, 2), &t, &mut b)?;
+    /// let (mut losses, mut lse) = ([0.0f32], [0.0f32]);
+    /// let out = RowOutputs::new().losses(&mut losses).lse(&mut lse);
+    /// ce.shard_loss_with(&[a[0].merge(b[0])?], &t, out)?;
+    /// let mut whole = ([0.0f32], [0.0f32]);
+    /// ce.forward_with(&[1.0, 2.0, 3.0], &t, RowOutputs::new().losses(&mut whole.0).lse(&mut whole.1))?;
+    /// assert!((losses[0] - whole.0[0]).abs() < 1e-6 && (lse[0] - whole.1[0]).abs() < 1e-6);
+    /// # Ok::<(), xent::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`shard_loss`](Self::shard_loss), and [`Error::OutputLength`] for a buffer that
+    /// does not hold one value per row; nothing is written on error.
+    pub fn shard_loss_with<T: Target>(
+        &self,
+        stats: &[ShardStats],
+        targets: &[T],
+        outputs: RowOutputs<'_>,
+    ) -> Result<Loss, Error> {
         let ck = self.check_merged(stats, targets)?;
+        let mut sinks = outputs.checked(targets.len())?;
+        sinks.fill_ignored();
         let mut sums = RowSums::default();
-        for (s, &t) in stats.iter().zip(targets) {
+        for (r, (s, &t)) in stats.iter().zip(targets).enumerate() {
             if let Some(t) = ck.target(t) {
                 let row = ck.row_loss(t, s, s.target_logit.unwrap_or(f32::NAN));
+                sinks.put(r, &row);
                 sums.add(RowSums {
                     loss: row.loss,
                     z: row.z,

@@ -539,6 +539,27 @@ pub fn sharded<T: Target>(
     parts: &[xent::Shard],
     order: &[usize],
 ) -> Result<(xent::Loss, Vec<f32>), xent::Error> {
+    sharded_with_rows(ce, z, t, parts, order).map(|s| (s.loss, s.grad))
+}
+
+/// What [`sharded_with_rows`] returns.
+pub struct Sharded {
+    pub loss: xent::Loss,
+    pub grad: Vec<f32>,
+    /// Per-row losses and log-sum-exp from `shard_loss_with`.
+    pub losses: Vec<f32>,
+    pub lse: Vec<f32>,
+}
+
+/// [`sharded`], with the per-row outputs of `shard_loss_with` (whose `Loss` must equal
+/// `shard_loss`'s exactly).
+pub fn sharded_with_rows<T: Target>(
+    ce: &CrossEntropy,
+    z: &[f32],
+    t: &[T],
+    parts: &[xent::Shard],
+    order: &[usize],
+) -> Result<Sharded, xent::Error> {
     let (c, rows) = (ce.get_classes(), t.len());
     let slice = |s: xent::Shard| -> Vec<f32> {
         (0..rows)
@@ -561,6 +582,14 @@ pub fn sharded<T: Target>(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let loss = ce.shard_loss(&merged, t)?;
+    let (mut losses, mut lse) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
+    let out = xent::RowOutputs::new().losses(&mut losses).lse(&mut lse);
+    let with_rows = ce.shard_loss_with(&merged, t, out)?;
+    assert_eq!(
+        (with_rows.value.to_bits(), with_rows.rows, with_rows.correct),
+        (loss.value.to_bits(), loss.rows, loss.correct),
+        "shard_loss_with and shard_loss disagree"
+    );
     let mut grad = vec![f32::NAN; z.len()];
     for &s in parts {
         let mut g = slice(s);
@@ -570,7 +599,12 @@ pub fn sharded<T: Target>(
                 .copy_from_slice(&g[r * s.width..(r + 1) * s.width]);
         }
     }
-    Ok((loss, grad))
+    Ok(Sharded {
+        loss,
+        grad,
+        losses,
+        lse,
+    })
 }
 
 /// The half-precision path against the f32 path on the widened logits, for bf16 and f16
