@@ -91,8 +91,12 @@
 //!    bitwise XOR of `coverage` (the same for every row of a shard, so one all-reduce per
 //!    call). So the messages are a few numbers per row, never the logits.
 //! 3. [`CrossEntropy::shard_loss`] turns the merged statistics into the [`Loss`] (any
-//!    worker can; it reads no logits), and [`CrossEntropy::shard_backward`] writes each
-//!    shard's gradient in one more pass over the shard.
+//!    worker can; it reads no logits; [`CrossEntropy::shard_loss_with`] also gives each
+//!    row's loss), and [`CrossEntropy::shard_backward`] writes each shard's gradient in
+//!    one more pass over the shard.
+//!
+//! The Python package's `xent.distributed.vocab_parallel_cross_entropy` runs these steps
+//! over `torch.distributed`, with the all-reduces above.
 //!
 //! A shard merged twice, overlapping shards or a missing shard are errors, not a wrong
 //! loss ([`Error::ShardOverlap`], [`Error::ShardCoverage`]). Each shard is read twice and

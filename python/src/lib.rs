@@ -158,6 +158,9 @@ macro_rules! with_half {
     };
 }
 
+// After the macros, which it uses.
+mod shard;
+
 /// The loss without a gradient; nothing is written.
 #[pyfunction]
 fn forward(
@@ -477,5 +480,6 @@ fn _xent(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forward_rows, m)?)?;
     m.add_function(wrap_pyfunction!(backward_rows, m)?)?;
     m.add_function(wrap_pyfunction!(linear, m)?)?;
+    shard::register(m)?;
     Ok(())
 }
