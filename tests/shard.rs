@@ -5,7 +5,7 @@
 use crate::check::{check_grad, check_loss, check_rows, sharded, sharded_with_rows};
 use crate::common::*;
 use proptest::prelude::*;
-use xent::{CrossEntropy, Error, Kernel, Shard, ShardStats};
+use xent::{CrossEntropy, Error, Kernel, RowOutputs, Shard, ShardStats};
 
 /// Cuts `0..c` at the given fractions into `n` shards (some possibly empty).
 fn shards(c: usize, cuts: &[u16]) -> Vec<Shard> {
@@ -152,9 +152,31 @@ fn shard_errors_leave_buffers_alone() {
         .zip(&rest)
         .map(|(a, b)| a.merge(*b).unwrap())
         .collect();
+    // shard_loss_with: a buffer of the wrong length, and the errors above, write nothing.
+    let (mut losses, mut lse) = ([7.0f32; 2], [7.0f32; 3]);
+    let out_rows = RowOutputs::new().losses(&mut losses).lse(&mut lse);
+    let e = ce.shard_loss_with(&full, &t, out_rows).unwrap_err();
+    assert_eq!(
+        e,
+        Error::OutputLength {
+            len: 3,
+            expected: 2
+        }
+    );
+    assert_eq!((losses, lse), ([7.0; 2], [7.0; 3]));
+    let e = ce
+        .shard_loss_with(&out, &t, RowOutputs::new().losses(&mut losses))
+        .unwrap_err();
+    assert!(matches!(e, Error::ShardCoverage { .. }));
+    assert_eq!(losses, [7.0; 2]);
     full[1].target_logit = None;
     let e = ce.shard_loss(&full, &t).unwrap_err();
     assert_eq!(e, Error::ShardMissingTarget { row: 1 });
+    let e = ce
+        .shard_loss_with(&full, &t, RowOutputs::new().losses(&mut losses))
+        .unwrap_err();
+    assert_eq!(e, Error::ShardMissingTarget { row: 1 });
+    assert_eq!(losses, [7.0; 2]);
     let e = ce.shard_loss(&out[..1], &t).unwrap_err();
     assert_eq!(
         e,
