@@ -101,6 +101,21 @@ fn step(
     Ok(())
 }
 
+/// The 16-bit kernel alone: a copy of the logits into a mapped buffer, then the in-place
+/// call (the op does the same into a fresh one).
+fn half_kernel<H>(r: usize, ce: &xent::CrossEntropy, logits: &Var, t: &[u32]) -> Result<f64>
+where
+    H: xent::HalfFloat + candle_core::WithDType,
+{
+    let z: Vec<H> = logits.flatten_all()?.to_vec1()?;
+    let mut g = z.clone();
+    time(r, || {
+        g.copy_from_slice(&z);
+        ce.forward_backward_half(&mut g, t)?;
+        Ok(())
+    })
+}
+
 fn row(a: &Args, logits: &Var, targets: &Tensor) -> Result<String> {
     let r = a.repeats;
     let nn = time(r, || step(logits, targets, candle_nn::loss::cross_entropy))?;
@@ -127,24 +142,8 @@ fn row(a: &Args, logits: &Var, targets: &Tensor) -> Result<String> {
                 Ok(())
             })?
         }
-        DType::BF16 => {
-            let z: Vec<xent::half::bf16> = logits.flatten_all()?.to_vec1()?;
-            let mut g = z.clone();
-            time(r, || {
-                g.copy_from_slice(&z);
-                ce.forward_backward_half(&mut g, &t)?;
-                Ok(())
-            })?
-        }
-        _ => {
-            let z: Vec<xent::half::f16> = logits.flatten_all()?.to_vec1()?;
-            let mut g = z.clone();
-            time(r, || {
-                g.copy_from_slice(&z);
-                ce.forward_backward_half(&mut g, &t)?;
-                Ok(())
-            })?
-        }
+        DType::BF16 => half_kernel::<xent::half::bf16>(r, &ce, logits, &t)?,
+        _ => half_kernel::<xent::half::f16>(r, &ce, logits, &t)?,
     };
     // candle's backward around any op: zeros_like, then an add into a fresh tensor.
     let grad = logits.as_tensor().ones_like()?;

@@ -193,6 +193,17 @@ def test_vocab_parallel_equals_one_process(world, uneven):
             torch.testing.assert_close(grad.double(), ref.grad, rtol=1e-4, atol=1e-7, msg=what)
 
 
+def _masked(logits, target):
+    """Row 0 masked (-inf) but for its target, the last class; a NaN in row 1's class 0."""
+    z = logits.clone()
+    z[0, :] = -math.inf
+    z[0, CLASSES - 1] = 0.0
+    z[1, 0] = math.nan
+    t = target.clamp(min=0)
+    t[0] = CLASSES - 1
+    return z, t
+
+
 def _edge_cases(rank, world):
     out = {}
     lo, hi = split(CLASSES, world, True)[rank]
@@ -206,12 +217,7 @@ def _edge_cases(rank, world):
     empty = torch.zeros(0, hi - lo, requires_grad=True)
     out["empty"] = vocab_parallel_cross_entropy(empty, torch.zeros(0, dtype=torch.int64), reduction="sum").item()
     # -inf masks across shards, a NaN in rank 0's shard poisons only its row.
-    z = logits.clone()
-    z[0, :] = -math.inf
-    z[0, CLASSES - 1] = 0.0
-    z[1, 0] = math.nan
-    t = target.clamp(min=0)
-    t[0] = CLASSES - 1
+    z, t = _masked(logits, target)
     rows = vocab_parallel_cross_entropy(z[:, lo:hi], t, reduction="none")
     out["masked"] = rows
     # A target outside the vocabulary: IndexError on every rank.
@@ -247,13 +253,7 @@ def test_vocab_parallel_edge_cases_and_errors():
     for rank, r in enumerate(ranks):
         assert math.isnan(r["ignored"][0]) and r["ignored"][1] == 0.0
         assert r["empty"] == 0.0
-        z = logits.clone()
-        z[0, :] = -math.inf
-        z[0, CLASSES - 1] = 0.0
-        z[1, 0] = math.nan
-        t = target.clamp(min=0)
-        t[0] = CLASSES - 1
-        want = xent.cross_entropy(z, t, reduction="none")
+        want = xent.cross_entropy(*_masked(logits, target), reduction="none")
         torch.testing.assert_close(r["masked"], want, rtol=2e-5, atol=2e-5, equal_nan=True)
         assert r["masked"][0] == 0.0 and math.isnan(r["masked"][1])
         assert "outside" in r["range"], r["range"]
