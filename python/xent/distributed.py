@@ -13,7 +13,7 @@ holds the target, the argmax), the ranks combine them with two all-reduces of a 
 numbers per row (a MAX of the maxima, then a SUM of the sums rescaled to the global
 maxima), and every rank forms the same loss; the backward writes each rank's gradient
 shard from the merged statistics, with no further communication. Per call each rank
-sends ``2 N + 2`` int64 and ``5 N + 65`` float64 values (plus a 4-value all-gather of
+sends ``2 N + 2`` int64 and ``5 N + 65`` float64 values (plus a 5-value all-gather of
 the shard sizes and checks), never the ``N x V`` logits.
 
 **Data-parallel** (:func:`data_parallel_cross_entropy`): each rank holds whole rows of
