@@ -3,7 +3,7 @@
 //! `TRAIL_MIN_CLASSES..=TRAIL_MAX_CLASSES` linked (each row's pass 3 inside the next row's
 //! pass 2). Every function is `#[inline(always)]` (see [`crate::arch`]).
 
-use crate::arch::math::{Cap, capped_target_grad, softcap_one};
+use crate::arch::math::{Cap, capped_target_grad, softcap_opt};
 use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass, exp_pass_mode};
 use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass};
 use crate::arch::pass::max::max_argmax;
@@ -299,13 +299,13 @@ unsafe fn first_pass<S: Simd, P: FnMut(usize) -> RowPlan>(
         debug_assert!(t < c);
         // SAFETY: bounds: `t < c` (plan contract, checked by the driver's validation).
         let zt = unsafe { *row.src.add(t) };
-        row.zt = job.cap.map_or(zt, |cp| softcap_one(s, zt, cp));
+        row.zt = softcap_opt(s, zt, job.cap);
         if !online {
             // SAFETY: bounds: the row is `c` readable elements.
             let (m, am) = unsafe { max_argmax(s, row.src, c) };
             // Capping is monotone: the capped max is the cap of the max, and the
             // argmax is taken on the raw logits.
-            row.m = job.cap.map_or(m, |cp| softcap_one(s, m, cp));
+            row.m = softcap_opt(s, m, job.cap);
             (row.top, row.argmax) = (m, am);
         }
     }

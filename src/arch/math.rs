@@ -177,6 +177,19 @@ pub(crate) fn softcap_one<S: Simd>(s: S, z: f32, c: Cap) -> f32 {
     s.to_array(softcap(s, s.splat(z), c))[0]
 }
 
+/// `v` soft-capped when `cap` is set, else `v` (one value, as [`softcap_one`]). A `match`
+/// rather than `Option::map_or` with a closure: a closure is compiled outside the
+/// variant's `#[target_feature]` boundary, so its vector intrinsics would become calls
+/// (they did: per row, twice, which cost soft-capped rows of 1000 classes a third of
+/// their time).
+#[cfg_attr(not(debug_assertions), inline(always))]
+pub(crate) fn softcap_opt<S: Simd>(s: S, v: f32, cap: Option<Cap>) -> f32 {
+    match cap {
+        Some(c) => softcap_one(s, v, c),
+        None => v,
+    }
+}
+
 /// The chain-rule factor of soft-capping at a capped value `y = cap tanh(z / cap)`:
 /// `dy/dz = 1 - tanh^2 = 1 - (y / cap)^2`, within `13u` absolute. A saturated `y = +-cap`
 /// gets exactly 0, as autograd through `tanh` gives (`y * (1 / cap)` alone could be an

@@ -1,7 +1,7 @@
 //! The mergeable statistics of one run of classes (a block of a long row, or a vocabulary
 //! shard): passes 1 and 2 without stores.
 
-use crate::arch::math::{Cap, softcap_one};
+use crate::arch::math::{Cap, softcap_opt};
 use crate::arch::pass::exp::{Ahead, exp_pass};
 use crate::arch::pass::max::max_argmax;
 use crate::arch::{BlockStats, Simd, Smooth};
@@ -24,7 +24,7 @@ pub(crate) unsafe fn stats<S: Simd>(
     let (m, am) = unsafe { max_argmax(s, z, n) };
     // Capped logits are never -inf, so capping needs no special case.
     let top = m;
-    let m = cap.map_or(m, |cp| softcap_one(s, m, cp));
+    let m = softcap_opt(s, m, cap);
     if m == f32::NEG_INFINITY && n > 0 {
         // Rare: no finite value. Scalar scan (exp would see -inf - -inf = NaN).
         // SAFETY: bounds: `z[..n]` readable (caller's obligation).
