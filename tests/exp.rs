@@ -192,3 +192,57 @@ fn tanh_fma_variants_equal_the_scalar_model() {
         }
     }
 }
+
+#[test]
+fn tanh_of_a_lane_does_not_depend_on_its_neighbours() {
+    // The kernels skip the large-argument path for vectors whose lanes are all below
+    // `TANH_SMALL_MAX`; in a vector that mixes small, large, infinite and NaN lanes every
+    // lane must still get the bits it gets on its own (a one-element slice, whose other
+    // lanes are padding).
+    let pool = [
+        0.0,
+        -0.0,
+        1e-40,
+        0.1,
+        -0.3,
+        0.624_999_94,
+        0.625,
+        -0.625,
+        0.7,
+        -5.0,
+        9.2,
+        30.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        f32::MIN_POSITIVE,
+    ];
+    let mut s = 0x9e37_79b9u32;
+    let xs: Vec<f32> = (0..8192)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            // Mostly small lanes, so that both all-small and mixed vectors occur.
+            if s % 8 < 5 {
+                (s >> 9) as f32 / (1u32 << 23) as f32 * 1.2 - 0.6
+            } else {
+                pool[(s >> 3) as usize % pool.len()]
+            }
+        })
+        .collect();
+    for k in kernels() {
+        let mut ys = xs.clone();
+        tanh_slice(k, &mut ys).unwrap();
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let mut one = [x];
+            tanh_slice(k, &mut one).unwrap();
+            assert_eq!(
+                y.to_bits(),
+                one[0].to_bits(),
+                "{k:?}: tanh({x:e}) among others"
+            );
+        }
+    }
+}
