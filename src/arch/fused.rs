@@ -460,8 +460,9 @@ unsafe fn finish_target(row: &GroupRow) {
     }
 }
 
-/// Pass 3 of one row of [`ce_rows`], from its exps (or, capped, its capped logits) in
-/// `row.dst`: `g_j = alpha e_j - beta_j`, then `g_t -= tfix`; zeros for an ignored row or
+/// Pass 3 of one row of [`ce_rows`], from its exps (capped: times the chain factor, or
+/// with smoothing the capped logits, see [`exp_pass`]) in `row.dst`:
+/// `g_j = alpha e_j - beta_j`, then `g_t -= tfix`; zeros for an ignored row or
 /// one whose gradient is zero. `segs` are the row's segments when pass 2 was
 /// [`online_pass`], else empty.
 ///
@@ -506,18 +507,24 @@ unsafe fn row_gradient<S: Simd>(
             *row.dst.add(t) -= p.tfix;
         },
         Some(cp) => {
-            // SAFETY: bounds: as above; pass 2 stored the capped logits `y` there.
+            // SAFETY: bounds: as above. Without smoothing pass 2 stored `e_j` times the
+            // chain factor there, so the plain scale gives the gradient; with smoothing it
+            // stored the capped logits `y`, and the exps are recomputed.
             unsafe {
-                affine_pass::<S, true, false, true>(
-                    s,
-                    row.dst,
-                    row.dst,
-                    c,
-                    m,
-                    alpha as f32,
-                    job.beta,
-                    cp,
-                )
+                if let Beta::Zero = job.beta {
+                    scale_pass(s, row.dst, c, alpha as f32, Beta::Zero);
+                } else {
+                    affine_pass::<S, true, false, true>(
+                        s,
+                        row.dst,
+                        row.dst,
+                        c,
+                        m,
+                        alpha as f32,
+                        job.beta,
+                        cp,
+                    )
+                }
             };
             // The target entry, in f64 from the statistics, stored last.
             let (beta_t, tfix) = (beta_at(job.beta, t), f64::from(p.tfix));

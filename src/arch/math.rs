@@ -182,6 +182,18 @@ pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
     s.mul(tanh(s, s.mul(z, s.splat(c.inv))), s.splat(c.cap))
 }
 
+/// [`softcap`] and the chain-rule factor of capping from the same tanh:
+/// `(cap t, 1 - t^2)` with `t = tanh(z / cap)`. The factor is within `5u` absolute (`t`
+/// carries at most `TANH_MAX_ULP`, the fused `1 - t t` half an ulp), and exactly 0 where
+/// `t = +-1` (saturation), with no test for it; cheaper and closer than
+/// [`softcap_slope`], which has only `y` to start from.
+#[cfg_attr(not(debug_assertions), inline(always))]
+pub(crate) fn softcap_and_slope<S: Simd>(s: S, z: S::F, c: Cap) -> (S::F, S::F) {
+    let t = tanh(s, s.mul(z, s.splat(c.inv)));
+    let slope = s.mul_add(s.sub(s.splat(0.0), t), t, s.splat(1.0));
+    (s.mul(t, s.splat(c.cap)), slope)
+}
+
 /// [`softcap`] of one value, through the same vector code so it matches the lanes exactly.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn softcap_one<S: Simd>(s: S, z: f32, c: Cap) -> f32 {

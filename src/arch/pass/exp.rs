@@ -1,7 +1,7 @@
 //! Pass 2: `e_j = exp(z_j - max)`, summed, stored when a gradient is wanted, with the
 //! label-smoothing sum and soft-capping; and the prefetch of the next row's lines.
 
-use crate::arch::math::{Cap, exp_small, softcap};
+use crate::arch::math::{Cap, exp_small, softcap, softcap_and_slope};
 use crate::arch::pass::map::scale_pass;
 use crate::arch::pass::{LANE_ONES, WSUM_SCALE, WSUM_UNSCALE};
 use crate::arch::{Beta, Simd, Smooth};
@@ -88,8 +88,11 @@ pub(crate) const SMOOTH_WEIGHTED: u8 = 2;
 /// when `STORE`. The next row's lines are prefetched alongside ([`Ahead`]).
 ///
 /// With soft-capping, `z_j` is first replaced by `y_j = cap tanh(z_j / cap)` (and `m` must
-/// be the capped max); the pass then stores `y` rather than `e`, since the gradient's chain
-/// factor `1 - (y / cap)^2` needs `y`, and the scale pass recomputes `e` from it.
+/// be the capped max). Without smoothing the pass then stores `e_j (1 - (y_j / cap)^2)`,
+/// the exp times the chain factor of capping, so that the scale pass is the plain one
+/// (`g = alpha e s`, no transcendental): capped rows compute one tanh and one exp per
+/// logit. With smoothing it stores `y` (the gradient's `-beta_j` is multiplied by the
+/// chain factor too), and the scale pass recomputes `e` from it.
 ///
 /// # Safety
 /// `src..src + n` readable; if `STORE`, `dst..dst + n` writable (it may equal `src`);
@@ -337,13 +340,23 @@ unsafe fn pairs<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
         }
         // SAFETY: bounds: `i + 2 * LANES <= n` by the loop condition.
         let (mut z0, mut z1) = unsafe { (s.load(src.add(i)), s.load(src.add(i + l))) };
-        if CAP {
+        // The chain factors of capping, when this pass stores `e` times them.
+        let (mut f0, mut f1) = (mv, mv);
+        if CAP && STORE && SM == SMOOTH_OFF {
+            ((z0, f0), (z1, f1)) = (softcap_and_slope(s, z0, cap), softcap_and_slope(s, z1, cap));
+        } else if CAP {
             (z0, z1) = (softcap(s, z0, cap), softcap(s, z1, cap));
         }
         let (x0, x1) = (s.sub(z0, mv), s.sub(z1, mv));
         let (e0, e1) = (exp_small(s, x0), exp_small(s, x1));
         if STORE {
-            let (o0, o1) = if CAP { (z0, z1) } else { (e0, e1) };
+            let (o0, o1) = if CAP && SM == SMOOTH_OFF {
+                (s.mul(e0, f0), s.mul(e1, f1))
+            } else if CAP {
+                (z0, z1)
+            } else {
+                (e0, e1)
+            };
             // SAFETY: bounds: as the loads; `dst` holds `n` (caller's obligation).
             unsafe {
                 s.store(dst.add(i), o0);
@@ -401,28 +414,41 @@ unsafe fn rest<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
         // Without capping, -inf pads give e = 0 and pads of `m` give `z - m = 0` for the
         // smoothing sum; capping would turn a -inf pad into -cap, so there the pads are
         // replaced after the transform through the lane mask.
-        let (z, zd) = unsafe {
+        // With capping, `f` is the chain factor (unused unless stored, see `pairs`).
+        let (z, zd, f) = unsafe {
             if r == l {
                 let z = s.load(src.add(i));
-                let z = if CAP { softcap(s, z, cap) } else { z };
-                (z, z)
+                if CAP {
+                    let (y, f) = softcap_and_slope(s, z, cap);
+                    (y, y, f)
+                } else {
+                    (z, z, zero)
+                }
             } else if CAP {
-                let y = softcap(s, s.load_tail(src.add(i), r, 0.0), cap);
+                let (y, f) = softcap_and_slope(s, s.load_tail(src.add(i), r, 0.0), cap);
                 let valid = s.gt(s.load_tail(LANE_ONES.as_ptr(), r, 0.0), zero);
                 (
                     s.select(valid, y, s.splat(f32::NEG_INFINITY)),
                     s.select(valid, y, mv),
+                    f,
                 )
             } else {
                 (
                     s.load_tail(src.add(i), r, f32::NEG_INFINITY),
                     s.load_tail(src.add(i), r, m),
+                    zero,
                 )
             }
         };
         let e = exp_small(s, s.sub(z, mv));
         if STORE {
-            let o = if CAP { zd } else { e };
+            let o = if CAP && SM == SMOOTH_OFF {
+                s.mul(e, f)
+            } else if CAP {
+                zd
+            } else {
+                e
+            };
             // SAFETY: bounds: as the load.
             unsafe {
                 if r == l {

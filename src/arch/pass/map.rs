@@ -2,7 +2,7 @@
 //! from merged statistics, the log-softmax shift, and the kernels' exp and tanh over a
 //! slice, all through one vector loop ([`map_stream`]).
 
-use crate::arch::math::{Cap, exp, exp_any, softcap, softcap_slope, tanh};
+use crate::arch::math::{Cap, exp, exp_any, softcap_and_slope, softcap_slope, tanh};
 use crate::arch::pass::load_upto;
 use crate::arch::{Beta, Simd};
 
@@ -99,7 +99,15 @@ impl<S: Simd, const EXP: bool, const CAP_IN: bool, const CHAIN: bool> LaneMap<S>
 {
     #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn apply<const INDEXED: bool>(&self, s: S, z: S::F, i: usize) -> S::F {
-        let y = if CAP_IN { softcap(s, z, self.cap) } else { z };
+        // From the logit itself, the chain factor comes from the same tanh
+        // ([`softcap_and_slope`]); from a stored capped logit, from `y` alone.
+        let (y, slope) = if CAP_IN {
+            softcap_and_slope(s, z, self.cap)
+        } else if CHAIN {
+            (z, softcap_slope(s, z, self.cap))
+        } else {
+            (z, z)
+        };
         let e = if EXP { exp(s, s.sub(y, self.mv)) } else { y };
         let nb = if INDEXED {
             // SAFETY: bounds: `i < n` and `w..w + n` readable (the map's contract); the
@@ -109,11 +117,7 @@ impl<S: Simd, const EXP: bool, const CAP_IN: bool, const CHAIN: bool> LaneMap<S>
             self.bv
         };
         let g = s.mul_add(e, self.av, nb);
-        if CHAIN {
-            s.mul(g, softcap_slope(s, y, self.cap))
-        } else {
-            g
-        }
+        if CHAIN { s.mul(g, slope) } else { g }
     }
 }
 
