@@ -11,7 +11,8 @@
 //! ```
 //!
 //! with `c_i = (1 - eps) w_t`, `k = eps / C`, `a_i = c_i + k sum_j w_j`, `zc` the z-loss
-//! coefficient and `s_ij = 1 - (y_ij / cap)^2` the soft-capping chain factor (1 without).
+//! coefficient and `s_ij = 1 - t_ij^2` the soft-capping chain factor, `y_ij = cap t_ij`
+//! (1 without).
 
 use crate::arch::Io;
 use crate::arch::fused::beta_at;

@@ -24,7 +24,8 @@ pub(crate) unsafe fn scale_pass<S: Simd>(
 
 /// `dst_j = (alpha * f(y_j) - beta_j) * slope(y_j)`: `y = cap tanh(src / cap)` when
 /// `CAP_IN`, else `y = src`; `f(y) = exp(y - m)` when `EXP`, else the identity; `slope` is
-/// the soft-capping chain factor `1 - (y / cap)^2` when `CHAIN`, else 1.
+/// the soft-capping chain factor when `CHAIN`, else 1: `1 - t^2` from the same
+/// `t = tanh(src / cap)` when `CAP_IN`, else `1 - (y / cap)^2` from the stored `y`.
 ///
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable (may equal `src`); `Beta::Weighted`
@@ -259,7 +260,7 @@ pub(crate) unsafe fn shift<S: Simd>(
 }
 
 /// `dst_j = alpha * exp(y_j - m) - beta_j` with `y = z`, or with soft-capping
-/// `dst_j = (alpha * exp(y_j - m) - beta_j) (1 - (y_j / cap)^2)`, `y = cap tanh(z / cap)`.
+/// `dst_j = (alpha * exp(y_j - m) - beta_j) (1 - t_j^2)`, `y = cap t`, `t = tanh(z / cap)`.
 ///
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable (may equal `src`); weighted slices
