@@ -107,6 +107,7 @@ pub const SOFTCAP_MAX: f32 = 8.507_059e37;
 /// ```
 /// use xent::exp::tanh_model;
 /// assert_eq!(tanh_model(0.0), 0.0);
+/// assert_eq!(tanh_model(-0.0).to_bits(), (-0.0f32).to_bits()); // exactly odd
 /// assert_eq!(tanh_model(1e-30), 1e-30); // relative accuracy near 0
 /// assert_eq!(tanh_model(f32::INFINITY), 1.0);
 /// assert_eq!(tanh_model(-20.0), -1.0);
@@ -114,7 +115,7 @@ pub const SOFTCAP_MAX: f32 = 8.507_059e37;
 /// assert!((tanh_model(0.5) - 0.5f32.tanh()).abs() <= 2.0 * f32::EPSILON);
 /// ```
 pub fn tanh_model(x: f32) -> f32 {
-    let ax = if x < 0.0 { -x } else { x };
+    let ax = x.abs();
     let e = exp_model(ax * -2.0);
     let big = 1.0 - (e + e) / (1.0 + e);
     let z = ax * ax;
@@ -124,7 +125,8 @@ pub fn tanh_model(x: f32) -> f32 {
     }
     let small = (ax * z).mul_add(p, ax);
     let t = if ax < TANH_SMALL_MAX { small } else { big };
-    if x < 0.0 { 0.0 - t } else { t }
+    // The sign of `x` back on, on bits (so `-0` gives `-0`), as the kernels do.
+    f32::from_bits(t.to_bits() ^ (x.to_bits() & 0x8000_0000))
 }
 
 /// The kernels' tanh applied in place to every element of `xs` by the chosen variant (for

@@ -139,6 +139,18 @@ unsafe impl Simd for Portable {
         a.cmp_gt(b).blend(a, b)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn abs(self, a: f32x8) -> f32x8 {
+        a & f32x8::splat(f32::from_bits(0x7fff_ffff))
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn xor_sign(self, a: f32x8, b: f32x8) -> f32x8 {
+        a ^ (b & f32x8::splat(-0.0))
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn all(self, m: f32x8) -> bool {
+        m.move_mask() == 0xff
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn first_lane(self, m: f32x8) -> Option<usize> {
         let bits = m.move_mask();
         (bits != 0).then(|| bits.trailing_zeros() as usize)

@@ -80,6 +80,13 @@ pub(crate) unsafe trait Simd: Copy {
     /// The lanes, in order, in the first `LANES` entries.
     fn to_array(self, a: Self::F) -> [f32; 16];
 
+    /// `|a|` per lane: the sign bit cleared (NaN stays NaN, `-0` gives `+0`).
+    fn abs(self, a: Self::F) -> Self::F;
+    /// `a` with its sign bit flipped where `b`'s is set (`a` times the sign of `b`, for
+    /// a non-negative `a`, exactly; on bits, so zeros and NaN too).
+    fn xor_sign(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Whether every lane of `m` is set.
+    fn all(self, m: Self::M) -> bool;
     fn eq(self, a: Self::F, b: Self::F) -> Self::M;
     /// `a > b ? a : b` per lane: a NaN in `a` gives `b` (one `vmaxps` on x86).
     fn max(self, a: Self::F, b: Self::F) -> Self::F;

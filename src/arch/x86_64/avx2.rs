@@ -207,6 +207,21 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_max_ps(a, b) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn abs(self, a: __m256) -> __m256 {
+        // SAFETY: feature: token proves avx2 (`vandnps` is AVX).
+        unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn xor_sign(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: feature: token proves avx2 (`vandps`, `vxorps` are AVX).
+        unsafe { _mm256_xor_ps(a, _mm256_and_ps(b, _mm256_set1_ps(-0.0))) }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn all(self, m: __m256) -> bool {
+        // SAFETY: feature: token proves avx2 (`vmovmskps` is AVX).
+        unsafe { _mm256_movemask_ps(m) == 0xff }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn first_lane(self, m: __m256) -> Option<usize> {
         // SAFETY: feature: token proves avx2 (`vmovmskps` is AVX).
         let bits = unsafe { _mm256_movemask_ps(m) };

@@ -251,6 +251,24 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_max_ps(a, b) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn abs(self, a: __m512) -> __m512 {
+        // SAFETY: feature: token proves avx512f (`_mm512_abs_ps` is an AND in avx512f).
+        unsafe { _mm512_abs_ps(a) }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn xor_sign(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: feature: token proves avx512f (the 512-bit integer AND and XOR are
+        // avx512f; the float forms would need avx512dq).
+        unsafe {
+            let sign = _mm512_and_si512(_mm512_castps_si512(b), _mm512_set1_epi32(i32::MIN));
+            _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), sign))
+        }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn all(self, m: __mmask16) -> bool {
+        m == 0xffff
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn first_lane(self, m: __mmask16) -> Option<usize> {
         (m != 0).then(|| m.trailing_zeros() as usize)
     }
