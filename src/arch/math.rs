@@ -143,8 +143,8 @@ pub(crate) fn exp_any<S: Simd>(s: S, x: S::F) -> S::F {
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn tanh<S: Simd>(s: S, x: S::F) -> S::F {
     let one = s.splat(1.0);
-    // On bits: `|x|`, and the sign of `x` put back on `tanh |x|` at the end (one AND and
-    // one XOR, where a compare, a negation and a blend each way cost three and two).
+    // On bits: `|x|` (an AND), and the sign of `x` put back on `tanh |x|` at the end (an
+    // AND and an XOR); the compare, two negations and two blends this replaces were five.
     let ax = s.abs(x);
     // Small arguments: `|x| + (|x| z) P(z)`, `z = x^2`; the correction is at most 0.13 of
     // `|x|`, so its rounding errors shrink by that much.

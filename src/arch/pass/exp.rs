@@ -90,9 +90,8 @@ pub(crate) const SMOOTH_WEIGHTED: u8 = 2;
 /// With soft-capping, `z_j` is first replaced by `y_j = cap tanh(z_j / cap)` (and `m` must
 /// be the capped max). Without smoothing the pass then stores `e_j (1 - t_j^2)` with
 /// `t_j = tanh(z_j / cap)` from the same tanh: the exp times the chain factor of capping,
-/// so that the scale pass is the plain one
-/// (`g = alpha e s`, no transcendental): capped rows compute one tanh and one exp per
-/// logit. With smoothing it stores `y` (the gradient's `-beta_j` is multiplied by the
+/// so that the scale pass is the plain one (`g = alpha e s`, no transcendental): capped
+/// rows compute one tanh and one exp per logit. With smoothing it stores `y` (the gradient's `-beta_j` is multiplied by the
 /// chain factor too), and the scale pass recomputes `e` from it.
 ///
 /// # Safety
