@@ -5,7 +5,7 @@
 
 use super::blocked::blocked;
 use crate::arch::small::SmallJob;
-use crate::arch::{Io, RowOut, RowsJob};
+use crate::arch::{Io, RowOut, RowPlan, RowsJob};
 use crate::kernel::with_backend;
 use crate::outputs::{RowOutputs, Sinks};
 use crate::parallel::{for_chunks_of_rows, for_row_chunks, rows_per_chunk, rows_per_linked_chunk};
@@ -252,25 +252,41 @@ fn fused<T: Target>(
         per,
         |row0, chunk, mut sinks| {
             let mut sums = RowSums::default();
-            sinks.fill_ignored();
-            let targets = &targets[row0..];
-            let plan = |r: usize| ck.plan(targets[r]);
-            let out = |r: usize, o: RowOut| {
-                if let Some(t) = ck.target(targets[r]) {
-                    let m = Merged::from_block(o.stats, 0, c, 0.0);
-                    let row = ck.row_loss(t, &m, o.target_logit);
-                    sinks.put(r, &row);
-                    sums.add(RowSums {
-                        loss: row.loss,
-                        z: row.z,
-                        correct: usize::from(row.correct),
-                    });
-                }
-            };
+            let (plan, out) = row_callbacks(ck, &targets[row0..], &mut sinks, &mut sums);
             with_backend!(ck.backend, k => k.ce_rows(chunk, &job(row0), plan, out));
             sums
         },
         |s| sums.add(s),
     );
     sums
+}
+
+/// The fused kernels' per-row callbacks for one chunk whose rows start at `targets[0]`:
+/// `plan(r)`, row `r`'s target and gradient coefficients, and `out(r, stats)`, which forms
+/// a counted row's loss from its statistics, writes it to `sinks` (whose ignored rows are
+/// zeroed first) and adds it to `sums`.
+pub(crate) fn row_callbacks<'a, T: Target>(
+    ck: &'a Checked<'_>,
+    targets: &'a [T],
+    sinks: &'a mut Sinks<'_>,
+    sums: &'a mut RowSums,
+) -> (
+    impl FnMut(usize) -> RowPlan + 'a,
+    impl FnMut(usize, RowOut) + 'a,
+) {
+    sinks.fill_ignored();
+    let plan = move |r: usize| ck.plan(targets[r]);
+    let out = move |r: usize, o: RowOut| {
+        if let Some(t) = ck.target(targets[r]) {
+            let m = Merged::from_block(o.stats, 0, ck.classes, 0.0);
+            let row = ck.row_loss(t, &m, o.target_logit);
+            sinks.put(r, &row);
+            sums.add(RowSums {
+                loss: row.loss,
+                z: row.z,
+                correct: usize::from(row.correct),
+            });
+        }
+    };
+    (plan, out)
 }
