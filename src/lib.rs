@@ -54,11 +54,15 @@
 //! [`CrossEntropy::forward_half`], [`forward_backward_half`](CrossEntropy::forward_backward_half),
 //! their `_with` forms and [`backward_half`](CrossEntropy::backward_half) take
 //! [`half::bf16`] or [`half::f16`] logits and write the gradient back in the same type.
-//! The batch is cut into tiles of whole rows of about 64 K logits; each tile is widened
-//! into an f32 scratch buffer (256 KiB, per thread, reused: no allocation after a
-//! thread's first call) that stays in L2, the f32 kernels run on it in place, and the
-//! gradient is narrowed back over the 16-bit logits, rounding to nearest even. DRAM sees
-//! one 2-byte read and one 2-byte write per logit. Every value is computed in f32: the
+//! Rows of 16 384 classes and more (language-model vocabularies) without label smoothing
+//! or soft-capping are read in 16-bit: each block of 512 logits is widened into a buffer
+//! that stays in L1, the row's exps go to an f32 scratch row in L2, and the gradient is
+//! narrowed block by block as it is formed, rounding to nearest even. Other rows are cut
+//! into tiles of whole rows of about 64 K logits; each tile is widened into an f32 scratch
+//! buffer (256 KiB) that stays in L2, the f32 kernels run on it in place, and the gradient
+//! is narrowed back over the 16-bit logits. The scratch is per thread and reused (no
+//! allocation after a thread's first call). Either way DRAM sees one 2-byte read and one
+//! 2-byte write per logit. Every value is computed in f32: the
 //! target entry `(p_t - 1) / N` is formed from the row statistics and rounded to 16 bits
 //! once, instead of losing its bits to the cancellation `p_t - 1` would suffer in bf16.
 //! Loss, per-row outputs and gradient are those of the f32 call on the widened logits,

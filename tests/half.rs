@@ -62,6 +62,46 @@ fn many_tiles_and_long_rows_on_every_thread_count() {
 }
 
 #[test]
+fn long_plain_rows_read_16_bit_logits_in_the_passes() {
+    // Rows of 16 384 classes up to the fused limit without smoothing or capping run passes
+    // 1 and 2 on blocks widened in L1 and narrow in pass 3 (no f32 tile): still the f32
+    // path's loss, and its gradient rounded. Ignored rows, class weights, z-loss, a mean
+    // over no counted row (zero gradient), NaN, -inf and (in f16) overflowing logits.
+    for (rows, c) in [(3usize, 16_389usize), (5, 32_000), (2, 131_072)] {
+        let mut z: Vec<f32> = seeded_row(7, rows * c)
+            .iter()
+            .map(|&v| if v.abs() > 100.0 { v } else { v * 0.4 })
+            .collect();
+        z[c + 3] = f32::NAN;
+        let mut t: Vec<i64> = (0..rows as i64)
+            .map(|r| (r * 7919 + 5) % c as i64)
+            .collect();
+        t[rows - 1] = -100;
+        let w: Vec<f32> = (0..c).map(|j| 0.5 + (j % 3) as f32).collect();
+        let ignored = vec![-100i64; rows];
+        for (ce, t) in [
+            (CrossEntropy::new(c).ignore_index(-100), &t),
+            (
+                CrossEntropy::new(c)
+                    .z_loss(1e-3)
+                    .ignore_index(-100)
+                    .class_weights(w.clone()),
+                &t,
+            ),
+            (
+                CrossEntropy::new(c)
+                    .reduction(xent::Reduction::None)
+                    .ignore_index(-100),
+                &t,
+            ),
+            (CrossEntropy::new(c).ignore_index(-100), &ignored),
+        ] {
+            check_half(&ce, &z, t).unwrap();
+        }
+    }
+}
+
+#[test]
 fn target_gradient_keeps_its_bits() {
     // A confident correct prediction: p_t - 1 is tiny and negative. Formed in f32 (an
     // absolute error of a few f32 ulps of p_t ~ 1) and rounded to bf16 once, it keeps

@@ -38,6 +38,48 @@ macro_rules! instantiate_kernel {
                 unsafe { inner(self, io, job, plan, out) }
             }
 
+            /// Cross-entropy over a chunk of rows of 16-bit logits on the online path
+            /// (`fused::ce_rows_half`: plain rows of at least `ONLINE_MIN_CLASSES`
+            /// classes), with `exps` a scratch row of `job.classes` f32.
+            pub(crate) fn ce_rows_half<P, O>(
+                self,
+                format: crate::arch::convert::HalfFormat,
+                io: crate::arch::Io16<'_>,
+                exps: &mut [f32],
+                job: &RowsJob<'_>,
+                plan: P,
+                out: O,
+            ) where
+                P: FnMut(usize) -> RowPlan,
+                O: FnMut(usize, RowOut),
+            {
+                $(#[$attr])*
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn inner<P, O>(
+                    t: $tok,
+                    f: crate::arch::convert::HalfFormat,
+                    mut io: crate::arch::Io16<'_>,
+                    exps: &mut [f32],
+                    j: &RowsJob<'_>,
+                    p: P,
+                    o: O,
+                ) where
+                    P: FnMut(usize) -> RowPlan,
+                    O: FnMut(usize, RowOut),
+                {
+                    let len = io.len();
+                    let (src, dst) = io.raw();
+                    // SAFETY: bounds: `src` (and `dst` when non-null) hold `len` 16-bit
+                    // logits, as `io` borrows them, and `exps` a row, disjoint from
+                    // both; the row shape and path are checked below.
+                    unsafe { fused::ce_rows_half(t, f, src, dst, len, exps.as_mut_ptr(), j, p, o) }
+                }
+                assert!(io.len() % job.classes == 0 && exps.len() == job.classes);
+                assert!(fused::online_half(job));
+                // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
+                unsafe { inner(self, format, io, exps, job, plan, out) }
+            }
+
             /// Cross-entropy over a chunk of rows of at most `SMALL_MAX_CLASSES` classes on
             /// the row-group path; returns the loss sum and the correct count.
             ///

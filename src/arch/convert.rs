@@ -1,7 +1,8 @@
 //! Half-precision storage formats and their conversion to and from f32.
 //!
-//! Logits in bf16 or f16 are widened to f32 one L2-sized tile at a time, processed by the
-//! f32 kernels in the tile, and the gradient is narrowed back with round-to-nearest-even.
+//! Logits in bf16 or f16 are widened to f32 one L1 block of a row at a time (long plain
+//! rows, `fused::ce_rows_half`) or one L2-sized tile at a time (every other row), and the
+//! gradient is narrowed back with round-to-nearest-even, block by block or per tile.
 //! The x86 kernels use the CPU's conversion instructions (AVX-512F `vcvtph2ps` /
 //! `vcvtps2ph`, AVX-512 BF16 `vcvtneps2bf16` when present, F16C on AVX2 machines) and
 //! integer shifts for the bf16 widening; the portable kernel and every tail use the `half`

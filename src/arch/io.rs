@@ -78,6 +78,29 @@ impl Io<'_> {
     }
 }
 
+/// The 16-bit logits (bf16 or f16 bits) of one call: read only, or gradient in place.
+pub(crate) enum Io16<'a> {
+    Read(&'a [u16]),
+    InPlace(&'a mut [u16]),
+}
+
+impl Io16<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Io16::Read(s) => s.len(),
+            Io16::InPlace(s) => s.len(),
+        }
+    }
+
+    /// The source and (if any) destination pointers, as [`Io::raw`].
+    pub(super) fn raw(&mut self) -> (*const u16, *mut u16) {
+        match self {
+            Io16::Read(s) => (s.as_ptr(), core::ptr::null_mut()),
+            Io16::InPlace(s) => (s.as_ptr(), s.as_mut_ptr()),
+        }
+    }
+}
+
 /// Mergeable statistics of a run of classes (a block of a row, a whole row, or a
 /// vocabulary shard): `sum = sum_j exp(z_j - max)`, `wsum = sum_j w_j (z_j - max)` (only
 /// when asked for), and the first index of the maximum relative to the run's start.

@@ -95,7 +95,7 @@ pub(crate) mod x86_64;
 
 pub(crate) use boundary::instantiate_kernel;
 pub(crate) use fused::{RowOut, RowPlan, RowsJob};
-pub(crate) use io::{Beta, BlockStats, Io, Smooth};
+pub(crate) use io::{Beta, BlockStats, Io, Io16, Smooth};
 pub(crate) use math::Cap;
 pub(crate) use simd::Simd;
 
@@ -104,7 +104,7 @@ mod tests {
     use crate::{CrossEntropy, Kernel};
 
     /// Every kernel this CPU runs, on every path of the fused driver (row groups, three
-    /// passes, linked and online rows, blocks), fits a thread with the default 2 MiB
+    /// passes, linked and online rows, blocks; f32 and bf16), fits a thread with the default 2 MiB
     /// stack. It matters in the unoptimised `cargo test --lib`, where the boundaries'
     /// frames are largest (see the module docs).
     #[test]
@@ -115,6 +115,10 @@ mod tests {
                     let ce = CrossEntropy::new(classes).kernel(kernel).threads(1);
                     let mut z: Vec<f32> = (0..rows * classes).map(|i| (i % 7) as f32).collect();
                     let t: Vec<usize> = (0..rows).map(|i| i % classes).collect();
+                    // bf16 too: long rows read 16-bit blocks (`fused::ce_rows_half`).
+                    let mut h: Vec<half::bf16> =
+                        z.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                    ce.forward_backward_half(&mut h, &t)?;
                     ce.forward_backward(&mut z, &t).map(|l| l.rows)
                 };
                 let got = std::thread::Builder::new()

@@ -3,6 +3,7 @@
 //! fallback on x86 CPUs without AVX2+FMA and the only kernel on other architectures.
 
 use super::Simd;
+use crate::arch::convert::HalfFormat;
 use crate::arch::math::EXP_TABLE;
 use bytemuck::cast;
 use wide::{CmpEq, CmpGt, CmpLt, f32x8, i32x8};
@@ -59,6 +60,14 @@ unsafe impl Simd for Portable {
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn prefetch(self, _p: *const f32) {}
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]) {
+        Portable::widen(self, f, src, dst)
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+        Portable::narrow(self, f, src, dst)
+    }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_zero(self) -> [f64; 8] {
         [0.0; 8]

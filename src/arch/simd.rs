@@ -1,6 +1,8 @@
 //! The [`Simd`] trait: the vector primitives every kernel variant provides, and the one
 //! contract its `unsafe` rests on (a value of the type proves the CPU features).
 
+use crate::arch::convert::HalfFormat;
+
 /// The vector primitives a kernel variant provides. All methods are `#[inline(always)]` in
 /// implementations (in optimised builds: see [`crate::arch`]) so they inherit the caller's
 /// `#[target_feature]` set.
@@ -130,6 +132,13 @@ pub(crate) unsafe trait Simd: Copy {
     /// # Safety
     /// `p + k * stride` writable for every `k < LANES`; `(LANES - 1) * stride < 2^31`.
     unsafe fn scatter(self, p: *mut f32, stride: usize, v: Self::F);
+    /// Widens 16-bit logits of format `f` into `dst` (same length), exactly. A call per
+    /// block, not per vector: the conversions are their own `#[target_feature]` functions
+    /// (`arch::convert`), which the half-precision rows call once per L1 block.
+    fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]);
+    /// Narrows `src` into `dst` (same length), rounding to nearest even, as the variant's
+    /// tile narrowing does (`arch::convert`).
+    fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]);
     /// Accumulators at zero.
     fn wide_zero(self) -> Self::Wide;
     /// `acc[i] + v[i]` per lane, in f64 (the widening is exact).

@@ -3,8 +3,18 @@
 //!
 //! # Memory passes
 //!
-//! The batch is cut into tiles of whole rows of about 64 K logits (the same shape-only
-//! boundaries as the f32 path's parallel chunks). Per tile:
+//! Rows of at least `ONLINE_MIN_CLASSES` (16 384) classes, up to the fused limit, without
+//! label smoothing or soft-capping (`arch::fused::online_half`) are read in 16-bit: per row,
+//! passes 1 and 2 run on blocks of 512 logits widened into an L1 buffer and store the exps
+//! into an f32 scratch row (L2); pass 3 scales that row block by block, forms the target
+//! entry in f32, and narrows each block over the 16-bit logits
+//! (`arch::fused::ce_rows_half`). No f32 copy of the logits is made: against the tiles
+//! below, the f32 tile is neither written nor read back, and pass 3's output is narrowed
+//! while it is in L1.
+//!
+//! Every other row goes through f32 tiles: the batch is cut into tiles of whole rows of
+//! about 64 K logits (the same shape-only boundaries as the f32 path's parallel chunks).
+//! Per tile:
 //!
 //! 1. widen the tile's 16-bit logits into an f32 scratch buffer (256 KiB, stays in L2),
 //! 2. run the f32 kernels on the scratch, in place (max pass, exp pass, scale pass),
@@ -17,13 +27,16 @@
 //! bf16. Rows longer than a tile take one row per tile (the blocked path for rows over
 //! 131 072 classes).
 //!
-//! The scratch buffer is per thread and reused, so after the first call on a thread no
-//! memory is allocated.
+//! Both paths compute the same f32 values as the f32 path on the widened logits. The
+//! scratch buffer (a tile, or a row of exps) is per thread and reused, so after the first
+//! call on a thread no memory is allocated.
 
-use crate::arch::Io;
 use crate::arch::convert::{HalfFormat, bits, bits_mut};
+use crate::arch::fused::online_half;
+use crate::arch::{Io, Io16, RowsJob};
 use crate::kernel::with_backend;
 use crate::ops::backward::backward_rows;
+use crate::ops::forward::row_callbacks;
 use crate::outputs::{RowOutputs, Sinks};
 use crate::parallel::{SplitLogits, for_chunks_of_rows, rows_per_chunk};
 use crate::plan::{Checked, RowSums};
@@ -49,8 +62,8 @@ impl HalfFloat for half::bf16 {}
 impl HalfFloat for half::f16 {}
 
 thread_local! {
-    /// The per-thread f32 tile buffer (taken out while in use, so a task that rayon runs
-    /// on this thread while another waits simply gets a fresh one).
+    /// The per-thread f32 scratch, a tile or a row of exps (taken out while in use, so a task
+    /// that rayon runs on this thread while another waits simply gets a fresh one).
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
@@ -227,7 +240,8 @@ impl CrossEntropy {
         Ok(self.run_half(&ck, HalfIo::InPlace(logits), targets, sinks))
     }
 
-    /// Tiles of whole rows: widen, f32 kernels, narrow; tile sums added in tile order.
+    /// Long plain rows in 16-bit (`ce_rows_half`), chunk by chunk; other rows in tiles of
+    /// whole rows: widen, f32 kernels, narrow. Chunk or tile sums added in order.
     fn run_half<H: HalfFloat, T: Target>(
         &self,
         ck: &Checked<'_>,
@@ -237,6 +251,42 @@ impl CrossEntropy {
     ) -> Loss {
         let c = self.get_classes();
         let mut sums = RowSums::default();
+        let job = RowsJob {
+            classes: c,
+            smooth: ck.smooth(),
+            beta: ck.beta(),
+            cap: ck.cap,
+            prefetch: None,
+        };
+        if online_half(&job) {
+            let format: HalfFormat = <H as sealed::Sealed>::FORMAT;
+            for_chunks_of_rows(
+                ck.run,
+                io,
+                sinks,
+                c,
+                rows_per_chunk(c),
+                |row0, rows, mut sinks| {
+                    let mut chunk = RowSums::default();
+                    let (plan, out) = row_callbacks(ck, &targets[row0..], &mut sinks, &mut chunk);
+                    let rows = match rows {
+                        HalfIo::Read(s) => Io16::Read(bits(s)),
+                        HalfIo::InPlace(s) => Io16::InPlace(bits_mut(s)),
+                    };
+                    let mut exps = SCRATCH.with(Cell::take);
+                    if exps.len() < c {
+                        exps.resize(c, 0.0);
+                    }
+                    with_backend!(ck.backend, k => {
+                        k.ce_rows_half(format, rows, &mut exps[..c], &job, plan, out)
+                    });
+                    SCRATCH.with(|s| s.set(exps));
+                    chunk
+                },
+                |s| sums.add(s),
+            );
+            return self.reduce(ck, sums);
+        }
         for_chunks_of_rows(
             ck.run,
             io,

@@ -6,7 +6,7 @@
 //!   f32 logits, and the choice of path (row groups, fused rows, blocked rows);
 //! * [`blocked`]: rows longer than `FUSED_MAX_CLASSES`, in merged blocks;
 //! * [`backward`]: the gradient from a saved log-sum-exp and per-row upstream gradients;
-//! * [`half`]: the same on bf16 and f16 logits, through f32 tiles;
+//! * [`half`]: the same on bf16 and f16 logits, read in 16-bit blocks or through f32 tiles;
 //! * [`shard`]: vocabulary-sharded statistics, loss and gradient;
 //! * [`softmax`]: row-wise softmax, log-softmax and log-sum-exp.
 

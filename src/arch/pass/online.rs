@@ -1,10 +1,16 @@
 //! Passes 1 and 2 in one sweep for rows of at least `ONLINE_MIN_CLASSES` classes: block
 //! by block, exps relative to the running max, in segments rescaled in pass 3.
+//!
+//! The row comes block by block from a [`RowBlocks`]: an f32 row read in place, or a
+//! row of 16-bit logits widened one block at a time into L1 ([`HalfRow`]), whose pass 3
+//! ([`HalfGradient`]) narrows each block of the gradient as it forms it.
 
-use crate::arch::Simd;
+use crate::arch::convert::HalfFormat;
 use crate::arch::math::Cap;
 use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass_mode};
+use crate::arch::pass::map::scale_pass;
 use crate::arch::pass::max::{first_equal, lane_max};
+use crate::arch::{Beta, Simd};
 use crate::paths::{FUSED_MAX_CLASSES, MAX_BLOCK};
 
 /// The most segments [`online_pass`] can open on one row: one per block.
@@ -53,17 +59,16 @@ impl Segment {
 /// row computes its exps (see [`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES)).
 ///
 /// # Safety
-/// `src..src + n` readable; if `STORE`, `dst..dst + n` writable (it may equal `src`);
-/// `n <= FUSED_MAX_CLASSES`. With `TRAIL`: `trail.dst..trail.dst + n` readable and
-/// writable, disjoint from both, and `trail.segs` segments of a row of `n` classes (as
-/// this function returns them).
+/// `src`'s row holds `n` readable classes; if `STORE`, `dst..dst + n` writable (it may
+/// be the f32 row `src` reads); `n <= FUSED_MAX_CLASSES`. With `TRAIL`:
+/// `trail.dst..trail.dst + n` readable and writable, disjoint from both, and
+/// `trail.segs` segments of a row of `n` classes (as this function returns them).
 #[cfg_attr(not(debug_assertions), inline(always))]
-pub(crate) unsafe fn online_pass<S: Simd, const STORE: bool, const TRAIL: bool>(
+pub(crate) unsafe fn online_pass<S: Simd, R: RowBlocks, const STORE: bool, const TRAIL: bool>(
     s: S,
-    src: *const f32,
+    mut src: R,
     dst: *mut f32,
     n: usize,
-    next: Ahead,
     segs: &mut [Segment; ONLINE_MAX_SEGMENTS],
     trail: TrailRow<'_>,
 ) -> (f32, usize, f32, usize) {
@@ -74,15 +79,17 @@ pub(crate) unsafe fn online_pass<S: Simd, const STORE: bool, const TRAIL: bool>(
     let mut b = 0;
     while b < n {
         let len = (n - b).min(MAX_BLOCK);
-        // SAFETY: bounds: `b + len <= n`.
-        let m = s.reduce_max(unsafe { lane_max(s, src.add(b), len) });
+        // SAFETY: bounds: `b + len <= n`, the row's length (caller's obligation).
+        let (blk, next) = unsafe { src.block(b, len) };
+        // SAFETY: bounds: `blk..blk + len` readable (`RowBlocks` contract).
+        let m = s.reduce_max(unsafe { lane_max(s, blk, len) });
         if nseg == 0 || m > best {
             if m > best {
                 best = m;
                 // The argmax now, while the block is in L1 and before its exps may
                 // overwrite it (in place).
-                // SAFETY: bounds: `b + len <= n`.
-                let k = unsafe { first_equal(s, src.add(b), len, m) };
+                // SAFETY: bounds: `blk..blk + len` readable.
+                let k = unsafe { first_equal(s, blk, len, m) };
                 // `m` is an entry of the block, so `k < len`.
                 am = b + if k < len { k } else { 0 };
             }
@@ -115,17 +122,18 @@ pub(crate) unsafe fn online_pass<S: Simd, const STORE: bool, const TRAIL: bool>(
                 alpha: ta,
             };
         }
-        // SAFETY: bounds: `[b, b + len)` of `src` and `dst`; no smoothing weights read.
+        // SAFETY: bounds: `blk..blk + len` readable, `[b, b + len)` of `dst`; no
+        // smoothing weights read.
         let (sum, _) = unsafe {
             exp_pass_mode::<S, STORE, SMOOTH_OFF, false, TRAIL>(
                 s,
-                src.add(b),
+                blk,
                 dst.wrapping_add(b),
                 len,
                 reference,
                 core::ptr::null(),
                 Cap::NONE,
-                next.add(b),
+                next,
                 tr,
             )
         };
@@ -137,6 +145,165 @@ pub(crate) unsafe fn online_pass<S: Simd, const STORE: bool, const TRAIL: bool>(
         total += f64::from(seg.sum) * segment_factor(seg.reference, best);
     }
     (best, am, total as f32, nseg.min(ONLINE_MAX_SEGMENTS))
+}
+
+/// Where [`online_pass`] reads a row from, one block at a time: the f32 row itself
+/// ([`F32Row`]), or 16-bit logits widened block by block into L1 ([`HalfRow`]).
+pub(crate) trait RowBlocks {
+    /// Classes `b..b + len` of the row as `len` readable f32s (valid until the next
+    /// call), and where pass 2 of that block prefetches from.
+    ///
+    /// # Safety
+    /// `b + len` is at most the row's length, `len <= MAX_BLOCK`, and blocks are asked
+    /// for in order.
+    unsafe fn block(&mut self, b: usize, len: usize) -> (*const f32, Ahead);
+}
+
+/// An f32 row read in place, and the next row's lines to prefetch alongside.
+#[derive(Clone, Copy)]
+pub(crate) struct F32Row {
+    pub(crate) src: *const f32,
+    pub(crate) next: Ahead,
+}
+
+impl RowBlocks for F32Row {
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn block(&mut self, b: usize, _: usize) -> (*const f32, Ahead) {
+        (self.src.wrapping_add(b), self.next.add(b))
+    }
+}
+
+/// A row of 16-bit logits, widened one block at a time into a buffer that stays in L1 (2
+/// KiB), the next row's 16-bit lines of the same block prefetched as it is widened. The
+/// widening is exact, so the passes see the same f32 values as on a widened copy of the
+/// whole row, in the same blocks.
+pub(crate) struct HalfRow<S> {
+    s: S,
+    format: HalfFormat,
+    src: *const u16,
+    /// The next row's first 16-bit logit (for prefetching only; may be past the end).
+    next: *const u16,
+    buf: [f32; MAX_BLOCK],
+}
+
+impl<S: Simd> HalfRow<S> {
+    /// # Safety
+    /// `src` holds the row's 16-bit logits, readable for the row's length while the value
+    /// is used.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    pub(crate) unsafe fn new(s: S, format: HalfFormat, src: *const u16, next: *const u16) -> Self {
+        HalfRow {
+            s,
+            format,
+            src,
+            next,
+            buf: [0.0; MAX_BLOCK],
+        }
+    }
+}
+
+impl<S: Simd> RowBlocks for HalfRow<S> {
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn block(&mut self, b: usize, len: usize) -> (*const f32, Ahead) {
+        // SAFETY: bounds: `b + len` is at most the row's length (the trait's contract),
+        // and `src` holds the row (`new`'s contract).
+        let half = unsafe { core::slice::from_raw_parts(self.src.add(b), len) };
+        self.s.widen(self.format, half, &mut self.buf[..len]);
+        // One prefetch per 64-byte line (32 logits); addresses only, never dereferenced.
+        let ahead = self.next.wrapping_add(b);
+        for k in (0..len).step_by(32) {
+            self.s.prefetch(ahead.wrapping_add(k).cast());
+        }
+        (self.buf.as_ptr(), Ahead::NONE)
+    }
+}
+
+/// Pass 3 of a row of 16-bit logits whose exps [`online_pass`] stored in an f32 row, one
+/// block of `MAX_BLOCK` classes at a time while it is in L1: `g_j = a_k e_j` with segment
+/// `k`'s coefficient `a_k = alpha exp(reference_k - max)` rounded to f32 (as the f32
+/// rows form it), then the target correction `g_t -= tfix` on the f32 value, then the
+/// block narrowed into the 16-bit gradient.
+pub(crate) struct HalfGradient<'a> {
+    exps: *mut f32,
+    dst: *mut u16,
+    segs: &'a [Segment],
+    max: f32,
+    alpha: f64,
+    target: usize,
+    tfix: f32,
+    /// The segment of the last block formed, and its coefficient.
+    k: usize,
+    a: f32,
+}
+
+impl<'a> HalfGradient<'a> {
+    /// # Safety
+    /// `exps..exps + n` readable and writable, holding the exps of a row of `n` classes
+    /// whose segments are `segs` (at least one, the first at 0, as [`online_pass`]
+    /// returns them); `dst..dst + n` writable, disjoint from it; `target < n`.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    pub(crate) unsafe fn new(
+        exps: *mut f32,
+        dst: *mut u16,
+        segs: &'a [Segment],
+        (max, alpha): (f32, f64),
+        (target, tfix): (usize, f32),
+    ) -> Self {
+        HalfGradient {
+            exps,
+            dst,
+            segs,
+            max,
+            alpha,
+            target,
+            tfix,
+            k: 0,
+            a: (alpha * segment_factor(segs[0].reference, max)) as f32,
+        }
+    }
+
+    /// Forms block `b..b + len`.
+    ///
+    /// # Safety
+    /// `b + len` at most the row's length; blocks in order, on the `MAX_BLOCK` grid.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn block<S: Simd>(&mut self, s: S, format: HalfFormat, b: usize, len: usize) {
+        while self.segs.get(self.k + 1).is_some_and(|g| g.start <= b) {
+            self.k += 1;
+            let seg = self.segs[self.k];
+            self.a = (self.alpha * segment_factor(seg.reference, self.max)) as f32;
+        }
+        // SAFETY: bounds: `b + len` inside the row of exps and of `dst`, which are
+        // disjoint (`new`'s contract), and `target` inside the row.
+        unsafe {
+            let e = self.exps.add(b);
+            scale_pass(s, e, len, self.a, Beta::Zero);
+            if (b..b + len).contains(&self.target) {
+                // The target correction goes last, onto the stored probability term.
+                *self.exps.add(self.target) -= self.tfix;
+            }
+            s.narrow(
+                format,
+                core::slice::from_raw_parts(e, len),
+                core::slice::from_raw_parts_mut(self.dst.add(b), len),
+            );
+        }
+    }
+
+    /// Forms every block of a row of `n` classes.
+    ///
+    /// # Safety
+    /// `n` is the row's length.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    pub(crate) unsafe fn all<S: Simd>(mut self, s: S, format: HalfFormat, n: usize) {
+        let mut b = 0;
+        while b < n {
+            let len = (n - b).min(MAX_BLOCK);
+            // SAFETY: bounds: `b + len <= n`, blocks in order on the grid.
+            unsafe { self.block(s, format, b, len) };
+            b += len;
+        }
+    }
 }
 
 /// A row whose gradient [`online_pass`] forms while it computes the next row's exps (the

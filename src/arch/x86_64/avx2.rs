@@ -1,6 +1,7 @@
 //! The AVX2+FMA kernel: 8 lanes, tails through a stack buffer.
 
 use crate::arch::Simd;
+use crate::arch::convert::HalfFormat;
 use crate::arch::math::EXP_TABLE;
 use core::arch::x86_64::*;
 
@@ -267,6 +268,14 @@ unsafe impl Simd for Avx2 {
             let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
             (_mm256_cvtepi32_ps(e), _mm256_blendv_ps(m, x, nan))
         }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]) {
+        Avx2::widen(self, f, src, dst)
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+        Avx2::narrow(self, f, src, dst)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_zero(self) -> [__m256d; 2] {

@@ -2,6 +2,7 @@
 //! the exp's table and `vscalefps` for its exponent.
 
 use crate::arch::Simd;
+use crate::arch::convert::HalfFormat;
 use crate::arch::math::EXP_TABLE;
 use core::arch::x86_64::*;
 
@@ -314,6 +315,14 @@ unsafe impl Simd for Avx512 {
                 _mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x),
             )
         }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]) {
+        Avx512::widen(self, f, src, dst)
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+        Avx512::narrow(self, f, src, dst)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_zero(self) -> [__m512d; 2] {
