@@ -33,6 +33,18 @@ pub(crate) struct RowsJob<'a> {
     pub prefetch: Option<(usize, usize)>,
 }
 
+impl RowsJob<'_> {
+    /// No label smoothing (sum or gradient constant) and no capping: the rows that may
+    /// run online or linked.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn plain(&self) -> bool {
+        matches!(
+            (self.smooth, self.beta, self.cap),
+            (Smooth::Off, Beta::Zero, None)
+        )
+    }
+}
+
 /// One row's target and gradient coefficients, from the driver.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RowPlan {
@@ -167,10 +179,7 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
 {
     let c = job.classes;
     let rows = len / c;
-    let plain = matches!(
-        (job.smooth, job.beta, job.cap),
-        (Smooth::Off, Beta::Zero, None)
-    );
+    let plain = job.plain();
     let online = c >= ONLINE_MIN_CLASSES && plain;
     // Not in the portable kernel (vectors of two registers): it ran 2-6% slower linked.
     let trail = plain && G == 1 && trails(c) && !S::EMULATED;
@@ -243,11 +252,7 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
 /// most `FUSED_MAX_CLASSES` classes.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn online_half(job: &RowsJob<'_>) -> bool {
-    let plain = matches!(
-        (job.smooth, job.beta, job.cap),
-        (Smooth::Off, Beta::Zero, None)
-    );
-    plain && (ONLINE_MIN_CLASSES..=FUSED_MAX_CLASSES).contains(&job.classes)
+    job.plain() && (ONLINE_MIN_CLASSES..=FUSED_MAX_CLASSES).contains(&job.classes)
 }
 
 /// [`ce_rows`] on `len / job.classes` whole rows of 16-bit logits (format `format`), for
