@@ -1,5 +1,5 @@
-//! No heap allocation per call on one thread: the kernels work in their callers' buffers
-//! and on the stack. A counting allocator (this binary's global allocator) counts the
+//! No heap allocation per call on one thread: the kernels work in their callers' buffers,
+//! on the stack and in a per-thread scratch row allocated by a thread's first call. A counting allocator (this binary's global allocator) counts the
 //! allocations each thread makes.
 
 use crate::common::kernels;
@@ -49,9 +49,10 @@ fn allocations_in(f: impl FnOnce()) -> usize {
     ALLOCATIONS.with(Cell::get) - before
 }
 
-/// Every path (row groups, grouped rows, linked, online and blocked rows), every kernel,
-/// with and without a gradient, in place and into a buffer, plain and with label smoothing
-/// (linked and online rows are plain only): no allocation on one thread.
+/// Every path (row groups, grouped rows, staged, linked, online and blocked rows), every
+/// kernel, with and without a gradient, in place and into a buffer, plain and with label
+/// smoothing (linked and online rows are plain only): no allocation on one thread after
+/// the first call.
 #[test]
 fn one_thread_calls_do_not_allocate() {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -62,6 +63,7 @@ fn one_thread_calls_do_not_allocate() {
         (70usize, 3usize),
         (9, 100),
         (5, 1000),
+        (5, 4000),
         (5, 20_000),
         (3, 40_000),
         (2, 140_000),

@@ -224,14 +224,19 @@ fn linked_rows_match_rows_alone() {
 
 /// `forward_backward_into` (on 8 threads) gives the bits of the in-place call on one thread
 /// on every path, with ignored rows among the rows: row groups (3 classes), grouped fused
-/// rows (300), linked rows (10000 and 20001, where the separate destination is prefetched
-/// too), online rows (40000) and blocked rows (140000, whose single-thread path is a loop of
-/// its own).
+/// rows (300), staged rows (2048 and 4001, formed in a scratch row and streamed out),
+/// linked rows (10000 and 20001, where the separate destination is prefetched too), online
+/// rows (40000) and blocked rows (140000, whose single-thread path is a loop of its own).
+/// The output starts at two offsets of one buffer, so the streamed copy's head (entries
+/// before the first aligned vector) is both empty or not, whatever the allocator's
+/// alignment.
 #[test]
 fn into_matches_in_place() {
-    const SHAPES: [(usize, usize); 6] = [
+    const SHAPES: [(usize, usize); 8] = [
         (40, 3),
         (9, 300),
+        (9, 2048),
+        (9, 4001),
         (9, 10_000),
         (9, 20_001),
         (5, 40_000),
@@ -253,17 +258,20 @@ fn into_matches_in_place() {
             let base = CrossEntropy::new(c).kernel(k).ignore_index(-100);
             for ce in [base.clone(), base.clone().label_smoothing(0.1).z_loss(1e-3)] {
                 let what = format!("{k:?} {rows}x{c}");
-                let into = run_in(8, || {
-                    let mut g = vec![f32::NAN; z.len()];
-                    let l = ce.forward_backward_into(&z, &t, &mut g).unwrap();
-                    (l.value.to_bits(), bits(&g))
-                });
                 let in_place = run_in(1, || {
                     let mut g = z.clone();
                     let l = ce.forward_backward(&mut g, &t).unwrap();
                     (l.value.to_bits(), bits(&g))
                 });
-                assert!(into == in_place, "{what}");
+                for offset in [0, 1] {
+                    let into = run_in(8, || {
+                        let mut buf = vec![f32::NAN; z.len() + 1];
+                        let g = &mut buf[offset..offset + z.len()];
+                        let l = ce.forward_backward_into(&z, &t, g).unwrap();
+                        (l.value.to_bits(), bits(g))
+                    });
+                    assert!(into == in_place, "{what} offset {offset}");
+                }
             }
         }
     }

@@ -15,27 +15,53 @@ macro_rules! instantiate_kernel {
         impl $tok {
             /// Cross-entropy over a chunk of rows on the fused path. `plan(r)` gives row
             /// `r`'s target and coefficients; `out(r, row)` receives its statistics.
-            pub(crate) fn ce_rows<P, O>(self, io: Io<'_>, job: &RowsJob<'_>, plan: P, out: O)
-            where
+            /// `stage` is empty, or (for `Io::Into` rows longer than
+            /// `GROUP_MAX_CLASSES`) a staging row of `job.classes` f32 in which each
+            /// row's gradient is formed before it is streamed out.
+            pub(crate) fn ce_rows<P, O>(
+                self,
+                io: Io<'_>,
+                stage: &mut [f32],
+                job: &RowsJob<'_>,
+                plan: P,
+                out: O,
+            ) where
                 P: FnMut(usize) -> RowPlan,
                 O: FnMut(usize, RowOut),
             {
                 $(#[$attr])*
-                unsafe fn inner<P, O>(t: $tok, mut io: Io<'_>, j: &RowsJob<'_>, p: P, o: O)
-                where
+                unsafe fn inner<P, O>(
+                    t: $tok,
+                    mut io: Io<'_>,
+                    stage: *mut f32,
+                    j: &RowsJob<'_>,
+                    p: P,
+                    o: O,
+                ) where
                     P: FnMut(usize) -> RowPlan,
                     O: FnMut(usize, RowOut),
                 {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src` (and `dst` when non-null) hold `len` f32s,
-                    // as `io` borrows them; `fused::ce_rows` stays within `len`.
-                    unsafe { fused::ce_rows(t, src, dst, len, j, p, o) }
+                    // as `io` borrows them, and `stage` (when non-null) a row, a
+                    // separate borrow; `fused::ce_rows` stays within them.
+                    unsafe { fused::ce_rows(t, src, dst, len, stage, j, p, o) }
                 }
                 assert_eq!(io.len() % job.classes, 0);
+                let stage = if stage.is_empty() {
+                    core::ptr::null_mut()
+                } else {
+                    assert!(
+                        stage.len() == job.classes
+                            && job.classes > crate::paths::GROUP_MAX_CLASSES
+                            && matches!(io, Io::Into(..))
+                    );
+                    stage.as_mut_ptr()
+                };
                 // SAFETY: feature: `self` is a token only built after detecting the
                 // features its `try_new` checks. bounds: see `inner`.
-                unsafe { inner(self, io, job, plan, out) }
+                unsafe { inner(self, io, stage, job, plan, out) }
             }
 
             /// Cross-entropy over a chunk of rows of 16-bit logits on the online path

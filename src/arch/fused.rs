@@ -7,7 +7,7 @@
 use crate::arch::convert::{HalfFormat, widen_one};
 use crate::arch::math::{Cap, capped_target_grad, softcap_opt};
 use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass, exp_pass_mode};
-use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass};
+use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass, stream_copy};
 use crate::arch::pass::max::max_argmax;
 use crate::arch::pass::online::{
     F32Row, HalfGradient, HalfRow, ONLINE_MAX_SEGMENTS, Segment, TrailRow, online_pass,
@@ -127,18 +127,25 @@ impl GroupRow {
 /// ([`online_pass`]). Without smoothing or capping, from
 /// [`TRAIL_MIN_CLASSES`](crate::paths::TRAIL_MIN_CLASSES) to
 /// [`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES), a row's pass 3 runs inside
-/// the next row's pass 2 (or after the last row).
+/// the next row's pass 2 (or after the last row). With a staging row `stage` (non-null,
+/// the driver's choice for a separate `dst`, see
+/// [`stages_into`](crate::paths::stages_into)), each row's passes 2 and 3 work there and
+/// the finished gradient is streamed to `dst` ([`stream_copy`]).
 ///
 /// # Safety
 /// `src..src + len` readable; `dst` null (forward only) or `dst..dst + len` writable (it
 /// may equal `src`); `len` a multiple of `job.classes`; every planned target
-/// `< job.classes`; weights in `job` hold `job.classes` values.
+/// `< job.classes`; weights in `job` hold `job.classes` values; `stage` null, or
+/// `stage..stage + job.classes` writable and disjoint from `src` and `dst`, with `dst`
+/// non-null and `job.classes > GROUP_MAX_CLASSES`.
 #[cfg_attr(not(debug_assertions), inline(always))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
     s: S,
     src: *const f32,
     dst: *mut f32,
     len: usize,
+    stage: *mut f32,
     job: &RowsJob<'_>,
     plan: P,
     out: O,
@@ -151,24 +158,26 @@ pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
     // SAFETY: the caller's obligations, forwarded.
     unsafe {
         if job.classes <= GROUP_MAX_CLASSES {
-            ce_row_groups::<S, P, O, GROUP_ROWS>(s, src, dst, len, job, plan, out)
+            debug_assert!(stage.is_null());
+            let none = core::ptr::null_mut();
+            ce_row_groups::<S, P, O, GROUP_ROWS>(s, (src, dst, none), len, job, plan, out)
         } else {
-            ce_row_groups::<S, P, O, 1>(s, src, dst, len, job, plan, out)
+            ce_row_groups::<S, P, O, 1>(s, (src, dst, stage), len, job, plan, out)
         }
     }
 }
 
 /// [`ce_rows`] in groups of `G` rows: per group, pass 1 of every row ([`first_pass`]),
 /// then pass 2 of every row (plain, linked or online), then the counted rows' statistics
-/// to `out`, then the gradients ([`gradients`]).
+/// to `out`, then the gradients ([`gradients`]); staged (`stage` non-null, `G == 1`),
+/// the row's `dst` in passes 2 and 3 is the staging row, copied out after pass 3.
 ///
 /// # Safety
-/// As [`ce_rows`].
+/// As [`ce_rows`], with `stage` null unless `G == 1`.
 #[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
     s: S,
-    src: *const f32,
-    dst: *mut f32,
+    (src, dst, stage): (*const f32, *mut f32, *mut f32),
     len: usize,
     job: &RowsJob<'_>,
     mut plan: P,
@@ -185,6 +194,9 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
     let trail = plain && G == 1 && trails(c) && !S::EMULATED;
     const { assert!(GROUP_MAX_CLASSES < ONLINE_MIN_CLASSES) };
     debug_assert!(!online || G == 1);
+    // Staged rows are neither linked nor online (`stages_into`): their `dst` is the
+    // staging row only from pass 2 to the copy.
+    debug_assert!(stage.is_null() || (G == 1 && !trail && !online && !dst.is_null()));
     let mut links = Links::new();
     let mut group = [GroupRow::IDLE; G];
     let mut r0 = 0;
@@ -193,6 +205,11 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
         let group = &mut group[..g];
         // SAFETY: bounds: rows `r0..r0 + g` lie inside `src` (and `dst`), `r0 + g <= rows`.
         unsafe { first_pass(s, job, (src, dst), r0, group, &mut plan, online) };
+        // Staged: passes 2 and 3 of the group's one row in the staging row.
+        let out_row = group[0].dst;
+        if !stage.is_null() {
+            group[0].dst = stage;
+        }
         for (k, row) in group.iter_mut().enumerate() {
             if row.plan.target.is_none() {
                 continue;
@@ -237,8 +254,17 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
         if !dst.is_null() {
             // SAFETY: bounds: the group's rows of `dst`, `c` elements each.
             unsafe { gradients(s, job, group, c, online, trail, &mut links) };
+            if !stage.is_null() {
+                // SAFETY: bounds: the staging row and the row of `dst`, `c` elements
+                // each, disjoint (caller's obligation).
+                unsafe { stream_copy(s, stage, out_row, c) };
+            }
         }
         r0 += g;
+    }
+    if !stage.is_null() {
+        // The streamed stores are weakly ordered: done before the gradient is handed back.
+        s.store_fence();
     }
     if let Some(p) = links.pending {
         let segs = links.segs(1 - links.cur);

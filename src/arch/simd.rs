@@ -43,6 +43,20 @@ pub(crate) unsafe trait Simd: Copy {
     /// # Safety
     /// `p..p + n` must be writable f32s. Nothing past `p + n` is written.
     unsafe fn store_tail(self, p: *mut f32, n: usize, v: Self::F);
+    /// A store of a whole vector that bypasses the caches where the variant can
+    /// (non-temporal: the line is written without being read first); a plain store here.
+    /// Weakly ordered: a run of them ends with [`store_fence`](Self::store_fence).
+    /// # Safety
+    /// `p..p + LANES` must be writable f32s and `p` aligned to `4 LANES` bytes.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn store_stream(self, p: *mut f32, v: Self::F) {
+        // SAFETY: bounds: `p..p + LANES` writable (caller's obligation).
+        unsafe { self.store(p, v) }
+    }
+    /// Orders the [`store_stream`](Self::store_stream) stores before every later store
+    /// (nothing to do where those are plain stores).
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn store_fence(self) {}
     /// A hint to start loading the cache line holding `p` into L2. Any address is allowed:
     /// a prefetch never faults.
     fn prefetch(self, p: *const f32);

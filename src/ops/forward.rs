@@ -7,9 +7,10 @@ use super::blocked::blocked;
 use crate::arch::small::SmallJob;
 use crate::arch::{Io, RowOut, RowPlan, RowsJob};
 use crate::kernel::with_backend;
+use crate::ops::scratch::with_scratch;
 use crate::outputs::{RowOutputs, Sinks};
 use crate::parallel::{for_chunks_of_rows, for_row_chunks, rows_per_chunk, rows_per_linked_chunk};
-use crate::paths::{FUSED_MAX_CLASSES, SMALL_MAX_CLASSES, trails};
+use crate::paths::{FUSED_MAX_CLASSES, SMALL_MAX_CLASSES, stages_into, trails};
 use crate::plan::{Checked, RowSums};
 use crate::stats::Merged;
 use crate::{CrossEntropy, Error, Loss, Target};
@@ -222,7 +223,8 @@ fn small<T: Target>(ck: &Checked<'_>, io: Io<'_>, targets: &[T]) -> (f64, usize)
 
 /// Rows that fit in L2: three passes per row inside the kernel, chunks of rows across
 /// threads (longer chunks where the kernel links consecutive rows), chunk sums added in
-/// chunk order.
+/// chunk order. A separate gradient output of rows that [`stages_into`] is formed in the
+/// thread's scratch row and streamed out.
 fn fused<T: Target>(
     ck: &Checked<'_>,
     io: Io<'_>,
@@ -253,7 +255,14 @@ fn fused<T: Target>(
         |row0, chunk, mut sinks| {
             let mut sums = RowSums::default();
             let (plan, out) = row_callbacks(ck, &targets[row0..], &mut sinks, &mut sums);
-            with_backend!(ck.backend, k => k.ce_rows(chunk, &job(row0), plan, out));
+            if matches!(chunk, Io::Into(..)) && stages_into(c) {
+                with_scratch(
+                    c,
+                    |stage| with_backend!(ck.backend, k => k.ce_rows(chunk, stage, &job(row0), plan, out)),
+                );
+            } else {
+                with_backend!(ck.backend, k => k.ce_rows(chunk, &mut [], &job(row0), plan, out));
+            }
             sums
         },
         |s| sums.add(s),

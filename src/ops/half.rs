@@ -37,11 +37,11 @@ use crate::arch::{Io, Io16, RowsJob};
 use crate::kernel::with_backend;
 use crate::ops::backward::backward_rows;
 use crate::ops::forward::row_callbacks;
+use crate::ops::scratch::with_scratch;
 use crate::outputs::{RowOutputs, Sinks};
 use crate::parallel::{SplitLogits, for_chunks_of_rows, rows_per_chunk};
 use crate::plan::{Checked, RowSums};
 use crate::{CrossEntropy, Error, Loss, Target};
-use core::cell::Cell;
 
 mod sealed {
     /// Keeps [`HalfFloat`](super::HalfFloat) implemented only by this crate.
@@ -60,12 +60,6 @@ mod sealed {
 pub trait HalfFloat: sealed::Sealed + Copy + Send + Sync + 'static {}
 impl HalfFloat for half::bf16 {}
 impl HalfFloat for half::f16 {}
-
-thread_local! {
-    /// The per-thread f32 scratch, a tile or a row of exps (taken out while in use, so a task
-    /// that rayon runs on this thread while another waits simply gets a fresh one).
-    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
 
 /// The 16-bit buffers of one call: read only, or gradient in place.
 enum HalfIo<'a, H> {
@@ -273,14 +267,11 @@ impl CrossEntropy {
                         HalfIo::Read(s) => Io16::Read(bits(s)),
                         HalfIo::InPlace(s) => Io16::InPlace(bits_mut(s)),
                     };
-                    let mut exps = SCRATCH.with(Cell::take);
-                    if exps.len() < c {
-                        exps.resize(c, 0.0);
-                    }
-                    with_backend!(ck.backend, k => {
-                        k.ce_rows_half(format, rows, &mut exps[..c], &job, plan, out)
+                    with_scratch(c, |exps| {
+                        with_backend!(ck.backend, k => {
+                            k.ce_rows_half(format, rows, exps, &job, plan, out)
+                        })
                     });
-                    SCRATCH.with(|s| s.set(exps));
                     chunk
                 },
                 |s| sums.add(s),
@@ -327,22 +318,17 @@ fn with_tile<H: HalfFloat, R>(
     f: impl FnOnce(Io<'_>) -> R,
 ) -> R {
     let fmt: HalfFormat = <H as sealed::Sealed>::FORMAT;
-    let mut buf = SCRATCH.with(Cell::take);
-    // Every element is overwritten by the widening; `resize` only writes when it grows
-    // (the first tile on a thread, or a longer one), so tiles after that cost nothing here.
-    buf.resize(io.len(), 0.0);
-    let r = match io {
+    // Every element is overwritten by the widening.
+    with_scratch(io.len(), |buf| match io {
         HalfIo::Read(src) => {
-            with_backend!(ck.backend, k => k.widen(fmt, bits(src), &mut buf));
-            f(Io::Read(&buf))
+            with_backend!(ck.backend, k => k.widen(fmt, bits(src), buf));
+            f(Io::Read(buf))
         }
         HalfIo::InPlace(dst) => {
-            with_backend!(ck.backend, k => k.widen(fmt, bits(dst), &mut buf));
-            let r = f(Io::InPlace(&mut buf));
-            with_backend!(ck.backend, k => k.narrow(fmt, &buf, bits_mut(dst)));
+            with_backend!(ck.backend, k => k.widen(fmt, bits(dst), buf));
+            let r = f(Io::InPlace(buf));
+            with_backend!(ck.backend, k => k.narrow(fmt, buf, bits_mut(dst)));
             r
         }
-    };
-    SCRATCH.with(|s| s.set(buf));
-    r
+    })
 }

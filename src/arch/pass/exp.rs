@@ -21,7 +21,8 @@ use crate::paths::PREFETCH_MIN_CLASSES;
 /// prefetcher already follows short rows' stores), 0.43 to 0.47 at 1024x128256 (four rows
 /// of 512 KiB no longer fit in L2). Forming the gradient in a staging row and streaming it
 /// out with non-temporal stores, which saves the reads, did worse than this prefetch at
-/// 4096x32000 (0.47 copied out row by row, 0.68 block by block).
+/// 4096x32000 (0.47 copied out row by row, 0.68 block by block); shorter rows, which are
+/// not linked, do just that ([`stages_into`](crate::paths::stages_into)).
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead {
     src: *const f32,

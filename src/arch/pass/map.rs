@@ -212,6 +212,39 @@ unsafe fn map_stream<S: Simd, M: LaneMap<S>, const INDEXED: bool>(
     }
 }
 
+/// Copies `n` floats from `src` to `dst`, the whole vectors at `LANES`-aligned places
+/// of `dst` with non-temporal stores ([`Simd::store_stream`]), which write the lines
+/// without reading them first; the entries before the first aligned place and after the
+/// last whole vector one at a time. The caller orders the stores with
+/// [`Simd::store_fence`] before the destination is handed back.
+///
+/// # Safety
+/// `src..src + n` readable, `dst..dst + n` writable, not overlapping.
+#[cfg_attr(not(debug_assertions), inline(always))]
+pub(crate) unsafe fn stream_copy<S: Simd>(s: S, src: *const f32, dst: *mut f32, n: usize) {
+    let l = S::LANES;
+    // Entries up to the first vector-aligned place of `dst` (f32s are 4-aligned, so the
+    // offset is a whole number of entries), at most `n`.
+    let head = dst.align_offset(4 * l).min(n);
+    let mut i = 0;
+    while i < head {
+        // SAFETY: bounds: `i < head <= n`.
+        unsafe { *dst.add(i) = *src.add(i) };
+        i += 1;
+    }
+    while i + l <= n {
+        // SAFETY: bounds: `i + LANES <= n` by the loop condition; `dst + i` is aligned to
+        // `4 LANES` bytes (`head` made it so, and `i` moves by whole vectors).
+        unsafe { s.store_stream(dst.add(i), s.load(src.add(i))) };
+        i += l;
+    }
+    while i < n {
+        // SAFETY: bounds: `i < n`.
+        unsafe { *dst.add(i) = *src.add(i) };
+        i += 1;
+    }
+}
+
 /// Writes `n` zeros.
 ///
 /// # Safety

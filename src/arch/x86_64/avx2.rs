@@ -85,6 +85,17 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_storeu_ps(p, v) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn store_stream(self, p: *mut f32, v: __m256) {
+        // SAFETY: feature: token proves avx2. bounds: `p..p + 8` writable and `p`
+        // 32-byte aligned, as the instruction requires (caller's obligation).
+        unsafe { _mm256_stream_ps(p, v) }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn store_fence(self) {
+        // SAFETY: feature: SSE is part of the x86-64 baseline; a fence touches no memory.
+        unsafe { _mm_sfence() }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_tail(self, p: *mut f32, n: usize, v: __m256) {
         let mut buf = [0.0f32; 8];
         // SAFETY: feature: token proves avx2. bounds: stores 8 lanes into a local buffer,

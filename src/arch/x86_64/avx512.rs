@@ -165,6 +165,17 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_storeu_ps(p, v) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn store_stream(self, p: *mut f32, v: __m512) {
+        // SAFETY: feature: token proves avx512f. bounds: `p..p + 16` writable and `p`
+        // 64-byte aligned, as the instruction requires (caller's obligation).
+        unsafe { _mm512_stream_ps(p, v) }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn store_fence(self) {
+        // SAFETY: feature: SSE is part of the x86-64 baseline; a fence touches no memory.
+        unsafe { _mm_sfence() }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_tail(self, p: *mut f32, n: usize, v: __m512) {
         // SAFETY: feature: token proves avx512f. bounds: only lanes `0..n` are written and
         // `p[..n]` is writable (caller's obligation).
