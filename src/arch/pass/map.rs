@@ -215,8 +215,8 @@ unsafe fn map_stream<S: Simd, M: LaneMap<S>, const INDEXED: bool>(
 /// Copies `n` floats from `src` to `dst`, the whole vectors at `LANES`-aligned places
 /// of `dst` with non-temporal stores ([`Simd::store_stream`]), which write the lines
 /// without reading them first; the entries before the first aligned place and after the
-/// last whole vector one at a time. The caller orders the stores with
-/// [`Simd::store_fence`] before the destination is handed back.
+/// last whole vector with one masked load and store each. The caller orders the stores
+/// with [`Simd::store_fence`] before the destination is handed back.
 ///
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable, not overlapping.
@@ -224,24 +224,23 @@ unsafe fn map_stream<S: Simd, M: LaneMap<S>, const INDEXED: bool>(
 pub(crate) unsafe fn stream_copy<S: Simd>(s: S, src: *const f32, dst: *mut f32, n: usize) {
     let l = S::LANES;
     // Entries up to the first vector-aligned place of `dst` (f32s are 4-aligned, so the
-    // offset is a whole number of entries), at most `n`.
+    // offset is a whole number of entries, fewer than `LANES`), at most `n`.
     let head = dst.align_offset(4 * l).min(n);
-    let mut i = 0;
-    while i < head {
-        // SAFETY: bounds: `i < head <= n`.
-        unsafe { *dst.add(i) = *src.add(i) };
-        i += 1;
+    if head > 0 {
+        // SAFETY: bounds: `head <= n` entries of each, `head < LANES` (as the tail
+        // contract asks).
+        unsafe { s.store_tail(dst, head, s.load_tail(src, head, 0.0)) };
     }
+    let mut i = head;
     while i + l <= n {
         // SAFETY: bounds: `i + LANES <= n` by the loop condition; `dst + i` is aligned to
         // `4 LANES` bytes (`head` made it so, and `i` moves by whole vectors).
         unsafe { s.store_stream(dst.add(i), s.load(src.add(i))) };
         i += l;
     }
-    while i < n {
-        // SAFETY: bounds: `i < n`.
-        unsafe { *dst.add(i) = *src.add(i) };
-        i += 1;
+    if i < n {
+        // SAFETY: bounds: `[i..n]`, fewer than `LANES` entries (the loop above stopped).
+        unsafe { s.store_tail(dst.add(i), n - i, s.load_tail(src.add(i), n - i, 0.0)) };
     }
 }
 
