@@ -62,12 +62,15 @@
 //!   included: a cap far above every logit gives the logits back;
 //! * above, `tanh a = 1 - 2e / (1 + e)` with `e = exp(-2a)` (the exp above), where
 //!   `tanh a >= 0.55` keeps the cancellation of `1 - q` small;
-//! * the sign is put back last (the function is exactly odd, but for `tanh(-0) = +0`);
+//! * the sign is put back last, so the function is exactly odd (`tanh(-0) = -0`);
 //!   `+-inf` give `+-1`, NaN gives NaN.
 //!
 //! The kernels take the second branch only for vectors with a lane at or above 0.625 (or
 //! NaN): a vector of small lanes skips its exp and division, with the same bits. Capped
-//! logits mostly lie there (for a cap of 30, every `|z| < 18.75`).
+//! logits mostly lie there (for a cap of 30, every `|z| < 18.75`). For such a vector,
+//! soft-capping also skips `|x|` and the sign: the polynomial on the signed `x` gives the
+//! same bits for every `x` but `-0`, which becomes `+0`, a difference no loss or gradient
+//! can show (they see the capped logit only in differences and squares).
 //!
 //! The gradient of a capped logit carries the chain factor `1 - tanh^2 x`, formed from
 //! the same `t = tanh x` as `1 - t t` (one fused multiply-add: within `5u` absolute,

@@ -171,6 +171,36 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::F) -> S::F {
     s.xor_sign(t, x)
 }
 
+/// [`tanh`] as soft-capping uses it: the same bits for every `x` but `-0`, which gives
+/// `+0`. The sign of a zero cannot show there: a capped logit reaches the loss and the
+/// gradient only through differences (`y - m`, `lse - y_t`) and squares (`1 - t^2`).
+///
+/// That freedom saves the sign handling of the common case, where every lane is small:
+/// the polynomial runs on the signed `x` (`x + (x x^2) P(x^2)` is `-(tanh |x|)` exactly
+/// for negative `x`, rounding being symmetric, but `+0` for `-0`: the correction
+/// `(x x^2) P` is `+0` there, `P(0)` being negative), and the test is on `x^2`, which the
+/// polynomial needs anyway: `x^2 < TANH_SMALL_MAX^2` exactly when `|x| < TANH_SMALL_MAX`
+/// (`0.625^2` is exact, and the square of the float below 0.625 rounds 2.5 ulp below
+/// it). Three operations fewer per vector (`|x|`, and the AND and XOR of the sign): with
+/// `neg_mul_add` for the slope, the capped `forward_backward` took 3-4% less time with
+/// `Kernel::Avx2` and 1-2% less with `Kernel::Avx512` (Zen 4, 1 thread, 1000 to 128 256
+/// classes). A vector with a large lane (or NaN) takes [`tanh`] whole for those lanes.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn tanh_cap<S: Simd>(s: S, x: S::F) -> S::F {
+    let z = s.mul(x, x);
+    let mut p = s.splat(TANH_P[0]);
+    for &c in &TANH_P[1..] {
+        p = s.mul_add(p, z, s.splat(c));
+    }
+    let small = s.mul_add(s.mul(x, z), p, x);
+    let is_small = s.lt(z, s.splat(TANH_SMALL_MAX * TANH_SMALL_MAX));
+    if s.all(is_small) {
+        small
+    } else {
+        s.select(is_small, small, tanh(s, x))
+    }
+}
+
 /// `cap tanh(z / cap)`, with `z / cap` as `z * (1 / cap)`: `+-inf` give `+-cap`, NaN stays
 /// NaN. Within `TANH_MAX_ULP + 1.5` ulp of the exact value relative (`crate::exp`): the
 /// product `z (1 / cap)` carries at most one ulp (which `tanh`, whose relative condition
@@ -178,7 +208,7 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::F) -> S::F {
 /// every logit gives the logits back to within those few ulps.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
-    s.mul(tanh(s, s.mul(z, s.splat(c.inv))), s.splat(c.cap))
+    s.mul(tanh_cap(s, s.mul(z, s.splat(c.inv))), s.splat(c.cap))
 }
 
 /// [`softcap`] and the chain-rule factor of capping from the same tanh:
@@ -188,8 +218,8 @@ pub(crate) fn softcap<S: Simd>(s: S, z: S::F, c: Cap) -> S::F {
 /// [`softcap_slope`], which has only `y` to start from.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn softcap_and_slope<S: Simd>(s: S, z: S::F, c: Cap) -> (S::F, S::F) {
-    let t = tanh(s, s.mul(z, s.splat(c.inv)));
-    let slope = s.mul_add(s.sub(s.splat(0.0), t), t, s.splat(1.0));
+    let t = tanh_cap(s, s.mul(z, s.splat(c.inv)));
+    let slope = s.neg_mul_add(t, t, s.splat(1.0));
     (s.mul(t, s.splat(c.cap)), slope)
 }
 
@@ -220,7 +250,7 @@ pub(crate) fn softcap_opt<S: Simd>(s: S, v: f32, cap: Option<Cap>) -> f32 {
 pub(crate) fn softcap_slope<S: Simd>(s: S, y: S::F, c: Cap) -> S::F {
     let zero = s.splat(0.0);
     let t = s.mul(y, s.splat(c.inv));
-    let f = s.mul_add(s.sub(zero, t), t, s.splat(1.0));
+    let f = s.neg_mul_add(t, t, s.splat(1.0));
     let saturated = s.eq(s.select(s.lt(y, zero), s.sub(zero, y), y), s.splat(c.cap));
     s.select(saturated, zero, f)
 }

@@ -66,6 +66,14 @@ pub(crate) unsafe trait Simd: Copy {
     fn mul(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a * b + c`, fused (one rounding) where the variant has FMA.
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    /// `c - a * b`, fused where the variant has FMA (one instruction, `vfnmadd`).
+    /// [`mul_add`](Self::mul_add) of `0 - a` gives the same bits unless `a = +0` and `c`
+    /// is a zero (`0 - a` is `-a` but for `a = +0`, and a zero product only shows
+    /// against a zero `c`).
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn neg_mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F {
+        self.mul_add(self.sub(self.splat(0.0), a), b, c)
+    }
     /// `x < lo ? 0 : p * 2^floor(n)` (or anything at all in lanes where `x < lo`), exact
     /// when the result is a normal float; overflow gives +inf; a NaN `x` keeps the product.
     /// Implementations may saturate `floor(n)` to `[-127, 129]`, which changes no normal

@@ -132,6 +132,11 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn neg_mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: feature: token proves fma.
+        unsafe { _mm256_fnmadd_ps(a, b, c) }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn scale_pow2_unless_below(self, p: __m256, n: __m256, x: __m256, lo: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2 (256-bit integer shifts and adds).
         unsafe {

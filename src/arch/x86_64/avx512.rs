@@ -208,6 +208,11 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn neg_mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: feature: token proves avx512f (512-bit FMA is part of AVX-512F).
+        unsafe { _mm512_fnmadd_ps(a, b, c) }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn scale_pow2_unless_below(self, p: __m512, n: __m512, x: __m512, lo: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f. `scalef` computes `p * 2^floor(n)` exactly
         // for any `n` (IEEE overflow to +inf, underflow to 0); the zero-masking form clears
