@@ -300,3 +300,56 @@ pub(crate) fn ln_parts<S: Simd>(s: S, x: S::F) -> (S::F, S::F) {
     }
     (e, s.mul(s.add(t, t), p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`tanh_cap`] against [`tanh`] on one variant, bit for bit but `-0 -> +0`: vectors
+    /// of small lanes only (the signed polynomial), and mixed ones (the select).
+    fn tanh_cap_is_tanh_but_for_minus_zero<S: Simd>(s: S) {
+        let some: Vec<f32> = (0..=u32::MAX)
+            .step_by(65_537)
+            .map(f32::from_bits)
+            .chain([0.625, 0.624_999_94, 1e-45, 0.0, f32::INFINITY])
+            .flat_map(|x| [x, -x])
+            .collect();
+        let n = some.len();
+        // Neighbours in bits (mostly all-small or all-large vectors), then scattered.
+        let xs: Vec<f32> = some
+            .iter()
+            .copied()
+            .chain((0..n).map(|i| some[i * 7919 % n]))
+            .collect();
+        let mut small_only = 0;
+        for v in xs.chunks_exact(S::LANES) {
+            // SAFETY: bounds: `v` holds `LANES` floats (`chunks_exact`).
+            let x = unsafe { s.load(v.as_ptr()) };
+            let (got, want) = (s.to_array(tanh_cap(s, x)), s.to_array(tanh(s, x)));
+            small_only += usize::from(v.iter().all(|x| x.abs() < TANH_SMALL_MAX));
+            for (l, &x) in v.iter().enumerate() {
+                let want = if x.to_bits() == (-0.0f32).to_bits() {
+                    0.0f32.to_bits()
+                } else {
+                    want[l].to_bits()
+                };
+                assert_eq!(got[l].to_bits(), want, "tanh_cap({x:e})");
+            }
+        }
+        assert!(small_only > 100, "{small_only} vectors of small lanes only");
+    }
+
+    #[test]
+    fn tanh_cap_on_every_variant() {
+        tanh_cap_is_tanh_but_for_minus_zero(crate::arch::portable::Portable::new());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(s) = crate::arch::x86_64::Avx2::try_new() {
+                tanh_cap_is_tanh_but_for_minus_zero(s);
+            }
+            if let Some(s) = crate::arch::x86_64::Avx512::try_new() {
+                tanh_cap_is_tanh_but_for_minus_zero(s);
+            }
+        }
+    }
+}
