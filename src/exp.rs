@@ -70,7 +70,9 @@
 //! logits mostly lie there (for a cap of 30, every `|z| < 18.75`). For such a vector,
 //! soft-capping also skips `|x|` and the sign: the polynomial on the signed `x` gives the
 //! same bits for every `x` but `-0`, which becomes `+0`, a difference no loss or gradient
-//! can show (they see the capped logit only in differences and squares).
+//! can show (they see the capped logit only in differences and squares). The capped
+//! values that are reported (`ShardStats::max`, `ShardStats::target_logit`) keep the
+//! exactly odd tanh: a `-0` logit gives `-0` there.
 //!
 //! The gradient of a capped logit carries the chain factor `1 - tanh^2 x`, formed from
 //! the same `t = tanh x` as `1 - t t` (one fused multiply-add: within `5u` absolute,

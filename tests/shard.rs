@@ -70,6 +70,27 @@ fn merge_is_order_independent_for_the_argmax_and_lse() {
     }
 }
 
+/// The reported capped values keep the sign of a zero, as `cap * tanh(z / cap)` does: a
+/// row of `-0` logits has max and target logit `-0` (the passes' tanh, which may give
+/// `+0` there, must not leak into them), on every kernel, short and long rows.
+#[test]
+fn capped_statistics_keep_a_zeros_sign() {
+    for c in [3usize, 40, 1000] {
+        let z = vec![-0.0f32; 2 * c];
+        let t = [0u32, c as u32 - 1];
+        for k in Kernel::available() {
+            let ce = CrossEntropy::new(c).softcap(30.0).kernel(k);
+            let mut out = [ShardStats::EMPTY; 2];
+            ce.shard_stats(&z, Shard::new(0, c), &t, &mut out).unwrap();
+            for s in &out {
+                assert_eq!(s.max.to_bits(), (-0.0f32).to_bits(), "{k:?} C={c}: {s:?}");
+                let yt = s.target_logit.map(f32::to_bits);
+                assert_eq!(yt, Some((-0.0f32).to_bits()), "{k:?} C={c}: {s:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn shard_errors_leave_buffers_alone() {
     let ce = CrossEntropy::new(4);

@@ -171,9 +171,10 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::F) -> S::F {
     s.xor_sign(t, x)
 }
 
-/// [`tanh`] as soft-capping uses it: the same bits for every `x` but `-0`, which gives
-/// `+0`. The sign of a zero cannot show there: a capped logit reaches the loss and the
-/// gradient only through differences (`y - m`, `lse - y_t`) and squares (`1 - t^2`).
+/// [`tanh`] as the soft-capping passes use it: the same bits for every `x` but `-0`,
+/// which gives `+0`. The sign of a zero cannot show there: a capped logit in a pass
+/// reaches the loss and the gradient only through differences (`y - m`) and squares
+/// (`1 - t^2`); the capped values that are reported come from [`softcap_one`].
 ///
 /// That freedom saves the sign handling of the common case, where every lane is small:
 /// the polynomial runs on the signed `x` (`x + (x x^2) P(x^2)` is `-(tanh |x|)` exactly
@@ -223,10 +224,14 @@ pub(crate) fn softcap_and_slope<S: Simd>(s: S, z: S::F, c: Cap) -> (S::F, S::F) 
     (s.mul(t, s.splat(c.cap)), slope)
 }
 
-/// [`softcap`] of one value, through the same vector code so it matches the lanes exactly.
+/// [`softcap`] of one value, through the same vector code so it matches the lanes
+/// exactly, but with the exactly odd [`tanh`]: these are the capped values that are
+/// reported (a row's max and target logit in `ShardStats`), where `-0` stays `-0` as in
+/// `cap * tanh(z / cap)` elsewhere; in the loss and the exps the two agree.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn softcap_one<S: Simd>(s: S, z: f32, c: Cap) -> f32 {
-    s.to_array(softcap(s, s.splat(z), c))[0]
+    let t = tanh(s, s.mul(s.splat(z), s.splat(c.inv)));
+    s.to_array(s.mul(t, s.splat(c.cap)))[0]
 }
 
 /// `v` soft-capped when `cap` is set, else `v` (one value, as [`softcap_one`]). A `match`
