@@ -346,15 +346,6 @@ mod tests {
 
     #[test]
     fn tanh_cap_on_every_variant() {
-        tanh_cap_is_tanh_but_for_minus_zero(crate::arch::portable::Portable::new());
-        #[cfg(target_arch = "x86_64")]
-        {
-            if let Some(s) = crate::arch::x86_64::Avx2::try_new() {
-                tanh_cap_is_tanh_but_for_minus_zero(s);
-            }
-            if let Some(s) = crate::arch::x86_64::Avx512::try_new() {
-                tanh_cap_is_tanh_but_for_minus_zero(s);
-            }
-        }
+        crate::arch::on_every_variant!(tanh_cap_is_tanh_but_for_minus_zero);
     }
 }

@@ -99,6 +99,27 @@ pub(crate) use io::{Beta, BlockStats, Io, Io16, Smooth};
 pub(crate) use math::Cap;
 pub(crate) use simd::Simd;
 
+/// Calls the generic test function `$f` with every variant this CPU has (the portable
+/// one always; `Kernel::Neon` runs the portable variant too), for unit tests of the
+/// vector helpers below the kernel boundary.
+#[cfg(test)]
+macro_rules! on_every_variant {
+    ($f:ident) => {{
+        $f(crate::arch::portable::Portable::new());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(s) = crate::arch::x86_64::Avx2::try_new() {
+                $f(s);
+            }
+            if let Some(s) = crate::arch::x86_64::Avx512::try_new() {
+                $f(s);
+            }
+        }
+    }};
+}
+#[cfg(test)]
+pub(crate) use on_every_variant;
+
 #[cfg(test)]
 mod tests {
     use crate::{CrossEntropy, Kernel};

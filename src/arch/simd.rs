@@ -293,15 +293,6 @@ mod tests {
 
     #[test]
     fn columns_round_trip_on_every_variant() {
-        every_class_count(crate::arch::portable::Portable::new());
-        #[cfg(target_arch = "x86_64")]
-        {
-            if let Some(s) = crate::arch::x86_64::Avx2::try_new() {
-                every_class_count(s);
-            }
-            if let Some(s) = crate::arch::x86_64::Avx512::try_new() {
-                every_class_count(s);
-            }
-        }
+        crate::arch::on_every_variant!(every_class_count);
     }
 }
