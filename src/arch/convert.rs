@@ -71,10 +71,10 @@ impl super::portable::Portable {
         }
     }
 
-    /// Narrows `src` into `dst` (same length), rounding to nearest even.
-    pub(crate) fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+    /// Narrows `scale * src` into `dst` (same length), rounding to nearest even.
+    pub(crate) fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
         for (d, &s) in dst.iter_mut().zip(src) {
-            *d = narrow_one(f, s);
+            *d = narrow_one(f, scale * s);
         }
     }
 }

@@ -65,8 +65,8 @@ unsafe impl Simd for Portable {
         Portable::widen(self, f, src, dst)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
-    fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
-        Portable::narrow(self, f, src, dst)
+    fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
+        Portable::narrow(self, f, src, scale, dst)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_zero(self) -> [f64; 8] {

@@ -158,9 +158,10 @@ pub(crate) unsafe trait Simd: Copy {
     /// block, not per vector: the conversions are their own `#[target_feature]` functions
     /// (`arch::convert`), which the half-precision rows call once per L1 block.
     fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]);
-    /// Narrows `src` into `dst` (same length), rounding to nearest even, as the variant's
-    /// tile narrowing does (`arch::convert`).
-    fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]);
+    /// Narrows `scale * src` into `dst` (same length): the f32 product, rounded to
+    /// nearest even (`arch::convert`). The scale lets pass 3 of the 16-bit rows form and
+    /// narrow a block of the gradient in registers; elsewhere it is 1 (exact).
+    fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]);
     /// Accumulators at zero.
     fn wide_zero(self) -> Self::Wide;
     /// `acc[i] + v[i]` per lane, in f64 (the widening is exact).

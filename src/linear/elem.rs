@@ -84,7 +84,7 @@ pub(crate) fn narrow<T: LinearFloat>(backend: Backend, src: &[f32], dst: &mut [T
     if let Some(d) = T::as_f32_mut(dst) {
         d.copy_from_slice(src);
     } else if let (Some(d), Some(f)) = (T::as_bits_mut(dst), T::FORMAT) {
-        with_backend!(backend, k => k.narrow(f, src, d));
+        with_backend!(backend, k => k.narrow(f, src, 1.0, d));
     }
 }
 

@@ -6,11 +6,11 @@
 //! Rows of at least `ONLINE_MIN_CLASSES` (16 384) classes, up to the fused limit, without
 //! label smoothing or soft-capping (`arch::fused::online_half`) are read in 16-bit: per row,
 //! passes 1 and 2 run on blocks of 512 logits widened into an L1 buffer and store the exps
-//! into an f32 scratch row (L2); pass 3 scales that row block by block, forms the target
-//! entry in f32, and narrows each block over the 16-bit logits
+//! into an f32 scratch row (L2); pass 3 reads that row block by block, scales each vector
+//! and narrows it in registers over the 16-bit logits, the target entry formed in f32
 //! (`arch::fused::ce_rows_half`). No f32 copy of the logits is made: against the tiles
-//! below, the f32 tile is neither written nor read back, and pass 3's output is narrowed
-//! while it is in L1.
+//! below, the f32 tile is neither written nor read back, and the scaled gradient is never
+//! stored in f32.
 //!
 //! Every other row goes through f32 tiles: the batch is cut into tiles of whole rows of
 //! about 64 K logits (the same shape-only boundaries as the f32 path's parallel chunks).
@@ -327,7 +327,7 @@ fn with_tile<H: HalfFloat, R>(
         HalfIo::InPlace(dst) => {
             with_backend!(ck.backend, k => k.widen(fmt, bits(dst), buf));
             let r = f(Io::InPlace(buf));
-            with_backend!(ck.backend, k => k.narrow(fmt, buf, bits_mut(dst)));
+            with_backend!(ck.backend, k => k.narrow(fmt, buf, 1.0, bits_mut(dst)));
             r
         }
     })

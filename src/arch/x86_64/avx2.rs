@@ -290,8 +290,8 @@ unsafe impl Simd for Avx2 {
         Avx2::widen(self, f, src, dst)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
-    fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
-        Avx2::narrow(self, f, src, dst)
+    fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
+        Avx2::narrow(self, f, src, scale, dst)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_zero(self) -> [__m256d; 2] {

@@ -337,8 +337,8 @@ unsafe impl Simd for Avx512 {
         Avx512::widen(self, f, src, dst)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
-    fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
-        Avx512::narrow(self, f, src, dst)
+    fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
+        Avx512::narrow(self, f, src, scale, dst)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn wide_zero(self) -> [__m512d; 2] {

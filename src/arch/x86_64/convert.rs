@@ -36,16 +36,17 @@ fn widen_avx512(f: HalfFormat, src: &[u16], dst: &mut [f32]) {
     }
 }
 
-/// AVX-512F narrowing loop (16 lanes; bf16 by integer rounding), software tail.
+/// AVX-512F narrowing loop of `scale * src` (16 lanes; bf16 by integer rounding),
+/// software tail.
 #[target_feature(enable = "avx512f")]
-fn narrow_avx512(f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+fn narrow_avx512(f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
     let n = src.len().min(dst.len());
     let mut i = 0;
     while i + 16 <= n {
         // SAFETY: bounds: `i + 16 <= n` elements of both slices; unaligned
         // loads/stores. feature: avx512f is enabled on this function.
         unsafe {
-            let v = _mm512_loadu_ps(src.as_ptr().add(i));
+            let v = _mm512_mul_ps(_mm512_loadu_ps(src.as_ptr().add(i)), _mm512_set1_ps(scale));
             let h = match f {
                 HalfFormat::Bf16 => {
                     let x = _mm512_castps_si512(v);
@@ -66,17 +67,17 @@ fn narrow_avx512(f: HalfFormat, src: &[f32], dst: &mut [u16]) {
         i += 16;
     }
     for j in i..n {
-        dst[j] = narrow_one(f, src[j]);
+        dst[j] = narrow_one(f, scale * src[j]);
     }
 }
 
-/// AVX-512 BF16 narrowing with `vcvtneps2bf16`, which rounds to nearest even as the
+/// AVX-512 BF16 narrowing of `scale * src` with `vcvtneps2bf16`, which rounds to nearest even as the
 /// software conversion does but flushes subnormal inputs (below 1.2e-38) to zero. A
 /// vector that holds one (`vfpclassps`, AVX-512 DQ: one instruction and a rarely taken
 /// branch per vector) has those lanes converted again in software, so that every variant
 /// gives the same bits.
 #[target_feature(enable = "avx512f,avx512dq,avx512bf16")]
-fn narrow_avx512_bf16(src: &[f32], dst: &mut [u16]) {
+fn narrow_avx512_bf16(src: &[f32], scale: f32, dst: &mut [u16]) {
     let n = src.len().min(dst.len());
     let mut i = 0;
     while i + 16 <= n {
@@ -84,7 +85,7 @@ fn narrow_avx512_bf16(src: &[f32], dst: &mut [u16]) {
         // `__m256i` are both 32 bytes of plain bits. feature: avx512f, avx512dq and
         // avx512bf16 are enabled on this function.
         let subnormal = unsafe {
-            let v = _mm512_loadu_ps(src.as_ptr().add(i));
+            let v = _mm512_mul_ps(_mm512_loadu_ps(src.as_ptr().add(i)), _mm512_set1_ps(scale));
             let h: __m256i = core::mem::transmute(_mm512_cvtneps_pbh(v));
             _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), h);
             // Class 0x20: denormal.
@@ -93,13 +94,13 @@ fn narrow_avx512_bf16(src: &[f32], dst: &mut [u16]) {
         let mut m = subnormal;
         while m != 0 {
             let l = m.trailing_zeros() as usize;
-            dst[i + l] = narrow_one(HalfFormat::Bf16, src[i + l]);
+            dst[i + l] = narrow_one(HalfFormat::Bf16, scale * src[i + l]);
             m &= m - 1;
         }
         i += 16;
     }
     for j in i..n {
-        dst[j] = narrow_one(HalfFormat::Bf16, src[j]);
+        dst[j] = narrow_one(HalfFormat::Bf16, scale * src[j]);
     }
 }
 
@@ -110,20 +111,20 @@ impl Avx512 {
         unsafe { widen_avx512(f, src, dst) }
     }
 
-    /// Narrows `src` into `dst` with round-to-nearest-even, the same bits as the software
-    /// conversion (`narrow_one`). With AVX-512 BF16 (and DQ, present wherever BF16 is) the
-    /// bf16 case uses `vcvtneps2bf16`.
-    pub(crate) fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+    /// Narrows `scale * src` into `dst` with round-to-nearest-even, the same bits as the
+    /// software conversion (`narrow_one`) of the f32 product. With AVX-512 BF16 (and DQ,
+    /// present wherever BF16 is) the bf16 case uses `vcvtneps2bf16`.
+    pub(crate) fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
         if f == HalfFormat::Bf16
             && is_x86_feature_detected!("avx512bf16")
             && is_x86_feature_detected!("avx512dq")
         {
             // SAFETY: feature: the token proves avx512f; avx512bf16 and avx512dq were
             // just detected.
-            unsafe { narrow_avx512_bf16(src, dst) }
+            unsafe { narrow_avx512_bf16(src, scale, dst) }
         } else {
             // SAFETY: feature: the `Avx512` token proves avx512f was detected.
-            unsafe { narrow_avx512(f, src, dst) }
+            unsafe { narrow_avx512(f, src, scale, dst) }
         }
     }
 }
@@ -153,16 +154,17 @@ fn widen_avx2(f: HalfFormat, src: &[u16], dst: &mut [f32]) {
     }
 }
 
-/// AVX2+F16C narrowing loop (8 lanes; bf16 by integer rounding), software tail.
+/// AVX2+F16C narrowing loop of `scale * src` (8 lanes; bf16 by integer rounding),
+/// software tail.
 #[target_feature(enable = "avx2,f16c")]
-fn narrow_avx2(f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+fn narrow_avx2(f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
     let n = src.len().min(dst.len());
     let mut i = 0;
     while i + 8 <= n {
         // SAFETY: bounds: `i + 8 <= n` elements of both slices; unaligned
         // loads/stores. feature: avx2 and f16c are enabled on this function.
         unsafe {
-            let v = _mm256_loadu_ps(src.as_ptr().add(i));
+            let v = _mm256_mul_ps(_mm256_loadu_ps(src.as_ptr().add(i)), _mm256_set1_ps(scale));
             let h = match f {
                 HalfFormat::Bf16 => {
                     let x = _mm256_castps_si256(v);
@@ -185,7 +187,7 @@ fn narrow_avx2(f: HalfFormat, src: &[f32], dst: &mut [u16]) {
         i += 8;
     }
     for j in i..n {
-        dst[j] = narrow_one(f, src[j]);
+        dst[j] = narrow_one(f, scale * src[j]);
     }
 }
 
@@ -201,14 +203,14 @@ impl Avx2 {
         }
     }
 
-    /// Narrows `src` into `dst` with round-to-nearest-even; the vector loop needs F16C
-    /// (detected here), else the software conversion runs.
-    pub(crate) fn narrow(self, f: HalfFormat, src: &[f32], dst: &mut [u16]) {
+    /// Narrows `scale * src` into `dst` with round-to-nearest-even; the vector loop needs
+    /// F16C (detected here), else the software conversion runs.
+    pub(crate) fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
         if is_x86_feature_detected!("f16c") {
             // SAFETY: feature: the token proves avx2; f16c was just detected.
-            unsafe { narrow_avx2(f, src, dst) }
+            unsafe { narrow_avx2(f, src, scale, dst) }
         } else {
-            crate::arch::portable::Portable::new().narrow(f, src, dst)
+            crate::arch::portable::Portable::new().narrow(f, src, scale, dst)
         }
     }
 }
@@ -216,15 +218,16 @@ impl Avx2 {
 #[cfg(test)]
 mod tests {
     //! Every vector conversion loop against the `half` crate's exact software
-    //! conversions: all 65 536 16-bit patterns widened; narrowing over a stride through
-    //! all f32 bit patterns plus the special values and rounding ties. Each loop is
+    //! conversions: all 65 536 16-bit patterns widened; narrowing (of the inputs times
+    //! a few scales) over a stride through all f32 bit patterns plus the special values
+    //! and rounding ties. Each loop is
     //! called directly, so the AVX-512 software bf16 rounding is covered even on a CPU
     //! whose `narrow` would pick `vcvtneps2bf16`.
 
     use super::*;
 
     type Widen = unsafe fn(HalfFormat, &[u16], &mut [f32]);
-    type Narrow = unsafe fn(HalfFormat, &[f32], &mut [u16]);
+    type Narrow = unsafe fn(HalfFormat, &[f32], f32, &mut [u16]);
 
     fn f32_samples() -> Vec<f32> {
         let mut v: Vec<f32> = (0..=u32::MAX / 4099)
@@ -266,15 +269,19 @@ mod tests {
         }
         let xs = f32_samples();
         let mut h = vec![0u16; xs.len()];
-        // SAFETY: as above.
-        unsafe { narrow(f, &xs, &mut h) };
-        for (&x, &got) in xs.iter().zip(&h) {
-            let want = narrow_one(f, x);
-            let nan = x.is_nan() && widen_one(f, got).is_nan();
-            assert!(
-                got == want || nan,
-                "{what}: narrow {x:e} -> {got:#06x}, want {want:#06x}"
-            );
+        // 1 (the tiles), and scales as pass 3's coefficients are, one of which turns
+        // normal inputs into subnormal products.
+        for scale in [1.0, 0.3, 1.5e-7] {
+            // SAFETY: as above.
+            unsafe { narrow(f, &xs, scale, &mut h) };
+            for (&x, &got) in xs.iter().zip(&h) {
+                let want = narrow_one(f, scale * x);
+                let nan = x.is_nan() && widen_one(f, got).is_nan();
+                assert!(
+                    got == want || nan,
+                    "{what}: narrow {scale:e} * {x:e} -> {got:#06x}, want {want:#06x}"
+                );
+            }
         }
     }
 
@@ -293,7 +300,7 @@ mod tests {
             && is_x86_feature_detected!("avx512bf16")
         {
             // SAFETY: feature: avx512f, avx512dq and avx512bf16 were detected just above.
-            let bf16_only: Narrow = |_, s, d| unsafe { narrow_avx512_bf16(s, d) };
+            let bf16_only: Narrow = |_, s, k, d| unsafe { narrow_avx512_bf16(s, k, d) };
             check(HalfFormat::Bf16, widen_avx512, bf16_only, "avx512bf16");
         }
     }
