@@ -225,7 +225,7 @@ impl<S: Simd> RowBlocks for HalfRow<S> {
 /// target's block alone is scaled in place first, so that the correction `g_t -= tfix`
 /// falls on the f32 value before it is narrowed. Against scaling every block in place and
 /// narrowing it after, this saves a store and a load per vector: bf16 `forward_backward`
-/// took about 5-10% less time (Zen 4, BENCHMARKS.md).
+/// took 7-15% less time (Zen 4, BENCHMARKS.md).
 pub(crate) struct HalfGradient<'a> {
     exps: *mut f32,
     dst: *mut u16,

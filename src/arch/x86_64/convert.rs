@@ -71,11 +71,11 @@ fn narrow_avx512(f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
     }
 }
 
-/// AVX-512 BF16 narrowing of `scale * src` with `vcvtneps2bf16`, which rounds to nearest even as the
-/// software conversion does but flushes subnormal inputs (below 1.2e-38) to zero. A
-/// vector that holds one (`vfpclassps`, AVX-512 DQ: one instruction and a rarely taken
-/// branch per vector) has those lanes converted again in software, so that every variant
-/// gives the same bits.
+/// AVX-512 BF16 narrowing of `scale * src` with `vcvtneps2bf16`, which rounds to nearest
+/// even as the software conversion does but flushes subnormal inputs (below 1.2e-38) to
+/// zero. A vector that holds one (`vfpclassps`, AVX-512 DQ: one instruction and a rarely
+/// taken branch per vector) has those lanes converted again in software, so that every
+/// variant gives the same bits.
 #[target_feature(enable = "avx512f,avx512dq,avx512bf16")]
 fn narrow_avx512_bf16(src: &[f32], scale: f32, dst: &mut [u16]) {
     let n = src.len().min(dst.len());
@@ -220,9 +220,8 @@ mod tests {
     //! Every vector conversion loop against the `half` crate's exact software
     //! conversions: all 65 536 16-bit patterns widened; narrowing (of the inputs times
     //! a few scales) over a stride through all f32 bit patterns plus the special values
-    //! and rounding ties. Each loop is
-    //! called directly, so the AVX-512 software bf16 rounding is covered even on a CPU
-    //! whose `narrow` would pick `vcvtneps2bf16`.
+    //! and rounding ties. Each loop is called directly, so the AVX-512 software bf16
+    //! rounding is covered even on a CPU whose `narrow` would pick `vcvtneps2bf16`.
 
     use super::*;
 
