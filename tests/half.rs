@@ -25,7 +25,7 @@ proptest! {
 /// `vcvtneps2bf16` flushes them to zero unless the lanes are converted again. Logits of
 /// -87 beside a few zeros give exps of 1.6e-38 over a sum of about 3; with the sum
 /// reduction they stay subnormal once scaled. Tile rows (1000 classes) and the 16-bit
-/// block rows (20 000), bodies and tails.
+/// block rows (20 001, whose pass 3 scales as it narrows), bodies and tails.
 #[test]
 fn subnormal_gradients_round_like_the_software_conversion() {
     for c in [1000usize, 20_001] {
