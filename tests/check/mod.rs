@@ -801,11 +801,18 @@ impl Bytes<'_> {
     }
 }
 
-/// Fuzz target `differential`: shape, raw f32 logit bit patterns (NaN, infinities,
-/// subnormals, +-0, huge), targets of a chosen integer type, and every option, through
-/// every entry point of every kernel, against the reference.
-pub fn differential(data: &[u8]) {
-    let mut b = Bytes(data);
+/// The most logits of a `differential` input whose logits are generated (its
+/// `mode >> 6 == 1`); the other modes allow [`DIFFERENTIAL_MAX_LOGITS`].
+pub const GENERATED_MAX_LOGITS: usize = 65_536;
+
+/// The most logits of any other `differential` input (up to 9 rows, and at least one).
+pub const DIFFERENTIAL_MAX_LOGITS: usize = 200_000;
+
+/// The shape a `differential` input starts with: `(mode, classes, rows)`, read from its
+/// first bytes, with `generated_max` the bound on the logits of the generated mode
+/// ([`GENERATED_MAX_LOGITS`] in the fuzz target; a parameter so that a test can check
+/// that the committed seeds decode alike under the old bound).
+pub fn differential_shape(b: &mut Bytes<'_>, generated_max: usize) -> (u8, usize, usize) {
     let mode = b.u8();
     let classes = match mode % 8 {
         0 => 1 + usize::from(b.u16()) % 70_000,
@@ -815,12 +822,28 @@ pub fn differential(data: &[u8]) {
         3 => 17 + usize::from(b.u8()) % 48,
         _ => 1 + usize::from(b.u16()) % 300,
     };
+    // Long rows cost the most per input (every kernel and entry point, and the f64
+    // reference, under AddressSanitizer in `cargo fuzz`). Generated logits are real values
+    // on every path, so their inputs are held to a third of the others' bound: still two
+    // rows up to the longest linked ones (`TRAIL_MAX_CLASSES`, 32 768) and four at the
+    // shortest online ones (16 384).
     let max_rows = if mode % 8 == 3 {
         40
+    } else if mode >> 6 == 1 {
+        (generated_max / classes).clamp(1, 9)
     } else {
-        (200_000 / classes).clamp(1, 9)
+        (DIFFERENTIAL_MAX_LOGITS / classes).clamp(1, 9)
     };
     let rows = usize::from(b.u8()) % (max_rows + 1);
+    (mode, classes, rows)
+}
+
+/// Fuzz target `differential`: shape, raw f32 logit bit patterns (NaN, infinities,
+/// subnormals, +-0, huge), targets of a chosen integer type, and every option, through
+/// every entry point of every kernel, against the reference.
+pub fn differential(data: &[u8]) {
+    let mut b = Bytes(data);
+    let (mode, classes, rows) = differential_shape(&mut b, GENERATED_MAX_LOGITS);
     let opts = b.u8();
     let mut ce = CrossEntropy::new(classes);
     if opts & 1 != 0 {
@@ -866,10 +889,11 @@ pub fn differential(data: &[u8]) {
     let raw = opts & 0x40 != 0;
     // Long rows need more bytes than an input usually has, and bytes that run out read as
     // 0, a -inf logit: such rows would be nearly all -inf (exps 0). A quarter of the modes
-    // (`mode >> 6 == 1`; no committed regression input has it) generate the logits instead,
-    // moderate values from two bytes, and leave the rest of the input to the targets, so
-    // that the fuzzer reaches the long-row paths (the staged `forward_backward_into`, the
-    // 16-bit rows read in blocks) with real values.
+    // (`mode >> 6 == 1`; the committed `seed-generated-*` inputs) generate the logits
+    // instead, moderate values from two bytes, and leave the rest of the input to the
+    // targets, so that the fuzzer reaches the long-row paths (the staged
+    // `forward_backward_into`, the linked rows, the 16-bit rows read in blocks) with real
+    // values.
     let generated = (mode >> 6 == 1).then(|| (usize::from(b.u8()) * 2 + 1, usize::from(b.u8())));
     let z: Vec<f32> = (0..rows * classes)
         .map(|i| {
