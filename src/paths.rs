@@ -18,9 +18,11 @@
 //! The row-group path takes PyTorch's options (ignore index, label smoothing, class
 //! weights); a call with z-loss, soft-capping or per-row outputs (`Reduction::None`,
 //! `forward_with`) takes the fused path from one class (`ops/forward.rs`). Label
-//! smoothing and soft-capping turn off the linked and online variants (their passes need
-//! the row's max before the exps). On the blocked path the blocks, not the rows, are the
-//! unit of parallel work, so even one long row shares the threads.
+//! smoothing turns off the linked and online variants (the linked pass 3 is the plain
+//! scale `alpha e`, without smoothing's `beta_j`), soft-capping the online one (its rows
+//! find the raw logits' max and argmax in a pass of their own, then take the exps of the
+//! capped values). On the blocked path the blocks, not the rows, are the unit of
+//! parallel work, so even one long row shares the threads.
 //!
 //! Work is split across threads only from [`PAR_MIN_LOGITS`] logits, in chunks of whole
 //! rows of about [`CHUNK_LOGITS`] (linked rows: up to [`LINKED_CHUNK_ROWS`] rows, keeping
@@ -139,8 +141,8 @@ pub(crate) const fn stages_into(classes: usize) -> bool {
     STAGE_MIN_CLASSES <= classes && classes < TRAIL_MIN_CLASSES
 }
 
-/// Whether [`ce_rows`](crate::arch::fused::ce_rows) links consecutive rows of `classes` (without smoothing or
-/// capping): each row's pass 3 inside the next row's pass 2. The driver gives
+/// Whether [`ce_rows`](crate::arch::fused::ce_rows) links consecutive rows of `classes` (without smoothing, capped
+/// or not): each row's pass 3 inside the next row's pass 2. The driver gives
 /// such rows longer chunks, since a chunk's last row has no next row.
 pub(crate) const fn trails(classes: usize) -> bool {
     TRAIL_MIN_CLASSES <= classes && classes <= TRAIL_MAX_CLASSES

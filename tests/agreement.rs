@@ -182,3 +182,29 @@ fn online_path_matches_reference() {
         }
     }
 }
+
+/// Soft-capped rows whose exps cannot underflow (`y - max >= -2 cap`, at or above
+/// `EXP_UNDERFLOW` for caps up to half its magnitude) take an exp without the underflow
+/// test; caps on both sides of that edge, with logits spread over `[-6 cap, 6 cap]` (the
+/// capped values reach `-cap` and `cap`, so `y - max` reaches `-2 cap`), some infinite,
+/// on the grouped, three-pass and linked paths, against the reference.
+#[test]
+fn capped_exps_on_both_sides_of_the_underflow_edge() {
+    let edge = -xent::exp::EXP_UNDERFLOW / 2.0;
+    let above = f32::from_bits(edge.to_bits() + 1);
+    for c in [100usize, 1000, 20_000] {
+        for cap in [30.0f32, edge, above, 44.0, 50.0, 100.0] {
+            let spread = |r: usize, j: usize| {
+                let u = ((j * 7919 + r * 104_729) % c) as f32 / c as f32;
+                cap * (12.0 * u - 6.0)
+            };
+            let mut z: Vec<f32> = (0..3 * c).map(|i| spread(i / c, i % c)).collect();
+            z[2 * c + 1] = f32::NEG_INFINITY;
+            z[2 * c + 2] = 1e30;
+            let lo = (0..c).min_by(|&a, &b| z[a].total_cmp(&z[b])).unwrap_or(0);
+            let t = [lo as i64, (c / 2) as i64, 1];
+            let ce = CrossEntropy::new(c).softcap(cap);
+            check_all_entry_points(&ce, &z, &t).unwrap_or_else(|e| panic!("C={c} cap={cap}: {e}"));
+        }
+    }
+}

@@ -35,13 +35,18 @@ pub(crate) struct RowsJob<'a> {
 
 impl RowsJob<'_> {
     /// No label smoothing (sum or gradient constant) and no capping: the rows that may
-    /// run online or linked.
+    /// run online.
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn plain(&self) -> bool {
-        matches!(
-            (self.smooth, self.beta, self.cap),
-            (Smooth::Off, Beta::Zero, None)
-        )
+        self.unsmoothed() && self.cap.is_none()
+    }
+
+    /// No label smoothing, capped or not: the rows that may run linked. Their pass 3 is
+    /// the plain scale of what pass 2 stored (with capping, the exps times the chain
+    /// factor), which fits in the next row's pass 2 as well.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn unsmoothed(&self) -> bool {
+        matches!((self.smooth, self.beta), (Smooth::Off, Beta::Zero))
     }
 }
 
@@ -124,7 +129,7 @@ impl GroupRow {
 /// every row of the group, then pass 2 (exps and sums, [`exp_pass`]), then each counted
 /// row's statistics to `out`, then the gradients (pass 3, [`scale_pass`]). Rows of at
 /// least [`ONLINE_MIN_CLASSES`] without smoothing or capping fuse passes 1 and 2
-/// ([`online_pass`]). Without smoothing or capping, from
+/// ([`online_pass`]). Without smoothing (capped or not), from
 /// [`TRAIL_MIN_CLASSES`](crate::paths::TRAIL_MIN_CLASSES) to
 /// [`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES), a row's pass 3 runs inside
 /// the next row's pass 2 (or after the last row). With a staging row `stage` (non-null,
@@ -191,7 +196,7 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
     let plain = job.plain();
     let online = c >= ONLINE_MIN_CLASSES && plain;
     // Not in the portable kernel (vectors of two registers): it ran 2-6% slower linked.
-    let trail = plain && G == 1 && trails(c) && !S::EMULATED;
+    let trail = job.unsmoothed() && G == 1 && trails(c) && !S::EMULATED;
     const { assert!(GROUP_MAX_CLASSES < ONLINE_MIN_CLASSES) };
     debug_assert!(!online || G == 1);
     // Staged rows are neither linked nor online (`stages_into`): their `dst` is the
@@ -232,7 +237,7 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
                 if online {
                     online_row(s, row, c, store, next, &mut links);
                 } else if let Some(p) = links.pending.take() {
-                    linked_row(s, row, &p, c, store, next);
+                    linked_row(s, job.cap, row, &p, c, store, next);
                 } else {
                     (row.sum, row.wsum) = if store {
                         exp_pass::<S, true>(
@@ -508,14 +513,14 @@ unsafe fn online_row<S: Simd>(
     };
     if let Some(p) = links.pending.take() {
         // SAFETY: bounds: the pending row's target lies inside its row of `dst`.
-        unsafe { finish_target(&p) };
+        unsafe { finish_target(&p, None) };
     }
     links.nsegs[cur] = count;
     (row.m, row.top, row.argmax, row.sum, row.wsum) = (m, m, am, sum, 0.0);
 }
 
-/// Pass 2 of a plain row (no smoothing or capping, so the plain exp loop) with the
-/// pending row's pass 3 inside it ([`exp_pass_mode`] with a trailing block).
+/// Pass 2 of a row without smoothing (the plain exp loop, or the capped one with `cap`)
+/// with the pending row's pass 3 inside it ([`exp_pass_mode`] with a trailing block).
 ///
 /// # Safety
 /// The row of `src` and `dst`, `c` elements each; `pending` an earlier row of `dst`, `c`
@@ -523,6 +528,7 @@ unsafe fn online_row<S: Simd>(
 #[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn linked_row<S: Simd>(
     s: S,
+    cap: Option<Cap>,
     row: &mut GroupRow,
     pending: &GroupRow,
     c: usize,
@@ -534,34 +540,22 @@ unsafe fn linked_row<S: Simd>(
         alpha: grad_alpha(pending) as f32,
     };
     let (src, dst, m, null) = (row.src, row.dst, row.m, core::ptr::null());
-    // SAFETY: bounds: the caller's obligations.
-    unsafe {
-        (row.sum, row.wsum) = if store {
-            exp_pass_mode::<S, true, SMOOTH_OFF, false, true>(
-                s,
-                src,
-                dst,
-                c,
-                m,
-                null,
-                Cap::NONE,
-                next,
-                tb,
-            )
-        } else {
-            exp_pass_mode::<S, false, SMOOTH_OFF, false, true>(
-                s,
-                src,
-                dst,
-                c,
-                m,
-                null,
-                Cap::NONE,
-                next,
-                tb,
+    macro_rules! pass {
+        ($store:literal, $cap:literal, $c:expr) => {
+            exp_pass_mode::<S, $store, SMOOTH_OFF, $cap, true>(
+                s, src, dst, c, m, null, $c, next, tb,
             )
         };
-        finish_target(pending);
+    }
+    // SAFETY: bounds: the caller's obligations.
+    unsafe {
+        (row.sum, row.wsum) = match (store, cap) {
+            (true, None) => pass!(true, false, Cap::NONE),
+            (false, None) => pass!(false, false, Cap::NONE),
+            (true, Some(cp)) => pass!(true, true, cp),
+            (false, Some(cp)) => pass!(false, true, cp),
+        };
+        finish_target(pending, cap);
     }
 }
 
@@ -605,15 +599,27 @@ fn grad_alpha(row: &GroupRow) -> f64 {
     a / sum
 }
 
-/// The target correction `g_t -= tfix` of a row whose scale pass is done.
+/// The target entry of an unsmoothed row whose scale pass is done: the correction
+/// `g_t -= tfix`, or with capping the entry in f64 from the statistics, as
+/// [`row_gradient`] forms them.
 ///
 /// # Safety
 /// `row.dst..row.dst + c` writable, with `row.plan.target < c`.
 #[cfg_attr(not(debug_assertions), inline(always))]
-unsafe fn finish_target(row: &GroupRow) {
+unsafe fn finish_target(row: &GroupRow, cap: Option<Cap>) {
     if let Some(t) = row.plan.target {
+        let tfix = row.plan.tfix;
         // SAFETY: bounds: `t < c` (caller's obligation).
-        unsafe { *row.dst.add(t) -= row.plan.tfix };
+        unsafe {
+            *row.dst.add(t) = match cap {
+                None => *row.dst.add(t) - tfix,
+                Some(cp) => {
+                    let m = f64::from(row.m);
+                    let alpha = grad_alpha(row);
+                    capped_target_grad(alpha, row.zt, m, 0.0, f64::from(tfix), cp.cap)
+                }
+            }
+        };
     }
 }
 

@@ -70,6 +70,16 @@ pub(crate) struct Cap {
 impl Cap {
     /// Placeholder for loops instantiated without capping (never read).
     pub(crate) const NONE: Cap = Cap { cap: 1.0, inv: 1.0 };
+
+    /// Whether every `exp(y - m)` of a capped row is free of underflow, so that
+    /// [`exp_above_underflow`] may take it: `y` and the capped max `m` lie in
+    /// `[-cap, cap]` (`|tanh| <= 1`, and the product with `cap` rounds within it), so
+    /// `y - m >= -2 cap` (`2 cap` is exact and the subtraction's rounding is monotone), at
+    /// or above [`EXP_UNDERFLOW`] for caps up to 43.67. Gemma 2's final cap is 30.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    pub(crate) fn exps_never_underflow(self) -> bool {
+        -2.0 * self.cap >= EXP_UNDERFLOW
+    }
 }
 
 /// The fast exp (see `crate::exp` for the derivation and error bound): Cody-Waite range
@@ -82,7 +92,7 @@ impl Cap {
 /// `k` so nothing else can go wrong on the way.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
-    exp_with::<S, false>(s, x)
+    exp_with::<S, false, true>(s, x)
 }
 
 /// [`exp`] for `x <= EXP_SMALL_MAX` (or NaN), which covers every `z - max`: there
@@ -91,15 +101,26 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::F) -> S::F {
 /// Bit-identical to [`exp`] on that domain.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn exp_small<S: Simd>(s: S, x: S::F) -> S::F {
-    exp_with::<S, true>(s, x)
+    exp_with::<S, true, true>(s, x)
+}
+
+/// [`exp_small`] for `x` known to be at least [`EXP_UNDERFLOW`] (or NaN), where no lane
+/// underflows: the test that clears such lanes is left out
+/// ([`Simd::scale_pow2_small`]), and every result is the same bits. Soft-capped rows
+/// take it when [`Cap::exps_never_underflow`].
+#[cfg_attr(not(debug_assertions), inline(always))]
+pub(crate) fn exp_above_underflow<S: Simd>(s: S, x: S::F) -> S::F {
+    exp_with::<S, true, false>(s, x)
 }
 
 /// The largest input of [`exp_small`]: `n` (`x / ln2` to the nearest eighth) stays below
 /// 128, so `floor(n) <= 127`, below `127.9375 ln 2 = 88.68...`.
 const EXP_SMALL_MAX: f32 = 88.0;
 
+/// `SMALL`: `x <= EXP_SMALL_MAX`; `!CHECK`: `x >= EXP_UNDERFLOW` (with `SMALL` only).
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn exp_with<S: Simd, const SMALL: bool>(s: S, x: S::F) -> S::F {
+fn exp_with<S: Simd, const SMALL: bool, const CHECK: bool>(s: S, x: S::F) -> S::F {
+    const { assert!(CHECK || SMALL) };
     // n = x / ln2 rounded to the nearest eighth: adding 1.5 * 2^20 leaves three fraction
     // bits, and `t` then holds 8n in its low mantissa bits.
     let magic = s.splat(ROUND_MAGIC);
@@ -113,7 +134,9 @@ fn exp_with<S: Simd, const SMALL: bool>(s: S, x: S::F) -> S::F {
     let q = s.mul_add(q, r, s.splat(1.0));
     let y = s.mul_add(s.mul(table, r), q, table);
     let lo = s.splat(EXP_UNDERFLOW);
-    if SMALL {
+    if !CHECK {
+        s.scale_pow2_small(y, n, t)
+    } else if SMALL {
         s.scale_pow2_small_unless_below(y, n, t, x, lo)
     } else {
         s.scale_pow2_unless_below(y, n, x, lo)
@@ -347,5 +370,45 @@ mod tests {
     #[test]
     fn tanh_cap_on_every_variant() {
         crate::arch::on_every_variant!(tanh_cap_is_tanh_but_for_minus_zero);
+    }
+
+    /// [`exp_above_underflow`] against [`exp_small`] on one variant, bit for bit, from
+    /// `EXP_UNDERFLOW` up to 0 (every 997th float, the ends, NaN), and the edge of
+    /// [`Cap::exps_never_underflow`]: the largest cap it accepts keeps `-2 cap` in range.
+    fn exp_above_underflow_is_exp_small<S: Simd>(s: S) {
+        let (lo, hi) = (EXP_UNDERFLOW.to_bits(), (-0.0f32).to_bits());
+        let xs: Vec<f32> = (hi..=lo)
+            .step_by(997)
+            .map(f32::from_bits)
+            .chain([EXP_UNDERFLOW, -0.0, 0.0, f32::NAN, -1.0, -87.0])
+            .collect();
+        for v in xs.chunks(S::LANES) {
+            let mut lanes = [0.0f32; 16];
+            lanes[..v.len()].copy_from_slice(v);
+            // SAFETY: bounds: `lanes` holds 16 >= LANES floats.
+            let x = unsafe { s.load(lanes.as_ptr()) };
+            let (got, want) = (
+                s.to_array(exp_above_underflow(s, x)),
+                s.to_array(exp_small(s, x)),
+            );
+            for (l, &x) in v.iter().enumerate() {
+                assert_eq!(got[l].to_bits(), want[l].to_bits(), "exp({x:e})");
+            }
+        }
+        let edge = Cap {
+            cap: -EXP_UNDERFLOW / 2.0,
+            inv: 1.0,
+        };
+        let above = Cap {
+            cap: f32::from_bits(edge.cap.to_bits() + 1),
+            inv: 1.0,
+        };
+        assert!(edge.exps_never_underflow() && -edge.cap - edge.cap >= EXP_UNDERFLOW);
+        assert!(!above.exps_never_underflow() && -above.cap - above.cap < EXP_UNDERFLOW);
+    }
+
+    #[test]
+    fn exp_above_underflow_on_every_variant() {
+        crate::arch::on_every_variant!(exp_above_underflow_is_exp_small);
     }
 }

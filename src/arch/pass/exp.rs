@@ -1,7 +1,7 @@
 //! Pass 2: `e_j = exp(z_j - max)`, summed, stored when a gradient is wanted, with the
 //! label-smoothing sum and soft-capping; and the prefetch of the next row's lines.
 
-use crate::arch::math::{Cap, exp_small, softcap, softcap_and_slope};
+use crate::arch::math::{Cap, exp_above_underflow, exp_small, softcap, softcap_and_slope};
 use crate::arch::pass::map::scale_pass;
 use crate::arch::pass::{LANE_ONES, WSUM_SCALE, WSUM_UNSCALE};
 use crate::arch::{Beta, Simd, Smooth};
@@ -159,7 +159,7 @@ impl TrailBlock {
 
 /// [`exp_pass`] for one smoothing mode `SM` ([`SMOOTH_OFF`], [`SMOOTH_UNIFORM`],
 /// [`SMOOTH_WEIGHTED`]) and capping
-/// `CAP`. With `TRAIL` (plain mode only) also `trail.dst[j] = alpha trail.dst[j]` for
+/// `CAP`. With `TRAIL` (no smoothing) also `trail.dst[j] = alpha trail.dst[j]` for
 /// `j < n`, in the same loop: the multiply, load and store of the trailing row fill slots
 /// that the exps leave free. Each value is what [`scale_pass`] would make of it, so the
 /// results do not depend on this.
@@ -187,7 +187,7 @@ pub(crate) unsafe fn exp_pass_mode<
     next: Ahead,
     trail: TrailBlock,
 ) -> (f32, f64) {
-    const { assert!(!TRAIL || (SM == SMOOTH_OFF && !CAP)) };
+    const { assert!(!TRAIL || SM == SMOOTH_OFF) };
     let zero = s.splat(0.0);
     let mut acc = Sums {
         s0: zero,
@@ -203,7 +203,37 @@ pub(crate) unsafe fn exp_pass_mode<
         if SM == SMOOTH_OFF && !CAP {
             i = plain_quads::<S, STORE, TRAIL>(s, src, dst, n, m, next, trail, &mut acc);
         }
-        i = pairs::<S, STORE, SM, CAP>(s, (src, dst), (i, n), m, w, cap, next, &mut acc);
+        // The plain mode's trailing stretch is done by now; a capped row's is scaled along
+        // its pairs, and what the pairs leave, after them.
+        let at = (i, n);
+        i = if CAP && cap.exps_never_underflow() {
+            pairs::<S, STORE, SM, CAP, false, TRAIL>(
+                s,
+                (src, dst),
+                at,
+                m,
+                w,
+                cap,
+                next,
+                trail,
+                &mut acc,
+            )
+        } else {
+            pairs::<S, STORE, SM, CAP, true, TRAIL>(
+                s,
+                (src, dst),
+                at,
+                m,
+                w,
+                cap,
+                next,
+                trail,
+                &mut acc,
+            )
+        };
+        if TRAIL && CAP && i < n {
+            scale_pass(s, trail.dst.add(i), n - i, trail.alpha, Beta::Zero);
+        }
         rest::<S, STORE, SM, CAP>(s, (src, dst), (i, n), m, w, cap, &mut acc);
     }
     let sum = s.reduce_add(s.add(acc.s0, acc.s1));
@@ -308,13 +338,24 @@ unsafe fn plain_quads<S: Simd, const STORE: bool, const TRAIL: bool>(
 
 /// [`exp_pass_mode`] two vectors per step from `i`, while two full vectors remain: the
 /// only loop of the smoothing and capping modes, the plain mode's last pair. Returns where
-/// the tail starts.
+/// the tail starts. A capped row without `CHECK` (its exps never underflow,
+/// [`Cap::exps_never_underflow`]) takes the exp without its underflow test, with the same
+/// bits. A capped row with `TRAIL` also scales `trail.dst[i..]`, as far as the pairs go
+/// (the plain mode's trailing stretch is [`plain_quads`]'s). `CHECK` and `TRAIL` are
+/// ignored without `CAP`.
 ///
 /// # Safety
 /// As [`exp_pass_mode`], with `i <= n`.
 #[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn pairs<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
+unsafe fn pairs<
+    S: Simd,
+    const STORE: bool,
+    const SM: u8,
+    const CAP: bool,
+    const CHECK: bool,
+    const TRAIL: bool,
+>(
     s: S,
     (src, dst): (*const f32, *mut f32),
     (mut i, n): (usize, usize),
@@ -322,9 +363,12 @@ unsafe fn pairs<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
     w: *const f32,
     cap: Cap,
     next: Ahead,
+    trail: TrailBlock,
     acc: &mut Sums<S::F>,
 ) -> usize {
     let l = S::LANES;
+    // `alpha e + (-0)`, the scale pass's own form, as in `plain_quads`.
+    let (tv, nz) = (s.splat(trail.alpha), s.splat(-0.0));
     let mv = s.splat(m);
     let sc = s.splat(WSUM_SCALE);
     let msc = s.splat(m * WSUM_SCALE);
@@ -349,7 +393,21 @@ unsafe fn pairs<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
             (z0, z1) = (softcap(s, z0, cap), softcap(s, z1, cap));
         }
         let (x0, x1) = (s.sub(z0, mv), s.sub(z1, mv));
-        let (e0, e1) = (exp_small(s, x0), exp_small(s, x1));
+        let (e0, e1) = if CHECK || !CAP {
+            (exp_small(s, x0), exp_small(s, x1))
+        } else {
+            (exp_above_underflow(s, x0), exp_above_underflow(s, x1))
+        };
+        if TRAIL && CAP {
+            for k in 0..2 {
+                // SAFETY: bounds: `i + 2 * LANES <= n`, and `trail.dst` holds `n`
+                // (caller's obligation).
+                unsafe {
+                    let p = trail.dst.add(i + k * l);
+                    s.store(p, s.mul_add(s.load(p), tv, nz));
+                }
+            }
+        }
         if STORE {
             let (o0, o1) = if CAP && SM == SMOOTH_OFF {
                 (s.mul(e0, f0), s.mul(e1, f1))

@@ -181,6 +181,16 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn scale_pow2_small(self, p: __m256, _n: __m256, t: __m256) -> __m256 {
+        // SAFETY: feature: token proves avx2 (256-bit integer adds and shifts). The
+        // exponent field as in `scale_pow2_small_unless_below`, with no lane to clear.
+        unsafe {
+            let bits = _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(8 * 127));
+            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_srli_epi32::<3>(bits)));
+            _mm256_mul_ps(p, pow2)
+        }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn exp2_eighths(self, t: __m256) -> __m256 {
         // SAFETY: feature: token proves avx2. bounds: reads the 8 floats of a constant.
         // `vpermps` indexes with each lane's low three bits.

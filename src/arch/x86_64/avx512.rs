@@ -224,6 +224,12 @@ unsafe impl Simd for Avx512 {
         }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn scale_pow2_small(self, p: __m512, n: __m512, _t: __m512) -> __m512 {
+        // SAFETY: feature: token proves avx512f. `scalef` as in `scale_pow2_unless_below`,
+        // unmasked: no lane to clear.
+        unsafe { _mm512_scalef_ps(p, n) }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn exp2_eighths(self, t: __m512) -> __m512 {
         // SAFETY: feature: token proves avx512f. bounds: reads the 16 floats of a static.
         // `vpermps` indexes with each lane's low four bits; the table repeats its eight
