@@ -205,33 +205,28 @@ pub(crate) unsafe fn exp_pass_mode<
         }
         // The plain mode's trailing stretch is done by now; a capped row's is scaled along
         // its pairs, and what the pairs leave, after them.
-        let at = (i, n);
+        macro_rules! pairs_checking {
+            ($check:literal) => {
+                pairs::<S, STORE, SM, CAP, $check, TRAIL>(
+                    s,
+                    (src, dst),
+                    (i, n),
+                    m,
+                    w,
+                    cap,
+                    next,
+                    trail,
+                    &mut acc,
+                )
+            };
+        }
         i = if CAP && cap.exps_never_underflow() {
-            pairs::<S, STORE, SM, CAP, false, TRAIL>(
-                s,
-                (src, dst),
-                at,
-                m,
-                w,
-                cap,
-                next,
-                trail,
-                &mut acc,
-            )
+            pairs_checking!(false)
         } else {
-            pairs::<S, STORE, SM, CAP, true, TRAIL>(
-                s,
-                (src, dst),
-                at,
-                m,
-                w,
-                cap,
-                next,
-                trail,
-                &mut acc,
-            )
+            pairs_checking!(true)
         };
         if TRAIL && CAP && i < n {
+            // `trail.dst` holds `n` (caller's obligation), and `i < n`.
             scale_pass(s, trail.dst.add(i), n - i, trail.alpha, Beta::Zero);
         }
         rest::<S, STORE, SM, CAP>(s, (src, dst), (i, n), m, w, cap, &mut acc);
