@@ -135,8 +135,10 @@ pub(crate) const STAGE_MIN_CLASSES: usize = 2048;
 /// those reads; a non-temporal store writes whole lines without reading them. Linked rows
 /// prefetch their destination instead (`Ahead`), where staging measured slower (8192
 /// classes: on par, 32000: 1.5x the in-place time unstaged, 1.8-1.9x staged), and so did
-/// online rows of 65536 and 128256 classes (no gain, and a loss). See BENCHMARKS.md for
-/// the measured gain.
+/// online rows of 65536 and 128256 classes (no gain, and a loss). Two later forms lost
+/// too (BENCHMARKS.md, 2026-12-06): linked rows streaming the staged exps out inside the
+/// next row's exp loop, and online rows streaming pass 3 straight from the staging row.
+/// See BENCHMARKS.md for the measured gain.
 pub(crate) const fn stages_into(classes: usize) -> bool {
     STAGE_MIN_CLASSES <= classes && classes < TRAIL_MIN_CLASSES
 }
