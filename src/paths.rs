@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | 1 ..= [`SMALL_MAX_CLASSES`] (64) | **row groups**: `LANES` rows at a time, one row per lane, transposed in registers; one instance per `C` up to [`FIXED_MAX_CLASSES`] (32) | `arch/small/` |
 //! | 65 ..= [`GROUP_MAX_CLASSES`] (255), and any `C` up to 255 with the fused-only options below | **fused, grouped**: the three passes, [`GROUP_ROWS`] rows side by side | `arch/fused.rs` |
-//! | 256 ..= 8191 | **fused**: the three passes a row at a time, the next row prefetched from [`PREFETCH_MIN_CLASSES`]; a separate gradient output from [`STAGE_MIN_CLASSES`] (2048) formed in a staging row and streamed out ([`stages_into`]) | `arch/fused.rs`, `arch/pass/` |
+//! | 256 ..= 8191 | **fused**: the three passes a row at a time, the next row prefetched from [`PREFETCH_MIN_CLASSES`]; a separate gradient output from [`STAGE_MIN_CLASSES`] (2048) formed from a staging row and streamed out ([`stages_into`]) | `arch/fused.rs`, `arch/pass/` |
 //! | [`TRAIL_MIN_CLASSES`] (8192) ..= 16383 | **fused, linked** (AVX2 and AVX-512; the portable kernel runs these rows unlinked, [`Simd::EMULATED`](crate::arch::Simd::EMULATED)): a row's pass 3 inside the next row's pass 2 | `arch/fused.rs`, `arch/pass/exp.rs` |
 //! | [`ONLINE_MIN_CLASSES`] (16384) ..= [`TRAIL_MAX_CLASSES`] (32768) | **online and linked**: passes 1 and 2 in one sweep, pass 3 inside the next row's (linked as above) | `arch/pass/online.rs` |
 //! | 32769 ..= [`FUSED_MAX_CLASSES`] (131072) | **online** | `arch/pass/online.rs` |
@@ -127,9 +127,11 @@ pub(crate) const TRAIL_MAX_CLASSES: usize = 32_768;
 /// 1.20-1.37x with) and gained little on two (1.38-1.40x, 1.29-1.33x).
 pub(crate) const STAGE_MIN_CLASSES: usize = 2048;
 
-/// Whether `forward_backward_into` forms each row's gradient in a per-thread staging row
-/// (passes 2 and 3 in L1) and copies it out with non-temporal stores: rows of
-/// [`STAGE_MIN_CLASSES`] up to the linked ones ([`TRAIL_MIN_CLASSES`]). A plain store to
+/// Whether `forward_backward_into` forms each row's exps in a per-thread staging row
+/// (pass 2 in L1) and writes the gradient out with non-temporal stores: rows of
+/// [`STAGE_MIN_CLASSES`] up to the linked ones ([`TRAIL_MIN_CLASSES`]). Without label
+/// smoothing pass 3 streams `alpha e` straight from the staging row to the output; with
+/// it, pass 3 runs in the staging row, which is then copied out. A plain store to
 /// a destination line that is not in cache reads the line first, so a separate output
 /// moved 12 bytes per logit against the in-place call's 8, and pass 2's stores waited for
 /// those reads; a non-temporal store writes whole lines without reading them. Linked rows

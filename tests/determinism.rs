@@ -277,6 +277,45 @@ fn into_matches_in_place() {
     }
 }
 
+/// Staged rows (2048 and 4001 classes) stream their gradient out from the staging row,
+/// stopping around the aligned vector of the output that holds the target (or leaving the
+/// target to the row's masked head or tail): targets at both ends of the row and in its
+/// middle, the output at every offset within a 64-byte line, plain, soft-capped and
+/// with z-loss, each into a buffer against the in-place bits.
+#[test]
+fn into_staged_targets_at_every_place() {
+    let mut rnd = uniform(4242, 6.0);
+    for c in [2048, 4001] {
+        // The first and last 18 classes, and three in the middle.
+        let classes: Vec<usize> = (0..18)
+            .chain(c - 18..c)
+            .chain([c / 2 - 1, c / 2, c / 2 + 7])
+            .collect();
+        let rows = classes.len();
+        let z: Vec<f32> = (0..rows * c).map(|_| rnd()).collect();
+        let t: Vec<i64> = classes.iter().map(|&k| k as i64).collect();
+        for k in kernels() {
+            let base = CrossEntropy::new(c).kernel(k);
+            for ce in [
+                base.clone(),
+                base.clone().softcap(5.0),
+                base.clone().z_loss(1e-3),
+            ] {
+                let mut g = z.clone();
+                let l = ce.forward_backward(&mut g, &t).unwrap();
+                let in_place = (l.value.to_bits(), bits(&g));
+                for offset in 0..16 {
+                    let mut buf = vec![f32::NAN; z.len() + 16];
+                    let g = &mut buf[offset..offset + z.len()];
+                    let l = ce.forward_backward_into(&z, &t, g).unwrap();
+                    let into = (l.value.to_bits(), bits(g));
+                    assert!(into == in_place, "{k:?} {rows}x{c} offset {offset}: {ce:?}");
+                }
+            }
+        }
+    }
+}
+
 /// Unreduced cross-entropy over `c` classes on kernel `k`, ignoring target -100: the base
 /// of the per-row tests.
 fn per_row(c: usize, k: Kernel) -> CrossEntropy {

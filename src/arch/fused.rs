@@ -7,7 +7,7 @@
 use crate::arch::convert::{HalfFormat, widen_one};
 use crate::arch::math::{Cap, capped_target_grad, softcap_opt};
 use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass, exp_pass_mode};
-use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass, stream_copy};
+use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass, scale_stream, stream_copy};
 use crate::arch::pass::max::max_argmax;
 use crate::arch::pass::online::{
     F32Row, HalfGradient, HalfRow, ONLINE_MAX_SEGMENTS, Segment, TrailRow, online_pass,
@@ -134,8 +134,10 @@ impl GroupRow {
 /// [`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES), a row's pass 3 runs inside
 /// the next row's pass 2 (or after the last row). With a staging row `stage` (non-null,
 /// the driver's choice for a separate `dst`, see
-/// [`stages_into`](crate::paths::stages_into)), each row's passes 2 and 3 work there and
-/// the finished gradient is streamed to `dst` ([`stream_copy`]).
+/// [`stages_into`](crate::paths::stages_into)), each row's pass 2 stores its exps there;
+/// without smoothing, pass 3 streams the gradient from there to `dst`
+/// ([`streamed_gradient`]), with smoothing it forms the gradient there, copied out
+/// ([`stream_copy`]).
 ///
 /// # Safety
 /// `src..src + len` readable; `dst` null (forward only) or `dst..dst + len` writable (it
@@ -175,7 +177,8 @@ pub(crate) unsafe fn ce_rows<S: Simd, P, O>(
 /// [`ce_rows`] in groups of `G` rows: per group, pass 1 of every row ([`first_pass`]),
 /// then pass 2 of every row (plain, linked or online), then the counted rows' statistics
 /// to `out`, then the gradients ([`gradients`]); staged (`stage` non-null, `G == 1`),
-/// the row's `dst` in passes 2 and 3 is the staging row, copied out after pass 3.
+/// the row's `dst` in pass 2 is the staging row, and pass 3 streams the gradient out
+/// ([`streamed_gradient`], without smoothing) or forms it there to be copied out.
 ///
 /// # Safety
 /// As [`ce_rows`], with `stage` null unless `G == 1`.
@@ -256,7 +259,13 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
                 out(r0 + k, row.out());
             }
         }
-        if !dst.is_null() {
+        let counted = group[0].plan.target.is_some() && !group[0].plan.zero_grad;
+        if dst.is_null() {
+        } else if !stage.is_null() && job.unsmoothed() && counted {
+            // SAFETY: bounds: the staging row and the row of `dst`, `c` elements each,
+            // disjoint (caller's obligation).
+            unsafe { streamed_gradient(s, job, &group[0], out_row, c) };
+        } else {
             // SAFETY: bounds: the group's rows of `dst`, `c` elements each.
             unsafe { gradients(s, job, group, c, online, trail, &mut links) };
             if !stage.is_null() {
@@ -694,6 +703,67 @@ unsafe fn row_gradient<S: Simd>(
             let g = capped_target_grad(alpha, row.zt, f64::from(m), beta_t, tfix, cp.cap);
             // SAFETY: bounds: `t < c`, inside the row of `dst`.
             unsafe { *row.dst.add(t) = g };
+        }
+    }
+}
+
+/// Pass 3 of a counted staged row without smoothing (see
+/// [`stages_into`](crate::paths::stages_into)), whose exps (capped: times the chain
+/// factor) are in the staging row `row.dst`: [`row_gradient`]'s values written straight
+/// to `out` with non-temporal stores ([`scale_stream`]), rather than formed in the staging
+/// row and copied out. The target entry's vector gets plain stores, and no non-temporal
+/// store covers it (the streams stop and start around it), so the target entry cannot be
+/// overwritten out of order.
+///
+/// # Safety
+/// `row.dst..row.dst + c` readable, `out..out + c` writable, disjoint; the row's target
+/// `< c`.
+#[cfg_attr(not(debug_assertions), inline(always))]
+unsafe fn streamed_gradient<S: Simd>(
+    s: S,
+    job: &RowsJob<'_>,
+    row: &GroupRow,
+    out: *mut f32,
+    c: usize,
+) {
+    debug_assert!(job.unsmoothed() && !row.plan.zero_grad);
+    let p = &row.plan;
+    let t = p.target.unwrap_or(0);
+    let alpha = grad_alpha(row);
+    let a = alpha as f32;
+    let g = match job.cap {
+        None => {
+            // `scale_pass`'s product from the same vector code, then the correction.
+            // SAFETY: bounds: `t < c` (caller's obligation).
+            let mut e = [unsafe { *row.dst.add(t) }];
+            // SAFETY: bounds: one element.
+            unsafe { scale_pass(s, e.as_mut_ptr(), 1, a, Beta::Zero) };
+            e[0] - p.tfix
+        }
+        Some(cp) => {
+            let (m, tfix) = (f64::from(row.m), f64::from(p.tfix));
+            capped_target_grad(alpha, row.zt, m, 0.0, tfix, cp.cap)
+        }
+    };
+    let l = S::LANES;
+    // The whole aligned vector of `out` that holds the target, `[v, v + LANES)`, if any
+    // (else the target lies in the row's masked head or tail, which `scale_stream` writes
+    // with plain stores): the streams stop and start around it, on aligned places.
+    let head = out.align_offset(4 * l).min(c);
+    let v = head + t.saturating_sub(head) / l * l;
+    // SAFETY: bounds: `[0, v)`, `[v, v + LANES)` and `[v + LANES, c)` of both rows
+    // (`v + LANES <= c` checked), `t < c`.
+    unsafe {
+        if t >= head && v + l <= c {
+            scale_stream(s, row.dst, out, v, a);
+            // `scale_pass`'s `alpha e + (-0)`.
+            let e = s.load(row.dst.add(v));
+            s.store(out.add(v), s.mul_add(e, s.splat(a), s.splat(-0.0)));
+            *out.add(t) = g;
+            scale_stream(s, row.dst.add(v + l), out.add(v + l), c - v - l, a);
+        } else {
+            scale_stream(s, row.dst, out, c, a);
+            *out.add(t) = g;
         }
     }
 }

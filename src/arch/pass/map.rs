@@ -212,16 +212,68 @@ unsafe fn map_stream<S: Simd, M: LaneMap<S>, const INDEXED: bool>(
     }
 }
 
-/// Copies `n` floats from `src` to `dst`, the whole vectors at `LANES`-aligned places
-/// of `dst` with non-temporal stores ([`Simd::store_stream`]), which write the lines
-/// without reading them first; the entries before the first aligned place and after the
-/// last whole vector with one masked load and store each. The caller orders the stores
-/// with [`Simd::store_fence`] before the destination is handed back.
+/// Copies `n` floats from `src` to `dst` with non-temporal stores ([`stream_map`]).
 ///
 /// # Safety
 /// `src..src + n` readable, `dst..dst + n` writable, not overlapping.
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) unsafe fn stream_copy<S: Simd>(s: S, src: *const f32, dst: *mut f32, n: usize) {
+    // SAFETY: forwarded.
+    unsafe { stream_map(s, src, dst, n, &Identity) }
+}
+
+/// `dst_j = alpha src_j` with non-temporal stores ([`stream_map`]): [`scale_pass`]'s
+/// values without smoothing (`alpha e + (-0)`), from exps stored elsewhere, bit for bit.
+///
+/// # Safety
+/// `src..src + n` readable, `dst..dst + n` writable, not overlapping.
+#[cfg_attr(not(debug_assertions), inline(always))]
+pub(crate) unsafe fn scale_stream<S: Simd>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    alpha: f32,
+) {
+    let map = Affine::<S, false, false, false> {
+        av: s.splat(alpha),
+        mv: s.splat(0.0),
+        bv: s.splat(-0.0),
+        w: core::ptr::null(),
+        n,
+        cap: Cap::NONE,
+    };
+    // SAFETY: forwarded.
+    unsafe { stream_map(s, src, dst, n, &map) }
+}
+
+/// The input unchanged, for [`stream_copy`].
+struct Identity;
+
+impl<S: Simd> LaneMap<S> for Identity {
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn apply<const INDEXED: bool>(&self, _: S, v: S::F, _: usize) -> S::F {
+        v
+    }
+}
+
+/// `dst_j = f(src_j)` over `n` floats, the whole vectors at `LANES`-aligned places of
+/// `dst` with non-temporal stores ([`Simd::store_stream`]), which write the lines without
+/// reading them first; the entries before the first aligned place and after the last
+/// whole vector with one masked load and store each. The caller orders the stores with
+/// [`Simd::store_fence`] before the destination is handed back. `f` reads no per-entry
+/// data.
+///
+/// # Safety
+/// `src..src + n` readable, `dst..dst + n` writable, not overlapping.
+#[cfg_attr(not(debug_assertions), inline(always))]
+unsafe fn stream_map<S: Simd, M: LaneMap<S>>(
+    s: S,
+    src: *const f32,
+    dst: *mut f32,
+    n: usize,
+    f: &M,
+) {
     let l = S::LANES;
     // Entries up to the first vector-aligned place of `dst` (f32s are 4-aligned, so the
     // offset is a whole number of entries, fewer than `LANES`), at most `n`.
@@ -229,18 +281,24 @@ pub(crate) unsafe fn stream_copy<S: Simd>(s: S, src: *const f32, dst: *mut f32, 
     if head > 0 {
         // SAFETY: bounds: `head <= n` entries of each, `head < LANES` (as the tail
         // contract asks).
-        unsafe { s.store_tail(dst, head, s.load_tail(src, head, 0.0)) };
+        unsafe {
+            let y = f.apply::<false>(s, s.load_tail(src, head, 0.0), 0);
+            s.store_tail(dst, head, y)
+        };
     }
     let mut i = head;
     while i + l <= n {
         // SAFETY: bounds: `i + LANES <= n` by the loop condition; `dst + i` is aligned to
         // `4 LANES` bytes (`head` made it so, and `i` moves by whole vectors).
-        unsafe { s.store_stream(dst.add(i), s.load(src.add(i))) };
+        unsafe { s.store_stream(dst.add(i), f.apply::<false>(s, s.load(src.add(i)), i)) };
         i += l;
     }
     if i < n {
         // SAFETY: bounds: `[i..n]`, fewer than `LANES` entries (the loop above stopped).
-        unsafe { s.store_tail(dst.add(i), n - i, s.load_tail(src.add(i), n - i, 0.0)) };
+        unsafe {
+            let y = f.apply::<false>(s, s.load_tail(src.add(i), n - i, 0.0), i);
+            s.store_tail(dst.add(i), n - i, y)
+        };
     }
 }
 
