@@ -60,8 +60,10 @@
 //!
 //! A row's length is arbitrary. Full vectors are loaded while `i + LANES <= len`; the last
 //! `len - i < LANES` elements go through [`Simd::load_tail`] / [`Simd::store_tail`], which
-//! never touch memory past the row (AVX-512 uses masked loads and stores; the others copy
-//! through a stack buffer padded with the pass's identity element).
+//! never touch memory past the row, the other lanes holding the pass's identity element.
+//! AVX-512 uses masked loads and stores; AVX2 a masked load (`vmaskmovps`) and up to three
+//! plain stores of 4, 2 and 1 lanes (AMD's masked stores are slow); the portable variant
+//! copies through a stack buffer.
 //!
 //! # Determinism
 //!

@@ -300,6 +300,41 @@ mod tests {
         }
     }
 
+    /// `load_tail`/`store_tail` for every count below `LANES` and at every offset within a
+    /// vector: lanes `0..n` come from memory, the others hold the fill (zero, a negative
+    /// and -inf, as the passes use), and a store writes exactly `p[..n]`.
+    fn tails<S: Simd>(s: S) {
+        let l = S::LANES;
+        let src: Vec<f32> = (0..3 * l).map(|i| i as f32 - 7.5).collect();
+        for at in 0..l {
+            for n in 0..l {
+                for fill in [0.0, -3.25, f32::NEG_INFINITY] {
+                    // SAFETY: bounds: `src[at..at + n]` is inside its `3 LANES` floats.
+                    let v = s.to_array(unsafe { s.load_tail(src.as_ptr().add(at), n, fill) });
+                    for (k, &got) in v.iter().enumerate().take(l) {
+                        let want = if k < n { src[at + k] } else { fill };
+                        assert_eq!(got.to_bits(), want.to_bits(), "n={n} at={at} lane {k}");
+                    }
+                    let mut back = vec![f32::NAN; 3 * l];
+                    // SAFETY: bounds: `back[at..at + n]` is inside its `3 LANES` floats.
+                    unsafe { s.store_tail(back.as_mut_ptr().add(at), n, s.load(src.as_ptr())) };
+                    for (i, &b) in back.iter().enumerate() {
+                        if (at..at + n).contains(&i) {
+                            assert_eq!(b, src[i - at], "n={n} at={at}: element {i}");
+                        } else {
+                            assert!(b.is_nan(), "n={n} at={at}: wrote element {i}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tails_on_every_variant() {
+        crate::arch::on_every_variant!(tails);
+    }
+
     #[test]
     fn columns_round_trip_on_every_variant() {
         crate::arch::on_every_variant!(every_class_count);

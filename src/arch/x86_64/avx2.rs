@@ -1,4 +1,5 @@
-//! The AVX2+FMA kernel: 8 lanes, tails through a stack buffer.
+//! The AVX2+FMA kernel: 8 lanes; tails load with `vmaskmovps` and store in pieces of 4, 2
+//! and 1 lanes (AMD's masked stores are slow).
 
 use crate::arch::Simd;
 use crate::arch::convert::HalfFormat;
@@ -49,6 +50,12 @@ unsafe fn transpose8(r: &mut [__m256; 8]) {
     }
 }
 
+/// Lane masks for tail loads: the 8 entries from `8 - n` set lanes `0..n` (all bits, as
+/// `vmaskmovps` reads each lane's sign bit). 64-byte aligned, so the table is one line.
+#[repr(align(64))]
+struct Aligned([i32; 16]);
+static TAIL_MASK: Aligned = Aligned([-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0]);
+
 // SAFETY: a value of `Avx2` exists only after `try_new` detected avx2 and fma, which are
 // all the features the methods below use; pointer bounds are each method's obligations.
 unsafe impl Simd for Avx2 {
@@ -70,12 +77,19 @@ unsafe impl Simd for Avx2 {
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_tail(self, p: *const f32, n: usize, fill: f32) -> __m256 {
-        let mut buf = [fill; 8];
-        // SAFETY: feature: token proves avx2. bounds: copies `p[..n]`, `n < 8` (caller's
-        // obligation), into a local buffer of 8, which the load then reads in full.
+        // SAFETY: feature: token proves avx2. bounds: the mask is the 8 entries of
+        // `TAIL_MASK` from `8 - n`, inside its 16 (`n <= 8` by the `min`): its lanes
+        // `0..n` are set, so `vmaskmovps` reads `p[..n]` (readable, the caller's obligation)
+        // and does not access the masked-off lanes (no fault even across a page end).
         unsafe {
-            core::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n.min(8));
-            _mm256_loadu_ps(buf.as_ptr())
+            let m = _mm256_loadu_si256(TAIL_MASK.0.as_ptr().add(8 - n.min(8)).cast());
+            let x = _mm256_maskload_ps(p, m);
+            // Masked-off lanes read as +0.0 already; other fills take one blend.
+            if fill.to_bits() == 0 {
+                x
+            } else {
+                _mm256_blendv_ps(_mm256_set1_ps(fill), x, _mm256_castsi256_ps(m))
+            }
         }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
@@ -97,12 +111,29 @@ unsafe impl Simd for Avx2 {
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store_tail(self, p: *mut f32, n: usize, v: __m256) {
-        let mut buf = [0.0f32; 8];
-        // SAFETY: feature: token proves avx2. bounds: stores 8 lanes into a local buffer,
-        // then copies its first `n < 8` to `p[..n]` (caller's obligation).
+        // SAFETY: feature: token proves avx2 (SSE2 is in the x86-64 baseline). bounds:
+        // the stores cover `p[..n]` exactly: 4 lanes if bit 2 of `n` is set, then 2 if bit
+        // 1 is, then 1 if bit 0 is, each after the last, so `4 + 2 + 1 = 7` at most for
+        // `n < 8`, and a whole vector for `n >= 8`; `p[..n]` is writable (the caller's
+        // obligation).
         unsafe {
-            _mm256_storeu_ps(buf.as_mut_ptr(), v);
-            core::ptr::copy_nonoverlapping(buf.as_ptr(), p, n.min(8));
+            if n >= 8 {
+                return _mm256_storeu_ps(p, v);
+            }
+            let (mut q, mut x) = (p, _mm256_castps256_ps128(v));
+            if n & 4 != 0 {
+                _mm_storeu_ps(q, x);
+                x = _mm256_extractf128_ps::<1>(v);
+                q = q.add(4);
+            }
+            if n & 2 != 0 {
+                _mm_storel_epi64(q.cast(), _mm_castps_si128(x));
+                x = _mm_movehl_ps(x, x);
+                q = q.add(2);
+            }
+            if n & 1 != 0 {
+                _mm_store_ss(q, x);
+            }
         }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
