@@ -260,18 +260,19 @@ unsafe fn ce_row_groups<S: Simd, P, O, const G: usize>(
             }
         }
         let counted = group[0].plan.target.is_some() && !group[0].plan.zero_grad;
-        if dst.is_null() {
-        } else if !stage.is_null() && job.unsmoothed() && counted {
-            // SAFETY: bounds: the staging row and the row of `dst`, `c` elements each,
-            // disjoint (caller's obligation).
-            unsafe { streamed_gradient(s, job, &group[0], out_row, c) };
-        } else {
-            // SAFETY: bounds: the group's rows of `dst`, `c` elements each.
-            unsafe { gradients(s, job, group, c, online, trail, &mut links) };
-            if !stage.is_null() {
+        if !dst.is_null() {
+            if !stage.is_null() && job.unsmoothed() && counted {
                 // SAFETY: bounds: the staging row and the row of `dst`, `c` elements
                 // each, disjoint (caller's obligation).
-                unsafe { stream_copy(s, stage, out_row, c) };
+                unsafe { streamed_gradient(s, job, &group[0], out_row, c) };
+            } else {
+                // SAFETY: bounds: the group's rows of `dst`, `c` elements each.
+                unsafe { gradients(s, job, group, c, online, trail, &mut links) };
+                if !stage.is_null() {
+                    // SAFETY: bounds: the staging row and the row of `dst`, `c`
+                    // elements each, disjoint (caller's obligation).
+                    unsafe { stream_copy(s, stage, out_row, c) };
+                }
             }
         }
         r0 += g;
