@@ -116,6 +116,32 @@ unsafe impl Simd for Portable {
         self.lt(x, lo).blend(f32x8::splat(0.0), p * f1 * f2)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn scale_pow2_small_unless_below(
+        self,
+        p: f32x8,
+        n: f32x8,
+        t: f32x8,
+        x: f32x8,
+        lo: f32x8,
+    ) -> f32x8 {
+        self.lt(x, lo)
+            .blend(f32x8::splat(0.0), self.scale_pow2_small(p, n, t))
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn scale_pow2_small(self, p: f32x8, _n: f32x8, t: f32x8) -> f32x8 {
+        // `2^floor(n)` from the rounding's own bits, as the AVX2 kernel builds it (see
+        // `Avx2::scale_pow2_small_unless_below`): integer adds and shifts, where the
+        // general `scale_pow2_unless_below` needs a `floor`, which `wide` has no SSE2
+        // instruction for (eight `floorf` calls per vector on a default x86-64 build,
+        // 44% of the portable kernel's time there). For `floor(n)` in [-126, 127] one
+        // exact product by `2^floor(n)` rounds as the two by its halves do, so the bits
+        // are the same; a NaN `t` gives a zero-mantissa factor (a power of two, zero or
+        // infinity), and the product keeps `p`'s NaN.
+        let bits: i32x8 = cast(t);
+        let pow2: f32x8 = cast(((bits + i32x8::splat(8 * 127)) >> 3) << 23);
+        p * pow2
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     fn exp2_eighths(self, t: f32x8) -> f32x8 {
         // `wide` has no lane permute; eight table reads.
         f32x8::from(t.to_array().map(|v| EXP_TABLE[(v.to_bits() & 7) as usize]))
