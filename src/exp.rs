@@ -13,18 +13,19 @@
 //!    subtracted with one fused multiply-add.
 //! 2. **Table**: `n = k + j/8` with `k = floor(n)` and `j` the low three bits of `t`:
 //!    `2^(j/8)` is [`EXP_TABLE`]`[j]`, one in-register permute per vector (`vpermps`; the
-//!    table is eight floats, one AVX2 register or half an AVX-512 one).
+//!    table is eight floats, one AVX2 register or half an AVX-512 one). The portable
+//!    kernel reads the table once per lane (`wide` has no lane permute).
 //! 3. **Polynomial**: `e^r = 1 + r q(r)` with `q = 1 + c2 r + c3 r^2` ([`EXP_Q`], a
 //!    minimax fit on the short interval, 0.22 * 2^-23 relative). The result
 //!    `T e^r = T + (T r) q` is one multiply and one fused multiply-add, so the table
 //!    entry's own rounding and the last rounding dominate the error budget.
 //! 4. **Exponent**: `e^x = 2^k (T e^r)`, applied exactly (AVX-512 `vscalefps`, which takes
-//!    `floor(n)` itself). AVX2 uses one multiply by `2^k` built from `t`'s bits (one
-//!    integer add and two shifts), valid for `k <= 127`, i.e. `x <= 88`, which covers every
-//!    `z - max`; above that, and always in the portable kernel, two exponent-field
-//!    multiplies with `k` saturated to `[-127, 129]`, so that `k = 128` does not overflow
-//!    the bias. Lanes below the underflow threshold are zeroed in the same step (AVX-512:
-//!    a zero-masked `vscalefps`), whatever the reduction computed for them.
+//!    `floor(n)` itself). AVX2 and the portable kernel use one multiply by `2^k` built
+//!    from `t`'s bits (one integer add and two shifts), valid for `k <= 127`, i.e.
+//!    `x <= 88`, which covers every `z - max`; above that, two exponent-field multiplies
+//!    with `k` saturated to `[-127, 129]`, so that `k = 128` does not overflow the bias.
+//!    Lanes below the underflow threshold are zeroed in the same step (AVX-512: a
+//!    zero-masked `vscalefps`), whatever the reduction computed for them.
 //!
 //! Per vector that is 11 instructions on AVX-512 (2 for the rounding, 2 for `r`, the
 //! permute, 4 for the polynomial and the table entry, a compare and the scaling), against
