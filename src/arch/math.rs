@@ -411,4 +411,51 @@ mod tests {
     fn exp_above_underflow_on_every_variant() {
         crate::arch::on_every_variant!(exp_above_underflow_is_exp_small);
     }
+
+    /// [`exp_small`] against [`exp`] on one variant, bit for bit, over `exp_small`'s
+    /// domain: every 4099th float from -104 to +0 and from +0 to `EXP_SMALL_MAX`, the
+    /// underflow threshold and its neighbours, -inf, and NaNs with payloads of both signs.
+    /// The two build `2^floor(n)` differently on the AVX2 and portable kernels (from the
+    /// rounding's bits, against `floor` and two exponent factors).
+    fn exp_small_is_exp<S: Simd>(s: S) {
+        let below = |x: f32| f32::from_bits(x.to_bits() + 1);
+        let above = |x: f32| f32::from_bits(x.to_bits() - 1);
+        let xs: Vec<f32> = ((-0.0f32).to_bits()..=(-104.0f32).to_bits())
+            .step_by(4099)
+            .chain((0.0f32.to_bits()..=EXP_SMALL_MAX.to_bits()).step_by(4099))
+            .map(f32::from_bits)
+            .chain([EXP_UNDERFLOW, below(EXP_UNDERFLOW), above(EXP_UNDERFLOW)])
+            .chain([EXP_SMALL_MAX, f32::NEG_INFINITY, -0.0, 0.0])
+            .chain(
+                [
+                    0x7fc0_0000,
+                    0x7fc1_2345,
+                    0x7fff_ffff,
+                    0xffc0_0001,
+                    0xffff_ffff,
+                ]
+                .map(f32::from_bits),
+            )
+            .collect();
+        for v in xs.chunks(S::LANES) {
+            let mut lanes = [0.0f32; 16];
+            lanes[..v.len()].copy_from_slice(v);
+            // SAFETY: bounds: `lanes` holds 16 >= LANES floats.
+            let x = unsafe { s.load(lanes.as_ptr()) };
+            let (got, want) = (s.to_array(exp_small(s, x)), s.to_array(exp(s, x)));
+            for (l, &x) in v.iter().enumerate() {
+                assert_eq!(
+                    got[l].to_bits(),
+                    want[l].to_bits(),
+                    "exp({x:e}) {:#x}",
+                    x.to_bits()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn exp_small_on_every_variant() {
+        crate::arch::on_every_variant!(exp_small_is_exp);
+    }
 }
