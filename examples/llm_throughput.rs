@@ -10,14 +10,27 @@
 //!
 //! Each line is a median time per logit at 1 and 2 threads; `%` columns compare with the
 //! in-place memory pass over the same bytes (4 bytes per logit for f32, 2 for bf16/f16)
-//! or with the plain f32 kernel in the same run.
+//! or with the plain f32 kernel in the same run. Every call that overwrites its input runs
+//! on the logits, restored by an untimed copy before it (the memory passes too, so that
+//! they start from the same cache state).
 
 use std::hint::black_box;
 use xent::half::{bf16, f16};
 use xent::{CrossEntropy, RowOutputs, Shard, ShardStats};
 
 mod roofline;
-use roofline::{median, memory_pass, memory_pass16};
+use roofline::{median_fresh, memory_pass, memory_pass16};
+
+/// The buffers the timed calls write: logits (overwritten by their gradient) and the
+/// separate gradient of `forward_backward_into`.
+struct Bufs {
+    x: Vec<f32>,
+    xb: Vec<bf16>,
+    xh: Vec<f16>,
+    raw16: Vec<u16>,
+    into: Vec<f32>,
+    shards: Vec<Vec<f32>>,
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -44,13 +57,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let targets: Vec<u32> = (0..rows as u32)
             .map(|r| r.wrapping_mul(2_654_435_761) % c as u32)
             .collect();
-        let mut x = z.clone();
-        // A separate gradient buffer for `forward_backward_into` (written once first, so
-        // its pages are mapped before the timing, as a trainer's reused buffer would be).
-        let mut into = vec![1.0f32; n];
-        let mut xb: Vec<bf16> = z.iter().map(|&v| bf16::from_f32(v)).collect();
-        let mut xh: Vec<f16> = z.iter().map(|&v| f16::from_f32(v)).collect();
-        let mut raw16: Vec<u16> = xb.iter().map(|v| v.to_bits()).collect();
+        let zb: Vec<bf16> = z.iter().map(|&v| bf16::from_f32(v)).collect();
+        let zh: Vec<f16> = z.iter().map(|&v| f16::from_f32(v)).collect();
+        let raw: Vec<u16> = zb.iter().map(|v| v.to_bits()).collect();
         let plain = CrossEntropy::new(c);
         let zl = plain.clone().z_loss(1e-4);
         let cap = plain.clone().softcap(30.0);
@@ -65,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .windows(2)
             .map(|w| Shard::new(w[0], w[1] - w[0]))
             .collect();
-        let mut shard_data: Vec<Vec<f32>> = shards
+        let shard_logits: Vec<Vec<f32>> = shards
             .iter()
             .map(|s| {
                 (0..rows)
@@ -73,78 +82,108 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .collect()
             })
             .collect();
+        let mut bufs = Bufs {
+            x: z.clone(),
+            xb: zb.clone(),
+            xh: zh.clone(),
+            raw16: raw.clone(),
+            // Written once first, so its pages are mapped before the timing, as a
+            // trainer's reused gradient buffer would be.
+            into: vec![1.0f32; n],
+            shards: shard_logits.clone(),
+        };
+        // What each line restores before its call.
+        let x = |b: &mut Bufs| b.x.copy_from_slice(&z);
+        let xb = |b: &mut Bufs| b.xb.copy_from_slice(&zb);
+        let xh = |b: &mut Bufs| b.xh.copy_from_slice(&zh);
+        let raw16 = |b: &mut Bufs| b.raw16.copy_from_slice(&raw);
+        let nothing = |_: &mut Bufs| {};
+        let shard_data = |b: &mut Bufs| {
+            for (d, p) in b.shards.iter_mut().zip(&shard_logits) {
+                d.copy_from_slice(p);
+            }
+        };
         println!("\n{rows}x{c}");
         println!(
             "{:<42} {:>9} {:>6} {:>9} {:>6}",
             "", "1 thread", "%", "2 thr", "%"
         );
-        let line = |name: &str, what: &mut (dyn FnMut() + Send), base: &dyn Fn(usize) -> f64| {
-            let mut cells = Vec::new();
-            for threads in [1, 2] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .expect("thread pool");
-                let t = pool.install(|| median(reps, &mut *what)) * 1e9 / n as f64;
-                cells.push((t, 100.0 * base(threads) / t));
-            }
-            let pct = |p: f64| {
-                if p.is_nan() {
-                    String::new()
-                } else {
-                    format!("{p:.0}%")
+        type Step<'a> = &'a (dyn Fn(&mut Bufs) + Sync);
+        let mut line =
+            |name: &str, reset: Step<'_>, what: Step<'_>, base: &dyn Fn(usize) -> f64| {
+                let mut cells = Vec::new();
+                for threads in [1, 2] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .expect("thread pool");
+                    let t = pool.install(|| median_fresh(reps, &mut bufs, reset, what));
+                    let t = t * 1e9 / n as f64;
+                    cells.push((t, 100.0 * base(threads) / t));
                 }
+                let pct = |p: f64| {
+                    if p.is_nan() {
+                        String::new()
+                    } else {
+                        format!("{p:.0}%")
+                    }
+                };
+                println!(
+                    "{name:<42} {:>9.3} {:>6} {:>9.3} {:>6}",
+                    cells[0].0,
+                    pct(cells[0].1),
+                    cells[1].0,
+                    pct(cells[1].1)
+                );
+                [cells[0].0, cells[1].0]
             };
-            println!(
-                "{name:<42} {:>9.3} {:>6} {:>9.3} {:>6}",
-                cells[0].0,
-                pct(cells[0].1),
-                cells[1].0,
-                pct(cells[1].1)
-            );
-            [cells[0].0, cells[1].0]
-        };
         let none = |_: usize| f64::NAN;
         let mem = line(
             "memory pass f32 (roofline)",
-            &mut || memory_pass(&mut x),
+            &x,
+            &|b| memory_pass(&mut b.x),
             &none,
         );
         let mem16 = line(
             "memory pass 16-bit (roofline)",
-            &mut || memory_pass16(&mut raw16),
+            &raw16,
+            &|b| memory_pass16(&mut b.raw16),
             &none,
         );
         let vs_mem = |t: usize| mem[t - 1];
         let vs_mem16 = |t: usize| mem16[t - 1];
         let f32_fb = line(
             "f32 forward_backward (% mem)",
-            &mut || {
-                black_box(plain.forward_backward(&mut x, &targets).unwrap());
+            &x,
+            &|b| {
+                black_box(plain.forward_backward(&mut b.x, &targets).unwrap());
             },
             &vs_mem,
         );
         let vs_plain = |t: usize| f32_fb[t - 1];
         line(
             "bf16 forward_backward (% mem16)",
-            &mut || {
-                black_box(plain.forward_backward_half(&mut xb, &targets).unwrap());
+            &xb,
+            &|b| {
+                black_box(plain.forward_backward_half(&mut b.xb, &targets).unwrap());
             },
             &vs_mem16,
         );
         line(
             "f16 forward_backward (% mem16)",
-            &mut || {
-                black_box(plain.forward_backward_half(&mut xh, &targets).unwrap());
+            &xh,
+            &|b| {
+                black_box(plain.forward_backward_half(&mut b.xh, &targets).unwrap());
             },
             &vs_mem16,
         );
         line(
             "f32 forward_backward_into (% plain)",
-            &mut || {
+            &nothing,
+            &|b| {
                 black_box(
                     plain
-                        .forward_backward_into(&z, &targets, &mut into)
+                        .forward_backward_into(&z, &targets, &mut b.into)
                         .unwrap(),
                 );
             },
@@ -152,43 +191,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         line(
             "f32 + z-loss (% plain)",
-            &mut || {
-                black_box(zl.forward_backward(&mut x, &targets).unwrap());
+            &x,
+            &|b| {
+                black_box(zl.forward_backward(&mut b.x, &targets).unwrap());
             },
             &vs_plain,
         );
         line(
             "f32 + softcap (% plain)",
-            &mut || {
-                black_box(cap.forward_backward(&mut x, &targets).unwrap());
+            &x,
+            &|b| {
+                black_box(cap.forward_backward(&mut b.x, &targets).unwrap());
             },
             &vs_plain,
         );
         line(
             "f32 + z-loss + softcap (% plain)",
-            &mut || {
-                black_box(both.forward_backward(&mut x, &targets).unwrap());
+            &x,
+            &|b| {
+                black_box(both.forward_backward(&mut b.x, &targets).unwrap());
             },
             &vs_plain,
         );
         line(
             "backward from saved lse (% plain)",
-            &mut || plain.backward(&mut x, &targets, &lse, &up).unwrap(),
+            &x,
+            &|b| plain.backward(&mut b.x, &targets, &lse, &up).unwrap(),
             &vs_plain,
         );
         line(
             "8 shards: stats+merge+loss+bwd (% plain)",
-            &mut || {
+            &shard_data,
+            &|b| {
                 let mut merged = vec![ShardStats::EMPTY; rows];
                 let mut part = vec![ShardStats::EMPTY; rows];
-                for (d, &s) in shard_data.iter().zip(&shards) {
+                for (d, &s) in b.shards.iter().zip(&shards) {
                     plain.shard_stats(d, s, &targets, &mut part).unwrap();
                     for (m, p) in merged.iter_mut().zip(&part) {
                         *m = m.merge(*p).unwrap();
                     }
                 }
                 black_box(plain.shard_loss(&merged, &targets).unwrap());
-                for (d, &s) in shard_data.iter_mut().zip(&shards) {
+                for (d, &s) in b.shards.iter_mut().zip(&shards) {
                     plain.shard_backward(d, s, &targets, &merged).unwrap();
                 }
             },

@@ -15,13 +15,16 @@
 //! pass. The last column is the compute bound: `forward_backward` on as many rows of the
 //! shape as fit in 512 KiB, repeated so they stay in L2, on one thread. When it is close
 //! to `ns/logit` the kernel is compute-bound at that shape, not memory-bound. Medians of
-//! several runs; the machine may be shared, so compare the ratios.
+//! several runs; the machine may be shared, so compare the ratios. Every in-place call
+//! (and the memory pass, so that both start from the same cache state) runs on the
+//! logits, restored by an untimed copy before it.
 
 use std::hint::black_box;
 use xent::{CrossEntropy, Kernel};
 
 mod roofline;
-use roofline::{median, memory_pass, read_pass};
+use roofline::{median, median_fresh, median_of, memory_pass, read_pass};
+use std::time::Instant;
 
 /// What a plain Rust programmer writes: three passes, `f32::exp`, one thread.
 fn naive(z: &mut [f32], targets: &[u32], c: usize) -> f64 {
@@ -96,7 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (rows, c) in shapes {
         let n = rows * c;
         let mut s = 0x1234_5678u32;
-        let mut z: Vec<f32> = (0..n)
+        let z0: Vec<f32> = (0..n)
             .map(|_| {
                 s ^= s << 13;
                 s ^= s >> 17;
@@ -107,30 +110,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let targets: Vec<u32> = (0..rows as u32)
             .map(|r| r.wrapping_mul(2_654_435_761) % c as u32)
             .collect();
+        let mut z = z0.clone();
+        let restore = |w: &mut Vec<f32>| w.copy_from_slice(&z0);
         let ce = CrossEntropy::new(c).kernel(kernel);
         let reps = (2_000_000_000 / (n * 8)).clamp(3, 21);
         let naive_ns = {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
             pool.install(|| {
-                median(reps.min(5), || {
-                    black_box(naive(&mut z, &targets, c));
+                median_fresh(reps.min(5), &mut z, restore, |w| {
+                    black_box(naive(w, &targets, c));
                 })
             }) * 1e9
                 / n as f64
         };
-        // The compute bound: the same kernel on as many of the rows as fit in 512 KiB (at
-        // least one), which stay in this core's L2 across calls, on one thread.
+        // The compute bound: the same kernel on as many of the rows as fit in 256 KiB (at
+        // least one), which stay in this core's L2 across calls with the copy they are
+        // restored from, on one thread. Each call is timed alone, after its restore.
         let l2_ns = {
-            let r2 = ((128 * 1024) / c).clamp(1, rows);
-            let mut z2 = z[..r2 * c].to_vec();
-            let t2 = &targets[..r2];
+            let r2 = ((64 * 1024) / c).clamp(1, rows);
+            let (src, t2) = (&z0[..r2 * c], &targets[..r2]);
+            let mut z2 = src.to_vec();
             let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
             let calls = (4_000_000 / (r2 * c)).max(1);
             pool.install(|| {
-                median(21, || {
+                median_of(21, || {
+                    let mut total = 0.0;
                     for _ in 0..calls {
+                        z2.copy_from_slice(src);
+                        let t = Instant::now();
                         black_box(ce.forward_backward(&mut z2, t2).unwrap());
+                        total += t.elapsed().as_secs_f64();
                     }
+                    total
                 })
             }) * 1e9
                 / (calls * r2 * c) as f64
@@ -140,10 +151,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .num_threads(threads)
                 .build()?;
             let (ours, mem, fwd, read) = pool.install(|| {
-                let ours = median(reps, || {
-                    black_box(ce.forward_backward(&mut z, &targets).unwrap());
+                let ours = median_fresh(reps, &mut z, restore, |w| {
+                    black_box(ce.forward_backward(w, &targets).unwrap());
                 });
-                let mem = median(reps, || memory_pass(&mut z));
+                let mem = median_fresh(reps, &mut z, restore, |w| memory_pass(w));
+                restore(&mut z);
                 let fwd = median(reps, || {
                     black_box(ce.forward(&z, &targets).unwrap());
                 });
