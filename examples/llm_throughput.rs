@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let zl = plain.clone().z_loss(1e-4);
         let cap = plain.clone().softcap(30.0);
         let both = plain.clone().z_loss(1e-4).softcap(30.0);
-        let reps = (1_500_000_000 / (n * 4)).clamp(3, 11);
+        let reps = (1_500_000_000 / (n * 4)).clamp(7, 11);
         let mut lse = vec![0.0f32; rows];
         plain.forward_with(&z, &targets, RowOutputs::new().lse(&mut lse))?;
         let up = vec![1.0 / rows as f32; rows];

@@ -113,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut z = z0.clone();
         let restore = |w: &mut Vec<f32>| w.copy_from_slice(&z0);
         let ce = CrossEntropy::new(c).kernel(kernel);
-        let reps = (2_000_000_000 / (n * 8)).clamp(3, 21);
+        let reps = (2_000_000_000 / (n * 8)).clamp(7, 21);
         let naive_ns = {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
             pool.install(|| {
