@@ -93,9 +93,21 @@ pub(crate) const GROUP_MAX_CLASSES: usize = PREFETCH_MIN_CLASSES - 1;
 /// are covered by the hardware stream prefetcher.
 pub(crate) const PREFETCH_MIN_CLASSES: usize = 256;
 
-/// Classes per block of the max sweep: long enough that the per-block test is cheap,
-/// short enough that rescanning one block for the argmax is.
+/// Classes per block of the online pass (`pass::online`), which takes a block's max and
+/// then its exps while it is in L1, and of its pass 3's segments. The argmax's rescans
+/// there are of these blocks too.
 pub(crate) const MAX_BLOCK: usize = 512;
+
+/// Classes per block of pass 1's max sweep on three-pass rows (`pass::max::max_argmax`):
+/// each block's lane-wise maxima are tested against the best so far, and the argmax
+/// rescans the one block that first reached the row's max. Long enough that the
+/// per-block test is cheap, short enough that the rescan is. 256 rather than 512 (Zen 4,
+/// 1 thread, in-place f32 on logits, three rounds of alternating builds, ns per logit):
+/// `Kernel::Avx2` 0.62-0.63 vs 0.65-0.66 at 300 classes, 0.49-0.50 vs 0.52-0.54 at 1000,
+/// 0.47-0.50 vs 0.50-0.52 at 8000 (3-8% from 300 to 8000); `Kernel::Avx512` 0.48 vs 0.52
+/// at 300, the same from 500 to 8000 (it sweeps a block of 256 without a branch, see
+/// [`ARGMAX_SWEEP`]). 128 was no better than 512.
+pub(crate) const ARGMAX_BLOCK: usize = 256;
 
 /// Blocks of at most this many vectors find the argmax without a data-dependent branch:
 /// an exit at the max's position is mispredicted about once per row, which costs more

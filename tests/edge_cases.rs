@@ -186,15 +186,17 @@ fn ties_pick_the_first_argmax() {
     }
 }
 
-/// The max sweep works in blocks of 512 classes and rescans only the winning block:
-/// the first maximum must win across blocks, in any lane, in a block's tail, after a
-/// block of -inf, and beside NaN entries elsewhere in the row (NaN poisons the loss, so
-/// no prediction counts there; the argmax is observed through rows without NaN).
+/// The max sweep works in blocks (256 classes on three-pass rows, 512 in the online
+/// pass) and rescans only the winning block: the first maximum must win across blocks,
+/// in any lane, in a block's tail, after a block of -inf, and beside NaN entries
+/// elsewhere in the row (NaN poisons the loss, so no prediction counts there; the argmax
+/// is observed through rows without NaN).
 #[test]
 fn argmax_is_the_first_maximum_across_blocks() {
-    let c = 1500; // blocks of 512, 512 and 476
-    let layouts: [&[usize]; 6] = [
+    let c = 1500; // blocks of 256 (five, and 220), or 512, 512 and 476 (numbered below)
+    let layouts: [&[usize]; 7] = [
         &[3, 1100],      // block 0 against block 2
+        &[255, 256],     // across the first boundary of blocks of 256
         &[511, 512],     // the last of block 0 against the first of block 1
         &[700, 1499],    // block 1 against the row's last class
         &[1499],         // the tail only

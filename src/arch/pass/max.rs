@@ -2,7 +2,7 @@
 
 use crate::arch::Simd;
 use crate::arch::pass::{LANE_INDEX, load_upto};
-use crate::paths::{ARGMAX_SWEEP, MAX_BLOCK};
+use crate::paths::{ARGMAX_BLOCK, ARGMAX_SWEEP};
 
 /// Max over the non-NaN entries of `p[..n]` and the first index holding it (0 if every
 /// entry is -inf or NaN).
@@ -23,7 +23,7 @@ pub(crate) unsafe fn max_argmax<S: Simd>(s: S, p: *const f32, n: usize) -> (f32,
     let (mut best, mut bv, mut win) = (f32::NEG_INFINITY, neg_inf, 0);
     let mut b = 0;
     while b < n {
-        let len = (n - b).min(MAX_BLOCK);
+        let len = (n - b).min(ARGMAX_BLOCK);
         // SAFETY: bounds: `b + len <= n`.
         let m = unsafe { lane_max(s, p.add(b), len) };
         if s.first_lane(s.gt(m, bv)).is_some() {
@@ -37,7 +37,7 @@ pub(crate) unsafe fn max_argmax<S: Simd>(s: S, p: *const f32, n: usize) -> (f32,
     if best == f32::NEG_INFINITY {
         return (best, 0);
     }
-    let len = (n - win).min(MAX_BLOCK);
+    let len = (n - win).min(ARGMAX_BLOCK);
     // SAFETY: bounds: `win + len <= n`.
     let k = unsafe { first_equal(s, p.add(win), len, best) };
     // `k == len` (no equal entry) cannot happen: `best` is an entry of the winning block.

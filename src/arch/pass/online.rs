@@ -46,9 +46,10 @@ impl Segment {
 /// The exps only ever see `z - reference <= 0` (a strict rise opens a segment), the same
 /// domain and error as the three-pass form; the gradient of segment `k` is its stored
 /// `e_j` times `alpha exp(reference_k - max)`, one rounding more on a factor computed in
-/// f64. The argmax is the three-pass one: the winning block is the last that raised the
-/// max (the same strict test on the same blocks as [`max_argmax`](crate::arch::pass::max::max_argmax)); it is rescanned when
-/// it raises the max, while it is in L1 and before its exps overwrite it in place.
+/// f64. The argmax is the three-pass one, the first index of the max: the winning block
+/// is the last that raised the max (the same strict test as
+/// [`max_argmax`](crate::arch::pass::max::max_argmax), on longer blocks); it is rescanned
+/// when it raises the max, while it is in L1 and before its exps overwrite it in place.
 ///
 /// A reference of -inf (every entry so far -inf or NaN) is replaced by 0 for the exps:
 /// they are 0 (or NaN) either way, and the segment's factor `exp(-inf - max)` is 0 (NaN
