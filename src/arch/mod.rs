@@ -14,8 +14,8 @@
 //! 1. **max pass**: read the row once for the maximum, as lane-wise maxima tested block by
 //!    block ([`ARGMAX_BLOCK`](crate::paths::ARGMAX_BLOCK), 256 classes); the first index of
 //!    the maximum (argmax) comes from rescanning the one block that first reached it,
-//!    still in L1. NaN never wins, so the max is over
-//!    the non-NaN entries; a NaN still poisons the row through pass 2.
+//!    still in L1. NaN never wins, so the max is over the non-NaN entries; a NaN still
+//!    poisons the row through pass 2.
 //! 2. **exp pass**: `e = exp(z - max)`, summed into `S`, and stored (in place, or into the
 //!    output buffer) when a gradient or softmax is wanted. With label smoothing the same pass
 //!    also accumulates `sum_j w_j (z_j - max)`.
