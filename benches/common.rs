@@ -8,8 +8,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 /// Times `run(work)` only, after `reset(work)` restores the input before each call (the
-/// copy is not timed; it leaves the start of the buffer in cache, as a trainer's logits
-/// are after the layer that wrote them).
+/// copy is not timed; it leaves the end of the buffer in cache, as a trainer's logits are
+/// after the layer that wrote them, which a sweep from the start evicts before reaching
+/// it when the buffer is larger than the cache).
 pub fn fresh<W, R>(
     b: &mut Bencher<'_>,
     work: &mut W,

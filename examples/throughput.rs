@@ -13,7 +13,7 @@
 //! percentage of an in-place `x = a x + b` pass over the same buffer, the speed-up over a
 //! naive scalar three-pass loop (1 thread), and `forward` (loss only) against a read-only
 //! pass. The last column is the compute bound: `forward_backward` on as many rows of the
-//! shape as fit in 512 KiB, repeated so they stay in L2, on one thread. When it is close
+//! shape as fit in 256 KiB, repeated so they stay in L2, on one thread. When it is close
 //! to `ns/logit` the kernel is compute-bound at that shape, not memory-bound. Medians of
 //! several runs; the machine may be shared, so compare the ratios. Every in-place call
 //! (and the memory pass, so that both start from the same cache state) runs on the
