@@ -96,12 +96,9 @@ pub(crate) unsafe trait Simd: Copy {
     }
     /// [`scale_pow2_small_unless_below`](Self::scale_pow2_small_unless_below) where no
     /// lane's `x` is below `lo` (or the caller knows the inputs never underflow): the test
-    /// and the clearing are left out, the product is the same. The default passes a `lo`
-    /// of -inf, below every `x`.
-    #[cfg_attr(not(debug_assertions), inline(always))]
-    fn scale_pow2_small(self, p: Self::F, n: Self::F, t: Self::F) -> Self::F {
-        self.scale_pow2_small_unless_below(p, n, t, p, self.splat(f32::NEG_INFINITY))
-    }
+    /// and the clearing are left out, the product is the same. Each variant writes its
+    /// own: leaving out the test is the point.
+    fn scale_pow2_small(self, p: Self::F, n: Self::F, t: Self::F) -> Self::F;
     /// `2^(j/8)` ([`EXP_TABLE`](crate::arch::math::EXP_TABLE)`[j]`) per lane, for `j` the low three
     /// bits of the lane's bit pattern (`t` from the exp's rounding step).
     fn exp2_eighths(self, t: Self::F) -> Self::F;
