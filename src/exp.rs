@@ -44,8 +44,9 @@
 //!   (masks) get exactly zero probability.
 //! * NaN gives NaN; `x > ln(f32::MAX)` and `+inf` give `+inf`.
 //!
-//! Variants with FMA (AVX2, AVX-512, and the portable kernel when built with FMA enabled)
-//! compute bit-identical results, equal to [`exp_model`]. The portable kernel without FMA
+//! Variants with FMA (AVX2, AVX-512, NEON, and the portable kernel on x86-64 when built
+//! with FMA enabled) compute bit-identical results, equal to [`exp_model`]. The portable
+//! kernel on x86-64 without FMA
 //! rounds each multiply-add twice; its results can differ from the model by an ulp and stay
 //! within the same bound (the exhaustive test checks each variant against `f64::exp`).
 

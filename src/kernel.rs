@@ -32,7 +32,9 @@ pub enum Kernel {
     /// x86-64 AVX-512F, 16 lanes with masked tails.
     Avx512,
     /// aarch64 NEON: the portable kernel as compiled for aarch64 (`wide` lowers to NEON
-    /// there). Available only on aarch64; elsewhere forcing it is an error.
+    /// there, and its multiply-adds are fused, `FMLA`). Available only on aarch64;
+    /// elsewhere forcing it is an error. On aarch64, [`Kernel::Portable`] runs the same
+    /// code.
     Neon,
 }
 

@@ -5,7 +5,7 @@
 //!
 //! The expected hashes are in `tests/golden/hashes.txt`, one line per kernel and case:
 //! `kernel case hash`. The portable kernel's bits depend on whether FMA is compiled in,
-//! so its key is `Portable` or `Portable+fma`. A kernel with no recorded line (say AVX-512
+//! so its key is `Portable` or `Portable+fma` on x86-64, and `Neon` on aarch64. A kernel with no recorded line (say AVX-512
 //! on a host that lacks it when the file was written) is reported, not compared:
 //! `XENT_GOLDEN_RECORD=1 cargo test --release golden` adds the missing lines (and
 //! rewrites changed ones) from the current code, to be committed with the reason.
@@ -190,9 +190,13 @@ fn softmax_hash(ce: &CrossEntropy, z: &[f32]) -> u64 {
     h.0
 }
 
-/// The key of a kernel in the hash file.
+/// The key of a kernel in the hash file. On aarch64 the portable kernel is the NEON one
+/// (`Kernel::Neon` runs the same code, fused multiply-adds included), so both share its
+/// lines.
 fn key(k: Kernel) -> String {
-    if k == Kernel::Portable && cfg!(target_feature = "fma") {
+    if k == Kernel::Portable && cfg!(target_arch = "aarch64") {
+        "Neon".into()
+    } else if k == Kernel::Portable && cfg!(target_feature = "fma") {
         "Portable+fma".into()
     } else {
         format!("{k:?}")
