@@ -84,7 +84,9 @@ impl Kernel {
     /// [`Error::KernelUnavailable`] if a forced variant cannot run on this CPU.
     pub fn resolve(self) -> Result<Kernel, Error> {
         Ok(match backend(self)? {
-            Backend::Portable(_) if cfg!(target_arch = "aarch64") && self == Kernel::Neon => {
+            // On aarch64 the portable backend is the NEON kernel: `Auto` picks it as
+            // `Neon`, the best there; only a forced `Portable` keeps that name.
+            Backend::Portable(_) if cfg!(target_arch = "aarch64") && self != Kernel::Portable => {
                 Kernel::Neon
             }
             Backend::Portable(_) => Kernel::Portable,
