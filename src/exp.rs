@@ -46,9 +46,9 @@
 //!
 //! Variants with FMA (AVX2, AVX-512, NEON, and the portable kernel on x86-64 when built
 //! with FMA enabled) compute bit-identical results, equal to [`exp_model`]. The portable
-//! kernel on x86-64 without FMA
-//! rounds each multiply-add twice; its results can differ from the model by an ulp and stay
-//! within the same bound (the exhaustive test checks each variant against `f64::exp`).
+//! kernel on x86-64 without FMA rounds each multiply-add twice; its results can differ
+//! from the model by an ulp and stay within the same bound (the exhaustive test checks
+//! each variant against `f64::exp`).
 
 //!
 //! # tanh (soft-capping)

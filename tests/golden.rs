@@ -5,8 +5,9 @@
 //!
 //! The expected hashes are in `tests/golden/hashes.txt`, one line per kernel and case:
 //! `kernel case hash`. The portable kernel's bits depend on whether FMA is compiled in,
-//! so its key is `Portable` or `Portable+fma` on x86-64, and `Neon` on aarch64. A kernel with no recorded line (say AVX-512
-//! on a host that lacks it when the file was written) is reported, not compared:
+//! so its key is `Portable` or `Portable+fma` on x86-64, and `Neon` on aarch64 (where it
+//! always fuses). A kernel with no recorded line (say AVX-512 on a host that lacks it when
+//! the file was written) is reported, not compared:
 //! `XENT_GOLDEN_RECORD=1 cargo test --release golden` adds the missing lines (and
 //! rewrites changed ones) from the current code, to be committed with the reason.
 //!
@@ -287,7 +288,8 @@ fn every_output_keeps_its_bits() {
         &changed[..changed.len().min(8)]
     );
     // Something must have been compared: AVX2 and the portable kernel run on every
-    // x86-64 host CI uses, and their hashes are recorded.
+    // x86-64 host CI uses, the NEON kernel on aarch64 (under qemu in CI), and their
+    // hashes are recorded.
     let compared = now.len() - missing.len();
     assert!(compared > 0, "golden: nothing compared");
     println!(
