@@ -182,6 +182,35 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Every kernel fits a thread with the default 2 MiB stack (rayon's workers, test
+//! threads), whatever the caller's build profile. The kernels are instantiated in this
+//! crate, at its own opt-level: an unoptimised caller of an optimised `xent` (a doctest
+//! under `cargo test --release`, a dev profile that optimises only its dependencies)
+//! compiles none of them. Each kernel, on the fused paths (rows grouped, one at a time,
+//! linked, online; f32 and bf16):
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use xent::{CrossEntropy, Kernel, half::bf16};
+//! for kernel in Kernel::available() {
+//!     for (rows, classes) in [(9, 100), (4, 1000), (3, 10_000), (2, 20_000)] {
+//!         let run = move || {
+//!             let ce = CrossEntropy::new(classes).kernel(kernel).threads(1);
+//!             let targets = vec![1u32; rows];
+//!             let mut h = vec![bf16::from_f32(0.5); rows * classes];
+//!             ce.forward_backward_half(&mut h, &targets)?;
+//!             let mut z = vec![0.5f32; rows * classes];
+//!             ce.forward_backward(&mut z, &targets)
+//!         };
+//!         let thread = std::thread::Builder::new().stack_size(2 << 20).spawn(run)?;
+//!         let loss = thread.join().expect("no stack overflow")?;
+//!         assert_eq!(loss.rows, rows);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -70,10 +70,11 @@ impl Threads {
                 let built = pool.get_or_init(|| {
                     rayon::ThreadPoolBuilder::new()
                         .num_threads(*count)
-                        // Unoptimised builds (a dependent's dev profile, doctests) keep
-                        // every inlined kernel helper's locals apart: the AVX-512
-                        // boundary's frame is then about 3.2 MiB, past the 2 MiB a
-                        // thread gets by default. Reserved, not committed, memory.
+                        // A margin: the kernels fit the default 2 MiB in the usual
+                        // profiles (see `crate::arch`), but a `xent` built at opt-level 0
+                        // without debug assertions forces its helpers inline there, and
+                        // the AVX-512 boundary's frame is then about 4 MiB. Reserved,
+                        // not committed, memory.
                         .stack_size(POOL_STACK)
                         .thread_name(|i| format!("xent-{i}"))
                         .build()

@@ -10,37 +10,38 @@
 macro_rules! instantiate_kernel {
     ($tok:ty $(, #[$attr:meta])*) => {
         use crate::arch::{fused, math, pass, small, softmax};
-        use crate::arch::{Beta, BlockStats, Cap, Io, RowOut, RowPlan, RowsJob, Smooth};
+        use crate::arch::{Beta, BlockStats, Cap, Io, PlanRows, RowsDone, RowsJob, Smooth};
 
         impl $tok {
-            /// Cross-entropy over a chunk of rows on the fused path. `plan(r)` gives row
-            /// `r`'s target and coefficients; `out(r, row)` receives its statistics.
-            /// `stage` is empty, or (for `Io::Into` rows longer than
+            /// Cross-entropy over a chunk of rows on the fused path. `plan(r0, plans)`
+            /// gives a batch of rows' targets and coefficients; `out(r0, stats)`
+            /// receives their statistics. `stage` is empty, or (for `Io::Into` rows longer than
             /// `GROUP_MAX_CLASSES`) a staging row of `job.classes` f32 in which each
             /// row's gradient is formed before it is streamed out.
-            pub(crate) fn ce_rows<P, O>(
+            ///
+            /// `plan` and `out` are trait objects, called once per batch: a generic
+            /// closure would instantiate the kernel in the caller's crate, at the
+            /// caller's opt-level. An unoptimised caller of an optimised `xent` (a
+            /// doctest under `cargo test --release`, a dev build that optimises only
+            /// its dependencies) then compiled the forced-inline tree at opt-level 0,
+            /// into a 4 MiB frame (see [`crate::arch`]).
+            pub(crate) fn ce_rows(
                 self,
                 io: Io<'_>,
                 stage: &mut [f32],
                 job: &RowsJob<'_>,
-                plan: P,
-                out: O,
-            ) where
-                P: FnMut(usize) -> RowPlan,
-                O: FnMut(usize, RowOut),
-            {
+                plan: &mut PlanRows<'_>,
+                out: &mut RowsDone<'_>,
+            ) {
                 $(#[$attr])*
-                unsafe fn inner<P, O>(
+                unsafe fn inner(
                     t: $tok,
                     mut io: Io<'_>,
                     stage: *mut f32,
                     j: &RowsJob<'_>,
-                    p: P,
-                    o: O,
-                ) where
-                    P: FnMut(usize) -> RowPlan,
-                    O: FnMut(usize, RowOut),
-                {
+                    p: &mut PlanRows<'_>,
+                    o: &mut RowsDone<'_>,
+                ) {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src` (and `dst` when non-null) hold `len` f32s,
@@ -66,33 +67,28 @@ macro_rules! instantiate_kernel {
 
             /// Cross-entropy over a chunk of rows of 16-bit logits on the online path
             /// (`fused::ce_rows_half`: plain rows of at least `ONLINE_MIN_CLASSES`
-            /// classes), with `exps` a scratch row of `job.classes` f32.
-            pub(crate) fn ce_rows_half<P, O>(
+            /// classes), with `exps` a scratch row of `job.classes` f32; `plan` and
+            /// `out` as in `ce_rows`.
+            pub(crate) fn ce_rows_half(
                 self,
                 format: crate::arch::convert::HalfFormat,
                 io: crate::arch::Io16<'_>,
                 exps: &mut [f32],
                 job: &RowsJob<'_>,
-                plan: P,
-                out: O,
-            ) where
-                P: FnMut(usize) -> RowPlan,
-                O: FnMut(usize, RowOut),
-            {
+                plan: &mut PlanRows<'_>,
+                out: &mut RowsDone<'_>,
+            ) {
                 $(#[$attr])*
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn inner<P, O>(
+                unsafe fn inner(
                     t: $tok,
                     f: crate::arch::convert::HalfFormat,
                     mut io: crate::arch::Io16<'_>,
                     exps: &mut [f32],
                     j: &RowsJob<'_>,
-                    p: P,
-                    o: O,
-                ) where
-                    P: FnMut(usize) -> RowPlan,
-                    O: FnMut(usize, RowOut),
-                {
+                    p: &mut PlanRows<'_>,
+                    o: &mut RowsDone<'_>,
+                ) {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src` (and `dst` when non-null) hold `len` 16-bit

@@ -81,6 +81,16 @@
 //! 3.2 MiB (AVX2 1.9 MiB), and a dependent's dev build crashed with a stack overflow on
 //! a 2 MiB rayon worker. Without the forcing it is a few hundred bytes; the arithmetic,
 //! written with explicit intrinsics, is the same.
+//!
+//! The attribute is read when this crate is compiled, but a generic function is compiled
+//! where it is instantiated. So no entry point of [`instantiate_kernel!`] is generic: the
+//! per-row callbacks of `ce_rows` and `ce_rows_half` are trait objects
+//! ([`fused::PlanRows`], [`fused::RowsDone`]), and `ce_small`'s too. With generic
+//! callbacks, an unoptimised caller of an optimised `xent` (a doctest under `cargo test
+//! --release`, a dev profile that optimises only its dependencies) compiled the
+//! forced-inline tree at opt-level 0: 4 MiB frames for AVX-512, 2.4 MiB for NEON, and a
+//! stack overflow on a 2 MiB thread. The crate docs' "Threads and determinism" has a
+//! doctest that runs every kernel on such a thread.
 
 mod boundary;
 pub(crate) mod convert;
@@ -97,7 +107,7 @@ pub(crate) mod targets;
 pub(crate) mod x86_64;
 
 pub(crate) use boundary::instantiate_kernel;
-pub(crate) use fused::{RowOut, RowPlan, RowsJob};
+pub(crate) use fused::{PlanRows, RowOut, RowPlan, RowsDone, RowsJob};
 pub(crate) use io::{Beta, BlockStats, Io, Io16, Smooth};
 pub(crate) use math::Cap;
 pub(crate) use simd::Simd;

@@ -254,14 +254,19 @@ fn fused<T: Target>(
         per,
         |row0, chunk, mut sinks| {
             let mut sums = RowSums::default();
-            let (plan, out) = row_callbacks(ck, &targets[row0..], &mut sinks, &mut sums);
-            if matches!(chunk, Io::Into(..)) && stages_into(c) {
-                with_scratch(
-                    c,
-                    |stage| with_backend!(ck.backend, k => k.ce_rows(chunk, stage, &job(row0), plan, out)),
-                );
-            } else {
-                with_backend!(ck.backend, k => k.ce_rows(chunk, &mut [], &job(row0), plan, out));
+            // The callbacks borrow `sums` until they are dropped, at the block's end.
+            {
+                let targets = &targets[row0..];
+                let plan = &mut row_plans(ck, targets);
+                let out = &mut row_outs(ck, targets, &mut sinks, &mut sums);
+                if matches!(chunk, Io::Into(..)) && stages_into(c) {
+                    with_scratch(
+                        c,
+                        |stage| with_backend!(ck.backend, k => k.ce_rows(chunk, stage, &job(row0), plan, out)),
+                    );
+                } else {
+                    with_backend!(ck.backend, k => k.ce_rows(chunk, &mut [], &job(row0), plan, out));
+                }
             }
             sums
         },
@@ -270,32 +275,43 @@ fn fused<T: Target>(
     sums
 }
 
-/// The fused kernels' per-row callbacks for one chunk whose rows start at `targets[0]`:
-/// `plan(r)`, row `r`'s target and gradient coefficients, and `out(r, stats)`, which forms
-/// a counted row's loss from its statistics, writes it to `sinks` (whose ignored rows are
-/// zeroed first) and adds it to `sums`.
-pub(crate) fn row_callbacks<'a, T: Target>(
+/// The fused kernels' `plan` for one chunk whose rows start at `targets[0]`:
+/// `plan(r0, plans)` gives the targets and gradient coefficients of rows `r0..`.
+pub(crate) fn row_plans<'a, T: Target>(
+    ck: &'a Checked<'_>,
+    targets: &'a [T],
+) -> impl FnMut(usize, &mut [RowPlan]) + 'a {
+    move |r0: usize, plans: &mut [RowPlan]| {
+        debug_assert!(r0 + plans.len() <= targets.len());
+        for (p, &t) in plans.iter_mut().zip(&targets[r0..]) {
+            *p = ck.plan(t);
+        }
+    }
+}
+
+/// The fused kernels' `out` for the same chunk: `out(r0, stats)` forms each counted
+/// row's loss from its statistics, writes it to `sinks` (whose ignored rows are zeroed
+/// first) and adds it to `sums`.
+pub(crate) fn row_outs<'a, T: Target>(
     ck: &'a Checked<'_>,
     targets: &'a [T],
     sinks: &'a mut Sinks<'_>,
     sums: &'a mut RowSums,
-) -> (
-    impl FnMut(usize) -> RowPlan + 'a,
-    impl FnMut(usize, RowOut) + 'a,
-) {
+) -> impl FnMut(usize, &[Option<RowOut>]) + 'a {
     sinks.fill_ignored();
-    let plan = move |r: usize| ck.plan(targets[r]);
-    let out = move |r: usize, o: RowOut| {
-        if let Some(t) = ck.target(targets[r]) {
+    move |r0: usize, stats: &[Option<RowOut>]| {
+        for (k, o) in stats.iter().enumerate() {
+            let (Some(o), Some(t)) = (o, ck.target(targets[r0 + k])) else {
+                continue;
+            };
             let m = Merged::from_block(o.stats, 0, ck.classes, 0.0);
             let row = ck.row_loss(t, &m, o.target_logit);
-            sinks.put(r, &row);
+            sinks.put(r0 + k, &row);
             sums.add(RowSums {
                 loss: row.loss,
                 z: row.z,
                 correct: usize::from(row.correct),
             });
         }
-    };
-    (plan, out)
+    }
 }

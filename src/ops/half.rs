@@ -36,7 +36,7 @@ use crate::arch::fused::online_half;
 use crate::arch::{Io, Io16, RowsJob};
 use crate::kernel::with_backend;
 use crate::ops::backward::backward_rows;
-use crate::ops::forward::row_callbacks;
+use crate::ops::forward::{row_outs, row_plans};
 use crate::ops::scratch::with_scratch;
 use crate::outputs::{RowOutputs, Sinks};
 use crate::parallel::{SplitLogits, for_chunks_of_rows, rows_per_chunk};
@@ -262,16 +262,20 @@ impl CrossEntropy {
                 rows_per_chunk(c),
                 |row0, rows, mut sinks| {
                     let mut chunk = RowSums::default();
-                    let (plan, out) = row_callbacks(ck, &targets[row0..], &mut sinks, &mut chunk);
                     let rows = match rows {
                         HalfIo::Read(s) => Io16::Read(bits(s)),
                         HalfIo::InPlace(s) => Io16::InPlace(bits_mut(s)),
                     };
-                    with_scratch(c, |exps| {
-                        with_backend!(ck.backend, k => {
-                            k.ce_rows_half(format, rows, exps, &job, plan, out)
-                        })
-                    });
+                    // The callbacks borrow `chunk` until they are dropped, at the block's end.
+                    {
+                        let targets = &targets[row0..];
+                        let plan = &mut row_plans(ck, targets);
+                        let out = &mut row_outs(ck, targets, &mut sinks, &mut chunk);
+                        with_scratch(
+                            c,
+                            |exps| with_backend!(ck.backend, k => k.ce_rows_half(format, rows, exps, &job, plan, out)),
+                        );
+                    }
                     chunk
                 },
                 |s| sums.add(s),
