@@ -15,9 +15,9 @@ macro_rules! instantiate_kernel {
         impl $tok {
             /// Cross-entropy over a chunk of rows on the fused path. `plan(r0, plans)`
             /// gives a batch of rows' targets and coefficients; `out(r0, stats)`
-            /// receives their statistics. `stage` is empty, or (for `Io::Into` rows longer than
-            /// `GROUP_MAX_CLASSES`) a staging row of `job.classes` f32 in which each
-            /// row's gradient is formed before it is streamed out.
+            /// receives their statistics. `stage` is empty, or (for `Io::Into` rows
+            /// longer than `GROUP_MAX_CLASSES`) a staging row of `job.classes` f32 in
+            /// which each row's gradient is formed before it is streamed out.
             ///
             /// `plan` and `out` are trait objects, called once per batch: a generic
             /// closure would instantiate the kernel in the caller's crate, at the

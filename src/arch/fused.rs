@@ -74,9 +74,9 @@ pub(crate) struct RowOut {
 
 /// `plan(r0, plans)`: the targets and gradient coefficients of rows `r0..r0 +
 /// plans.len()`, called once per batch of rows ([`CALLBACK_ROWS`] in [`ce_rows`], one
-/// row in [`ce_rows_half`], whose rows are long). A trait object (as
-/// [`RowsDone`]) so that the kernels are instantiated in this crate, at its own
-/// opt-level, whatever the caller's closure (see [`crate::arch`]).
+/// row in [`ce_rows_half`], whose rows are long). A trait object (as [`RowsDone`]) so
+/// that the kernels are instantiated in this crate, at its own opt-level, whatever the
+/// caller's closure (see [`crate::arch`]).
 pub(crate) type PlanRows<'a> = dyn FnMut(usize, &mut [RowPlan]) + 'a;
 
 /// `out(r0, stats)`: the statistics of rows `r0..r0 + stats.len()`, `None` for a row
@@ -465,8 +465,8 @@ impl Links {
 }
 
 /// Pass 1 of a group of rows `r0..r0 + group.len()`: each row's place and plan (from
-/// `plans`, one per row), its
-/// (capped) target logit and, unless pass 2 is online, its max and argmax.
+/// `plans`, one per row), its (capped) target logit and, unless pass 2 is online, its
+/// max and argmax.
 ///
 /// # Safety
 /// Rows `r0..r0 + group.len()` of `c` elements lie inside `src` (and `dst` unless null);

@@ -84,7 +84,7 @@
 //!
 //! The attribute is read when this crate is compiled, but a generic function is compiled
 //! where it is instantiated. So no entry point of [`instantiate_kernel!`] is generic: the
-//! per-row callbacks of `ce_rows` and `ce_rows_half` are trait objects
+//! row callbacks of `ce_rows` and `ce_rows_half` are trait objects
 //! ([`fused::PlanRows`], [`fused::RowsDone`]), and `ce_small`'s too. With generic
 //! callbacks, an unoptimised caller of an optimised `xent` (a doctest under `cargo test
 //! --release`, a dev profile that optimises only its dependencies) compiled the
