@@ -150,7 +150,7 @@
 //!
 //! ## Threads and determinism
 //!
-//! Large batches (from about 32 768 logits) are split across threads in chunks whose
+//! Large batches (from 262 144 logits) are split across threads in chunks whose
 //! boundaries depend only on the shape, and partial sums are added in chunk order. Results
 //! are bit-identical for any thread count, and do not depend on the buffers' alignment.
 //! Different kernel variants may differ in the last bits.

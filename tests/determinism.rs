@@ -27,7 +27,7 @@ fn same_bits_on_1_2_3_8_threads() {
     // Shapes on the fused path (many chunks), with small C, and on the blocked path.
     for (rows, c) in [
         (300usize, 1000usize),
-        (40_000, 3),
+        (90_000, 3),
         // Long rows that the kernels link in pairs, in chunks of eight rows.
         (200, 20_000),
         (3, 100_003),
@@ -368,7 +368,7 @@ fn the_threads_option_keeps_the_bits() {
     let mut rnd = uniform(777, 6.0);
     for (rows, c) in [
         (300usize, 1000usize),
-        (40_000, 3),
+        (90_000, 3),
         (200, 20_000),
         (2, 140_000),
     ] {

@@ -68,8 +68,9 @@ fn chunking_does_not_change_the_result_beyond_rounding() {
 
 #[test]
 fn large_enough_for_threaded_gemms_and_every_kernel() {
-    // Big enough that the GEMMs and the kernels split work between threads.
-    let (n, d, v) = (96, 64, 3000);
+    // Big enough that the GEMMs and the kernels split work between threads: two chunks of
+    // 96 rows, 288 000 logits each (the kernels go parallel from 262 144).
+    let (n, d, v) = (192, 64, 3000);
     let h: Vec<f32> = seeded_row(5, n * d)
         .iter()
         .map(|x| x.clamp(-4.0, 4.0) / 8.0)
@@ -83,11 +84,11 @@ fn large_enough_for_threaded_gemms_and_every_kernel() {
         .collect();
     for k in kernels() {
         let ce = CrossEntropy::new(v).ignore_index(-100).kernel(k);
-        let head = LinearCrossEntropy::new(ce, d).memory_budget(4 * v * 40);
+        let head = LinearCrossEntropy::new(ce, d).memory_budget(4 * v * 96);
         let one = fused(&head, &h, &w, None, &t).unwrap();
         for threads in [1, 2, 3] {
             let ce = head.get_cross_entropy().clone().threads(threads);
-            let other = LinearCrossEntropy::new(ce, d).memory_budget(4 * v * 40);
+            let other = LinearCrossEntropy::new(ce, d).memory_budget(4 * v * 96);
             assert_eq!(
                 fused(&other, &h, &w, None, &t).unwrap().bits(),
                 one.bits(),
