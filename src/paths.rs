@@ -22,7 +22,8 @@
 //! scale `alpha e`, without smoothing's `beta_j`), soft-capping the online one (its rows
 //! find the raw logits' max and argmax in a pass of their own, then take the exps of the
 //! capped values). On the blocked path the blocks, not the rows, are the unit of
-//! parallel work, so even one long row shares the threads.
+//! parallel work, so even one long row shares the threads (from [`PAR_MIN_LOGITS`]
+//! logits, as every call).
 //!
 //! Work is split across threads only from [`PAR_MIN_LOGITS`] logits, in chunks of whole
 //! rows of about [`CHUNK_LOGITS`] (linked rows: up to [`LINKED_CHUNK_ROWS`] rows, keeping
