@@ -159,6 +159,41 @@ fn extreme_magnitudes_do_not_overflow() {
     });
 }
 
+/// The documented overflow: a row whose gradient coefficient `alpha` (here `1 + 2 zc lse`
+/// with `lse = 3e38`) passes f32::MAX gets +inf where `e_j > 0` and NaN where `e_j` is 0
+/// (`inf * 0`), as PyTorch's autograd for a written-out z-loss; the other rows are exact,
+/// and just below the limit the row is finite.
+#[test]
+fn a_gradient_coefficient_past_f32_max_gives_inf_or_nan_in_its_row() {
+    for c in [3usize, 17, 300, 70_000, 140_001] {
+        let mut z = vec![-5.0f32; 2 * c];
+        z[1] = 3e38;
+        z[2] = 11.0;
+        z[c] = 2.0;
+        for (zc, overflows) in [(0.6f32, true), (0.5, false)] {
+            let ce = CrossEntropy::new(c).z_loss(zc).reduction(Reduction::Sum);
+            each(ce, &z, &[2, 0], |k, loss, g| {
+                let what = format!("{k:?} C={c} zc={zc}");
+                assert_eq!(loss.value, f32::INFINITY, "{what}");
+                let (row0, row1) = g.split_at(c);
+                assert_eq!(
+                    row0[1],
+                    if overflows { f32::INFINITY } else { 3e38 },
+                    "{what}"
+                );
+                for (j, &v) in row0.iter().enumerate().filter(|&(j, _)| j != 1) {
+                    let want = if j == 2 { -1.0 } else { 0.0 };
+                    assert!(
+                        if overflows { v.is_nan() } else { v == want },
+                        "{what}: grad[0,{j}] = {v}"
+                    );
+                }
+                assert!(row1.iter().all(|v| v.is_finite()), "{what}: row 1 finite");
+            });
+        }
+    }
+}
+
 #[test]
 fn ties_pick_the_first_argmax() {
     // 100 to 300 classes: the argmax's branch-free rescan (blocks of up to 16 vectors,
