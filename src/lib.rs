@@ -165,7 +165,9 @@
 //! The threads are rayon's: by default the current pool (the global one, as many threads
 //! as cores). [`CrossEntropy::threads`] chooses per configuration: `1` keeps every call on
 //! the calling thread, `n` gives the configuration a pool of `n` threads of its own, built
-//! at its first call and shared by its clones:
+//! at its first call and shared by its clones. A parallel call with `n` threads runs on
+//! the calling thread and `n - 1` of the pool's: the caller works its share rather than
+//! sleeping until the pool is done.
 //!
 //! ```
 //! let ce = xent::CrossEntropy::new(3).threads(2);

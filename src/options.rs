@@ -183,8 +183,9 @@ impl CrossEntropy {
     /// `n >= 2` for a pool of `n` threads of this configuration's own, built at its first
     /// call and shared by its clones (an [`Error::ThreadPool`] from that call if the
     /// operating system will not start them). Results are bit-identical whatever the
-    /// choice; only the time differs. Calls below 262 144 logits run on the calling thread
-    /// anyway: waking a pool costs more than a second thread saves there.
+    /// choice; only the time differs. A parallel call with `n` threads runs on the calling
+    /// thread and `n - 1` of the pool's. Calls below 262 144 logits run on the calling
+    /// thread alone: waking a pool costs more than a second thread saves there.
     ///
     /// ```
     /// let ce = xent::CrossEntropy::new(1000).threads(2);

@@ -192,8 +192,10 @@ pub(crate) const BLOCK_CLASSES: usize = 1 << 14;
 /// Below this many logits (1 MiB of f32) a call stays on the calling thread: handing the
 /// work to the pool costs more than a second thread saves. Between calls rayon's workers
 /// go to sleep, and on these VMs waking a sleeping thread took 9-24 microseconds (median
-/// of a pthread handoff; Zen 5 host, 2 cores); a parallel call wakes a worker, and the
-/// caller, blocked on the result, is woken in turn. Measured there, 1 thread against 2,
+/// of a pthread handoff; Zen 5 host, 2 cores); a parallel call wakes a worker, and (as
+/// calls were made when this was measured, before the caller worked its own share in
+/// `parallel::par_map`) the caller, blocked on the result, was woken in turn. Measured
+/// there, 1 thread against 2,
 /// `Kernel::Avx512`, medians of 31 calls each after a restoring copy and a 1 ms pause,
 /// microseconds per call over two rounds and 10, 100 and 1000 classes: at 2^16 logits
 /// 12-31 on one thread against 33-56 on two, at 2^17 25-61 against 40-90, at 2^18 49-122

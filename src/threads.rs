@@ -110,6 +110,15 @@ impl Run<'_> {
         }
     }
 
+    /// Runs `op` on the calling thread with a scope whose spawned jobs run on the call's
+    /// threads (the configuration's pool, or the current one), and waits for them.
+    pub(crate) fn in_place_scope<'s, R>(self, op: impl FnOnce(&rayon::Scope<'s>) -> R) -> R {
+        match self {
+            Run::Pool(p) => p.in_place_scope(op),
+            Run::Current | Run::Calling => rayon::in_place_scope(op),
+        }
+    }
+
     /// Runs `f`, which may use rayon's parallel iterators, on the call's threads.
     pub(crate) fn install<R: Send>(self, f: impl FnOnce() -> R + Send) -> R {
         match self {
