@@ -8,12 +8,11 @@
 
 use crate::arch::{BlockStats, Io, Smooth};
 use crate::kernel::{Backend, with_backend};
-use crate::parallel::{for_row_chunks, go_parallel, rows_per_chunk};
+use crate::parallel::{for_row_chunks, go_parallel, par_map, rows_per_chunk};
 use crate::paths::{BLOCK_CLASSES, FUSED_MAX_CLASSES};
 use crate::stats::{Merged, logsumexp_of};
 use crate::threads::Run;
 use crate::{CrossEntropy, Error};
-use rayon::prelude::*;
 
 impl CrossEntropy {
     /// Softmax of each row of `x` (rows of [`classes`](Self::classes)), in place.
@@ -122,11 +121,8 @@ impl CrossEntropy {
         };
         // Rows are independent and nothing is summed across them: any split is exact.
         if go_parallel(run, x.len()) {
-            run.install(|| {
-                x.par_chunks(per * c)
-                    .zip(out.par_chunks_mut(per))
-                    .for_each(chunk)
-            });
+            let pieces: Vec<_> = x.chunks(per * c).zip(out.chunks_mut(per)).collect();
+            par_map(run, pieces, |_, piece| chunk(piece));
         } else {
             x.chunks(per * c).zip(out.chunks_mut(per)).for_each(chunk);
         }
