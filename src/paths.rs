@@ -195,13 +195,13 @@ pub(crate) const BLOCK_CLASSES: usize = 1 << 14;
 /// of a pthread handoff; Zen 5 host, 2 cores); a parallel call wakes a worker, and (as
 /// calls were made when this was measured, before the caller worked its own share in
 /// `parallel::par_map`) the caller, blocked on the result, was woken in turn. Measured
-/// there, 1 thread against 2,
-/// `Kernel::Avx512`, medians of 31 calls each after a restoring copy and a 1 ms pause,
-/// microseconds per call over two rounds and 10, 100 and 1000 classes: at 2^16 logits
-/// 12-31 on one thread against 33-56 on two, at 2^17 25-61 against 40-90, at 2^18 49-122
-/// against 53-104 (two threads ahead at 100 classes, behind at 1000), at 2^19 99-243
-/// against 84-178. With the former 2^15, calls of 2^16 to 2^17 logits took 1.1-3.4 times
-/// as long on two threads as on one.
+/// there, 1 thread against 2, `Kernel::Avx512`, medians of 31 calls each after a
+/// restoring copy and a 1 ms pause, microseconds per call over two rounds and 10, 100 and
+/// 1000 classes: at 2^16 logits 12-31 on one thread against 33-56 on two, at 2^17 25-61
+/// against 40-90, at 2^18 49-122 against 53-104 (two threads ahead at 100 classes, behind
+/// at 1000), at 2^19 99-243 against 84-178. With the former 2^15, calls of 2^16 to 2^17
+/// logits took 1.1-3.4 times as long on two threads as on one. Not measured again since
+/// the caller works its share: the threshold may now sit higher than it needs to.
 pub(crate) const PAR_MIN_LOGITS: usize = 1 << 18;
 
 /// Target chunk size in logits (256 KiB of f32): large enough to amortise a rayon task,

@@ -161,8 +161,8 @@ fn extreme_magnitudes_do_not_overflow() {
 
 /// The documented overflow: a row whose gradient coefficient `alpha` (here `1 + 2 zc lse`
 /// with `lse = 3e38`) passes f32::MAX gets +inf where `e_j > 0` and NaN where `e_j` is 0
-/// (`inf * 0`), as PyTorch's autograd for a written-out z-loss; the other rows are exact,
-/// and just below the limit the row is finite.
+/// (`inf * 0`), as PyTorch's autograd for a written-out z-loss; the batch's other row stays
+/// finite, and just below the limit the row is the exact finite one.
 #[test]
 fn a_gradient_coefficient_past_f32_max_gives_inf_or_nan_in_its_row() {
     for c in [3usize, 17, 300, 70_000, 140_001] {
