@@ -200,8 +200,11 @@ pub(crate) const BLOCK_CLASSES: usize = 1 << 14;
 /// 1000 classes: at 2^16 logits 12-31 on one thread against 33-56 on two, at 2^17 25-61
 /// against 40-90, at 2^18 49-122 against 53-104 (two threads ahead at 100 classes, behind
 /// at 1000), at 2^19 99-243 against 84-178. With the former 2^15, calls of 2^16 to 2^17
-/// logits took 1.1-3.4 times as long on two threads as on one. Not measured again since
-/// the caller works its share: the threshold may now sit higher than it needs to.
+/// logits took 1.1-3.4 times as long on two threads as on one. Measured again with the
+/// caller working its share (the same way, with the threshold lowered in a throwaway
+/// build): 2^16 13-32 against 28-48, 2^17 26-64 against 42-104, 2^18 53-129 against
+/// 73-152, 2^19 104-112 against 92-128. Waking the idle core still costs more than the
+/// second thread saves below 2^18.
 pub(crate) const PAR_MIN_LOGITS: usize = 1 << 18;
 
 /// Target chunk size in logits (256 KiB of f32): large enough to amortise a rayon task,
