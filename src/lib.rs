@@ -132,10 +132,13 @@
 //! * A gradient coefficient past f32's range: the gradient is `alpha e - beta` with
 //!   `alpha` (in which `2 zc lse` and the class weights enter) rounded to f32. Where
 //!   logits, weights or the z-loss coefficient are so large that `alpha` passes
-//!   `f32::MAX`, that row's gradient is +-inf where `e_j > 0` and NaN where `e_j` is 0
-//!   (`inf * 0`), as PyTorch's autograd gives for a z-loss written out (`zc * lse**2`,
-//!   which overflows even earlier). The loss and log-sum-exp, formed in f64, keep their
-//!   values.
+//!   `f32::MAX`, that row's gradient entries may be non-finite: +-inf, or NaN where `e_j`
+//!   is 0 (`inf * 0`) or, with soft-capping, where the capping slope is 0. The row-group
+//!   path (at most 64 classes, no z-loss) forms `alpha`'s numerator in f32 before dividing
+//!   by the sum of exps, so with class weights near `f32::MAX` it overflows a little
+//!   before `alpha` itself would. PyTorch's autograd gives the same for a z-loss written
+//!   out (`zc * lse**2`, which overflows even earlier). The loss and log-sum-exp, formed
+//!   in f64, keep their values.
 //! * Ignored rows get a zero gradient whatever they hold.
 //! * **Deliberate difference**: a mean over zero weight (every row ignored, an empty batch,
 //!   or target weights summing to 0) gives `value == 0.0` and a zero gradient, where
