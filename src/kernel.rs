@@ -108,6 +108,19 @@ pub(crate) enum Backend {
     Avx512(Avx512),
 }
 
+impl Backend {
+    /// Whether `forward_backward_into` stages the linked rows (see
+    /// [`stages_into`](crate::paths::stages_into)): the AVX-512 kernel on a Zen 5 or
+    /// later, where it measured faster; everywhere else they stay linked in place.
+    pub(crate) fn stages_linked_rows(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512(k) => k.zen5_or_later(),
+            _ => false,
+        }
+    }
+}
+
 /// Cached index into `Kernel::ALL` of the best available variant; `u8::MAX` = not yet
 /// detected. Relaxed ordering suffices: every thread computes the same value.
 static BEST: AtomicU8 = AtomicU8::new(u8::MAX);

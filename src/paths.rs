@@ -10,8 +10,8 @@
 //! | 1 ..= [`SMALL_MAX_CLASSES`] (64) | **row groups**: `LANES` rows at a time, one row per lane, transposed in registers; one instance per `C` up to [`FIXED_MAX_CLASSES`] (32) | `arch/small/` |
 //! | 65 ..= [`GROUP_MAX_CLASSES`] (255), and any `C` up to 255 with the fused-only options below | **fused, grouped**: the three passes, [`GROUP_ROWS`] rows side by side | `arch/fused.rs` |
 //! | 256 ..= 8191 | **fused**: the three passes a row at a time, the next row prefetched from [`PREFETCH_MIN_CLASSES`]; a separate gradient output from [`STAGE_MIN_CLASSES`] (2048) formed from a staging row and streamed out ([`stages_into`]) | `arch/fused.rs`, `arch/pass/` |
-//! | [`TRAIL_MIN_CLASSES`] (8192) ..= 16383 | **fused, linked** (AVX2 and AVX-512; the portable kernel runs these rows unlinked, [`Simd::EMULATED`](crate::arch::Simd::EMULATED)): a row's pass 3 inside the next row's pass 2 | `arch/fused.rs`, `arch/pass/exp.rs` |
-//! | [`ONLINE_MIN_CLASSES`] (16384) ..= [`TRAIL_MAX_CLASSES`] (32768) | **online and linked**: passes 1 and 2 in one sweep, pass 3 inside the next row's (linked as above) | `arch/pass/online.rs` |
+//! | [`TRAIL_MIN_CLASSES`] (8192) ..= 16383 | **fused, linked** (AVX2 and AVX-512; the portable kernel runs these rows unlinked, [`Simd::EMULATED`](crate::arch::Simd::EMULATED)): a row's pass 3 inside the next row's pass 2; a separate output without soft-capping is staged instead, unlinked, on the AVX-512 kernel of a Zen 5 ([`stages_into`]) | `arch/fused.rs`, `arch/pass/exp.rs` |
+//! | [`ONLINE_MIN_CLASSES`] (16384) ..= [`TRAIL_MAX_CLASSES`] (32768) | **online and linked**: passes 1 and 2 in one sweep, pass 3 inside the next row's (linked as above; a separate output staged as above) | `arch/pass/online.rs` |
 //! | 32769 ..= [`FUSED_MAX_CLASSES`] (131072) | **online** | `arch/pass/online.rs` |
 //! | above [`FUSED_MAX_CLASSES`] | **blocked**: blocks of [`BLOCK_CLASSES`] give mergeable statistics, merged in block order, then a second sweep writes the gradient | `ops/blocked.rs`, `arch/pass/stats.rs` |
 //!
@@ -146,21 +146,40 @@ pub(crate) const TRAIL_MAX_CLASSES: usize = 32_768;
 pub(crate) const STAGE_MIN_CLASSES: usize = 2048;
 
 /// Whether `forward_backward_into` forms each row's exps in a per-thread staging row
-/// (pass 2 in L1) and writes the gradient out with non-temporal stores: rows of
-/// [`STAGE_MIN_CLASSES`] up to the linked ones ([`TRAIL_MIN_CLASSES`]). Without label
-/// smoothing pass 3 streams `alpha e` straight from the staging row to the output; with
-/// it, pass 3 runs in the staging row, which is then copied out. A plain store to
-/// a destination line that is not in cache reads the line first, so a separate output
-/// moved 12 bytes per logit against the in-place call's 8, and pass 2's stores waited for
-/// those reads; a non-temporal store writes whole lines without reading them. Linked rows
-/// prefetch their destination instead (`Ahead`), where staging measured slower (8192
-/// classes: on par, 32000: 1.5x the in-place time unstaged, 1.8-1.9x staged), and so did
-/// online rows of 65536 and 128256 classes (no gain, and a loss). Two later forms lost
-/// too (BENCHMARKS.md, 2026-12-06): linked rows streaming the staged exps out inside the
-/// next row's exp loop, and online rows streaming pass 3 straight from the staging row.
-/// See BENCHMARKS.md for the measured gain.
-pub(crate) const fn stages_into(classes: usize) -> bool {
-    STAGE_MIN_CLASSES <= classes && classes < TRAIL_MIN_CLASSES
+/// (pass 2 in L1 or L2) and writes the gradient out with non-temporal stores: rows of
+/// [`STAGE_MIN_CLASSES`] up to the linked ones ([`TRAIL_MIN_CLASSES`]) whatever the
+/// options; with `linked` (the AVX-512 kernel on a Zen 5 or later,
+/// `Backend::stages_linked_rows`) also the linked rows, up to [`TRAIL_MAX_CLASSES`],
+/// unless `capped`. Those then run unlinked (online from [`ONLINE_MIN_CLASSES`], their
+/// exps stored in the staging row). Staging changes no value: the determinism tests hold
+/// the output to the in-place bits either way.
+///
+/// Without label smoothing pass 3 streams `alpha e` (per segment on online rows)
+/// straight from the staging row to the output; with it, pass 3 runs in the staging
+/// row, which is then copied out. A plain store to a destination line that is not in
+/// cache reads the line first, so a separate output moved 12 bytes per logit against the
+/// in-place call's 8, and pass 2's stores waited for those reads; a non-temporal store
+/// writes whole lines without reading them.
+///
+/// Linked rows not staged prefetch their destination (`Ahead`) and form their pass 3
+/// inside the next row's exps, which hides it where the exps are the bottleneck. Staging
+/// them measured (one thread, logits in [-4, 4], BENCHMARKS.md):
+/// - on the Zen 5 host (2026-12-07), `Kernel::Avx512`: 13-18% less time at 8192, 16384
+///   and 32000 classes, plain, with z-loss or with smoothing; 20-25% more soft-capped
+///   (tanh and exp per logit: compute-bound again);
+/// - on the same host, `Kernel::Avx2`: 13-30% more time, plain;
+/// - on the Zen 4 host (256-bit units), `Kernel::Avx512`, in the earlier three-pass form:
+///   1.8-1.9x the in-place time at 32000 classes against 1.5x linked, on par at 8192.
+///
+/// Hence the gate: where the exps are cheap enough for the call to wait on memory. Above
+/// [`TRAIL_MAX_CLASSES`] rows are not staged: the same online form was slower on the Zen
+/// 4 host at 65536 and 128256 classes (1.26-1.37x the in-place time against 1.12-1.22x
+/// at 65536) and gained 0-7% at 65536 and nothing at 128256 on the Zen 5 host (a row and
+/// its staging row fill half of L2 there). Linked rows streaming the staged exps out
+/// inside the next row's exp loop lost on the Zen 4 host (BENCHMARKS.md, 2026-12-06).
+pub(crate) const fn stages_into(classes: usize, capped: bool, linked: bool) -> bool {
+    STAGE_MIN_CLASSES <= classes
+        && (classes < TRAIL_MIN_CLASSES || (linked && !capped && classes <= TRAIL_MAX_CLASSES))
 }
 
 /// Whether [`ce_rows`](crate::arch::fused::ce_rows) links consecutive rows of `classes` (without smoothing, capped

@@ -225,8 +225,9 @@ fn linked_rows_match_rows_alone() {
 /// `forward_backward_into` (on 8 threads) gives the bits of the in-place call on one thread
 /// on every path, with ignored rows among the rows: row groups (3 classes), grouped fused
 /// rows (300), staged rows (2048 and 4001, formed in a scratch row and streamed out),
-/// linked rows (10000 and 20001, where the separate destination is prefetched too), online
-/// rows (40000) and blocked rows (140000, whose single-thread path is a loop of its own).
+/// linked rows (10000 and 20001: into a buffer, the destination prefetched, or with
+/// `Kernel::Avx512` on a Zen 5 unlinked and staged, the latter online), online rows
+/// (40000) and blocked rows (140000, whose single-thread path is a loop of its own).
 /// The output starts at two offsets of one buffer, so the streamed copy's head (entries
 /// before the first aligned vector) is both empty or not, whatever the allocator's
 /// alignment.
@@ -277,22 +278,37 @@ fn into_matches_in_place() {
     }
 }
 
-/// Staged rows (2048 and 4001 classes) stream their gradient out from the staging row,
-/// stopping around the aligned vector of the output that holds the target (or leaving the
-/// target to the row's masked head or tail): targets at both ends of the row and in its
-/// middle, the output at every offset within a 64-byte line, plain, soft-capped and
-/// with z-loss, each into a buffer against the in-place bits.
+/// Staged rows stream their gradient out from the staging row, stopping around the
+/// aligned vector of the output that holds the target (or leaving the target to a
+/// stream's masked head or tail): rows of 2048 and 4001 classes (three passes), and with
+/// `Kernel::Avx512` on a Zen 5 also 10000 (linked in place, three passes staged) and
+/// 20001 (online, whose gradient is streamed segment by segment); elsewhere, and
+/// soft-capped, those two are linked into the buffer. The longer rows rise by 0.01 per
+/// class, so that every block of the online pass opens a segment, and their targets sit
+/// at block edges too, so the held vector straddles two segments at some offsets.
+/// Targets at both ends of the row and in its middle, the output at every offset within a
+/// 64-byte line, plain, soft-capped and with z-loss, each into a buffer against the
+/// in-place bits.
 #[test]
 fn into_staged_targets_at_every_place() {
     let mut rnd = uniform(4242, 6.0);
-    for c in [2048, 4001] {
-        // The first and last 18 classes, and three in the middle.
+    for c in [2048, 4001, 10_000, 20_001] {
+        // The first and last 18 classes, three in the middle, and block edges.
+        let edges = if c > 8192 {
+            &[511, 512, 513, 1023, 1024][..]
+        } else {
+            &[]
+        };
         let classes: Vec<usize> = (0..18)
             .chain(c - 18..c)
             .chain([c / 2 - 1, c / 2, c / 2 + 7])
+            .chain(edges.iter().copied())
             .collect();
         let rows = classes.len();
-        let z: Vec<f32> = (0..rows * c).map(|_| rnd()).collect();
+        let ramp = if c > 8192 { 0.01 } else { 0.0 };
+        let z: Vec<f32> = (0..rows * c)
+            .map(|i| rnd() + ramp * (i % c) as f32)
+            .collect();
         let t: Vec<i64> = classes.iter().map(|&k| k as i64).collect();
         for k in kernels() {
             let base = CrossEntropy::new(c).kernel(k);

@@ -212,12 +212,12 @@ unsafe fn ce_row_groups<S: Simd, const G: usize>(
     let plain = job.plain();
     let online = c >= ONLINE_MIN_CLASSES && plain;
     // Not in the portable kernel (vectors of two registers): it ran 2-6% slower linked.
-    let trail = job.unsmoothed() && G == 1 && trails(c) && !S::EMULATED;
+    let trail = job.unsmoothed() && G == 1 && trails(c) && !S::EMULATED && stage.is_null();
     const { assert!(GROUP_MAX_CLASSES < ONLINE_MIN_CLASSES) };
     debug_assert!(!online || G == 1);
-    // Staged rows are neither linked nor online (`stages_into`): their `dst` is the
-    // staging row only from pass 2 to the copy.
-    debug_assert!(stage.is_null() || (G == 1 && !trail && !online && !dst.is_null()));
+    // Staged rows are not linked (`stages_into`): their `dst` is the staging row only
+    // from pass 2 to the copy.
+    debug_assert!(stage.is_null() || (G == 1 && !trail && !dst.is_null()));
     let mut links = Links::new();
     let mut group = [GroupRow::IDLE; G];
     // The callbacks' batch: its first row, and its rows' plans and statistics.
@@ -283,9 +283,11 @@ unsafe fn ce_row_groups<S: Simd, const G: usize>(
         let counted = group[0].plan.target.is_some() && !group[0].plan.zero_grad;
         if !dst.is_null() {
             if !stage.is_null() && job.unsmoothed() && counted {
+                // An online row's segments, as `gradients` takes them.
+                let segs = if online { links.segs(links.cur) } else { &[] };
                 // SAFETY: bounds: the staging row and the row of `dst`, `c` elements
-                // each, disjoint (caller's obligation).
-                unsafe { streamed_gradient(s, job, &group[0], out_row, c) };
+                // each, disjoint (caller's obligation); the segments lie inside the row.
+                unsafe { streamed_gradient(s, job, &group[0], out_row, c, segs) };
             } else {
                 // SAFETY: bounds: the group's rows of `dst`, `c` elements each.
                 unsafe { gradients(s, job, group, c, online, trail, &mut links) };
@@ -737,13 +739,15 @@ unsafe fn row_gradient<S: Simd>(
 /// [`stages_into`](crate::paths::stages_into)), whose exps (capped: times the chain
 /// factor) are in the staging row `row.dst`: [`row_gradient`]'s values written straight
 /// to `out` with non-temporal stores ([`scale_stream`]), rather than formed in the staging
-/// row and copied out. The target entry's vector gets plain stores, and no non-temporal
-/// store covers it (the streams stop and start around it), so the target entry cannot be
-/// overwritten out of order.
+/// row and copied out. `segs` are the row's segments when pass 2 was [`online_pass`]
+/// (each run scaled by its own coefficient, as `row_gradient` does), else empty. The
+/// target entry's vector gets plain stores, and no non-temporal store covers it (the
+/// streams stop and start around it), so the target entry cannot be overwritten out of
+/// order.
 ///
 /// # Safety
 /// `row.dst..row.dst + c` readable, `out..out + c` writable, disjoint; the row's target
-/// `< c`.
+/// `< c`; the segments lie inside the row, the first at 0.
 #[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn streamed_gradient<S: Simd>(
     s: S,
@@ -751,19 +755,30 @@ unsafe fn streamed_gradient<S: Simd>(
     row: &GroupRow,
     out: *mut f32,
     c: usize,
+    segs: &[Segment],
 ) {
     debug_assert!(job.unsmoothed() && !row.plan.zero_grad);
+    debug_assert!(segs.is_empty() || (job.cap.is_none() && segs[0].start == 0));
     let p = &row.plan;
     let t = p.target.unwrap_or(0);
     let alpha = grad_alpha(row);
-    let a = alpha as f32;
+    // Run `k` of the row (the whole row without segments): its end and coefficient.
+    let run = |k: usize| match segs.get(k) {
+        None => (c, alpha as f32),
+        Some(seg) => (
+            segs.get(k + 1).map_or(c, |next| next.start),
+            (alpha * segment_factor(seg.reference, row.m)) as f32,
+        ),
+    };
     let g = match job.cap {
         None => {
-            // `scale_pass`'s product from the same vector code, then the correction.
+            // `scale_pass`'s product from the same vector code with the target's run
+            // coefficient, then the correction.
+            let k = segs.iter().rposition(|seg| seg.start <= t).unwrap_or(0);
             // SAFETY: bounds: `t < c` (caller's obligation).
             let mut e = [unsafe { *row.dst.add(t) }];
             // SAFETY: bounds: one element.
-            unsafe { scale_pass(s, e.as_mut_ptr(), 1, a, Beta::Zero) };
+            unsafe { scale_pass(s, e.as_mut_ptr(), 1, run(k).1, Beta::Zero) };
             e[0] - p.tfix
         }
         Some(cp) => {
@@ -773,25 +788,37 @@ unsafe fn streamed_gradient<S: Simd>(
     };
     let l = S::LANES;
     // The whole aligned vector of `out` that holds the target, `[v, v + LANES)`, if any
-    // (else the target lies in the row's masked head or tail, which `scale_stream` writes
-    // with plain stores): the streams stop and start around it, on aligned places.
+    // (else the target lies in a stream's masked head or tail, which `scale_stream` writes
+    // with plain stores, and nothing is held back): the streams stop and start around it.
     let head = out.align_offset(4 * l).min(c);
     let v = head + t.saturating_sub(head) / l * l;
-    // SAFETY: bounds: `[0, v)`, `[v, v + LANES)` and `[v + LANES, c)` of both rows
-    // (`v + LANES <= c` checked), `t < c`.
-    unsafe {
-        if t >= head && v + l <= c {
-            scale_stream(s, row.dst, out, v, a);
-            // `scale_pass`'s `alpha e + (-0)`.
-            let e = s.load(row.dst.add(v));
-            s.store(out.add(v), s.mul_add(e, s.splat(a), s.splat(-0.0)));
-            *out.add(t) = g;
-            scale_stream(s, row.dst.add(v + l), out.add(v + l), c - v - l, a);
-        } else {
-            scale_stream(s, row.dst, out, c, a);
-            *out.add(t) = g;
+    let (hold, held) = if t >= head && v + l <= c {
+        (v, v + l)
+    } else {
+        (t, t)
+    };
+    let mut lo = 0;
+    for k in 0..segs.len().max(1) {
+        let (hi, a) = run(k);
+        let (x0, x1) = (hold.clamp(lo, hi), held.clamp(lo, hi));
+        // SAFETY: bounds: `lo <= x0 <= x1 <= hi <= c`, inside both rows, which are
+        // disjoint (caller's obligation); the held entries are fewer than `LANES`.
+        unsafe {
+            scale_stream(s, row.dst.add(lo), out.add(lo), x0 - lo, a);
+            if x1 > x0 {
+                // `scale_pass`'s `alpha e + (-0)`, with plain stores.
+                let mut e = [0.0f32; 16];
+                core::ptr::copy_nonoverlapping(row.dst.add(x0), e.as_mut_ptr(), x1 - x0);
+                scale_pass(s, e.as_mut_ptr(), x1 - x0, a, Beta::Zero);
+                core::ptr::copy_nonoverlapping(e.as_ptr(), out.add(x0), x1 - x0);
+            }
+            scale_stream(s, row.dst.add(x1), out.add(x1), hi - x1, a);
         }
+        lo = hi;
     }
+    // SAFETY: bounds: `t < c`; its vector was written with plain stores above, or by a
+    // stream's masked head or tail.
+    unsafe { *out.add(t) = g };
 }
 
 /// `beta_t` of one class, in f64.

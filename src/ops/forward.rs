@@ -241,6 +241,7 @@ fn fused<T: Target>(
     };
     let mut sums = RowSums::default();
     let c = ck.classes;
+    let linked = ck.backend.stages_linked_rows();
     let per = if trails(c) {
         rows_per_linked_chunk(c, io.len() / c)
     } else {
@@ -259,7 +260,7 @@ fn fused<T: Target>(
                 let targets = &targets[row0..];
                 let plan = &mut row_plans(ck, targets);
                 let out = &mut row_outs(ck, targets, &mut sinks, &mut sums);
-                if matches!(chunk, Io::Into(..)) && stages_into(c) {
+                if matches!(chunk, Io::Into(..)) && stages_into(c, ck.cap.is_some(), linked) {
                     with_scratch(
                         c,
                         |stage| with_backend!(ck.backend, k => k.ce_rows(chunk, stage, &job(row0), plan, out)),

@@ -21,8 +21,11 @@ use crate::paths::PREFETCH_MIN_CLASSES;
 /// prefetcher already follows short rows' stores), 0.43 to 0.47 at 1024x128256 (four rows
 /// of 512 KiB no longer fit in L2). Forming the gradient in a staging row and streaming it
 /// out with non-temporal stores, which saves the reads, did worse than this prefetch at
-/// 4096x32000 (0.47 copied out row by row, 0.68 block by block); shorter rows, which are
-/// not linked, do just that ([`stages_into`](crate::paths::stages_into)).
+/// 4096x32000 then (Zen 4: 0.47 copied out row by row, 0.68 block by block); on the Zen 5
+/// host's AVX-512 kernel, streamed straight from the staging row, it did better, so
+/// there a separate output of linked rows is staged and unlinked unless the rows are
+/// soft-capped ([`stages_into`](crate::paths::stages_into)); this prefetch serves the
+/// other cases.
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead {
     src: *const f32,

@@ -5,6 +5,7 @@ use crate::arch::Simd;
 use crate::arch::convert::HalfFormat;
 use crate::arch::math::EXP_TABLE;
 use core::arch::x86_64::*;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// [`EXP_TABLE`] twice: one 16-lane permute table indexed by four bits.
 static EXP_TABLE_TWICE: [f32; 16] = {
@@ -28,6 +29,38 @@ impl Avx512 {
     #[inline]
     pub(crate) fn try_new() -> Option<Self> {
         is_x86_feature_detected!("avx512f").then_some(Avx512(()))
+    }
+
+    /// Whether this CPU is an AMD of family 0x1A (Zen 5) or later, whose 512-bit units
+    /// run the exps fast enough that the linked rows of `forward_backward_into` wait on
+    /// memory rather than on arithmetic (see
+    /// [`stages_into`](crate::paths::stages_into)). Read once, then cached: `cpuid` is a
+    /// trap to the hypervisor on a virtual machine.
+    pub(crate) fn zen5_or_later(self) -> bool {
+        static ZEN5: AtomicU8 = AtomicU8::new(u8::MAX);
+        match ZEN5.load(Ordering::Relaxed) {
+            u8::MAX => {
+                // SAFETY: feature: `cpuid` exists on every x86-64 CPU. The intrinsic is
+                // safe in recent Rust and unsafe in older ones (the crate builds from
+                // 1.89), hence the block and the allowance.
+                #[allow(unused_unsafe)]
+                let (vendor, signature) = unsafe { (__cpuid(0), __cpuid(1).eax) };
+                let amd =
+                    (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+                // The family: the base field, plus the extended one when the base is 0xF.
+                let base = (signature >> 8) & 0xf;
+                let family = base
+                    + if base == 0xf {
+                        (signature >> 20) & 0xff
+                    } else {
+                        0
+                    };
+                let zen5 = amd && family >= 0x1a;
+                ZEN5.store(u8::from(zen5), Ordering::Relaxed);
+                zen5
+            }
+            v => v == 1,
+        }
     }
 }
 
