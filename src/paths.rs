@@ -1,8 +1,9 @@
 //! Which path a row takes, and every tuning constant that decides it.
 //!
-//! The kernels (`crate::arch`) pick a path per call from the class count `C` and the
-//! options alone; the parallel driver (`crate::parallel`) cuts the rows into chunks from
-//! the shape alone. Nothing here depends on the data or on the thread count, so every
+//! The kernels (`crate::arch`) pick a path per call from the class count `C`, the
+//! options and the kernel alone (and, for a separate gradient output, the CPU: see
+//! [`stages_into`]); the parallel driver (`crate::parallel`) cuts the rows into chunks
+//! from the shape alone. Nothing here depends on the data or on the thread count, so every
 //! result is the same whichever path or split runs (see the crate's determinism tests).
 //!
 //! | `C` (classes per row) | path | where |
