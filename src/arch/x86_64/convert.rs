@@ -71,15 +71,60 @@ fn narrow_avx512(f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
     }
 }
 
-/// AVX-512 BF16 narrowing of `scale * src` with `vcvtneps2bf16`, which rounds to nearest
-/// even as the software conversion does but flushes subnormal inputs (below 1.2e-38) to
-/// zero. A vector that holds one (`vfpclassps`, AVX-512 DQ: one instruction and a rarely
-/// taken branch per vector) has those lanes converted again in software, so that every
-/// variant gives the same bits.
+/// AVX-512 BF16 narrowing of `scale * src` with `vcvtne2ps2bf16` (32 values per
+/// instruction; `vcvtneps2bf16` for a last lone vector), which rounds to nearest even as
+/// the software conversion does but flushes subnormal inputs (below 1.2e-38) to zero. A
+/// vector that holds one (`vfpclassps`, AVX-512 DQ, one per vector, the masks of four
+/// vectors or'ed for one rarely taken branch) has those lanes converted again in software,
+/// so that every variant gives the same bits.
+///
+/// Against one vector a step with a branch each, four a step took bf16
+/// `forward_backward` on long rows from 0.168-0.198 to 0.159-0.167 ns per logit at
+/// 4096x32000 and from 0.210-0.212 to 0.182-0.198 at 1024x128256 (one thread, a Zen 5,
+/// alternating runs), and changed nothing on rows that stay in L2.
 #[target_feature(enable = "avx512f,avx512dq,avx512bf16")]
 fn narrow_avx512_bf16(src: &[f32], scale: f32, dst: &mut [u16]) {
     let n = src.len().min(dst.len());
     let mut i = 0;
+    while i + 64 <= n {
+        // SAFETY: bounds: `i + 64 <= n` elements of both slices; `__m512bh` and
+        // `__m512i` are both 64 bytes of plain bits. feature: avx512f, avx512dq and
+        // avx512bf16 are enabled on this function.
+        let masks = unsafe {
+            let (p, sv) = (src.as_ptr().add(i), _mm512_set1_ps(scale));
+            let v0 = _mm512_mul_ps(_mm512_loadu_ps(p), sv);
+            let v1 = _mm512_mul_ps(_mm512_loadu_ps(p.add(16)), sv);
+            let v2 = _mm512_mul_ps(_mm512_loadu_ps(p.add(32)), sv);
+            let v3 = _mm512_mul_ps(_mm512_loadu_ps(p.add(48)), sv);
+            // The second operand gives the low 16 results.
+            let a: __m512i = core::mem::transmute(_mm512_cvtne2ps_pbh(v1, v0));
+            let b: __m512i = core::mem::transmute(_mm512_cvtne2ps_pbh(v3, v2));
+            _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), a);
+            _mm512_storeu_si512(dst.as_mut_ptr().add(i + 32).cast(), b);
+            // Class 0x20: denormal.
+            [
+                _mm512_fpclass_ps_mask::<0x20>(v0),
+                _mm512_fpclass_ps_mask::<0x20>(v1),
+                _mm512_fpclass_ps_mask::<0x20>(v2),
+                _mm512_fpclass_ps_mask::<0x20>(v3),
+            ]
+        };
+        let any = _kor_mask16(
+            _kor_mask16(masks[0], masks[1]),
+            _kor_mask16(masks[2], masks[3]),
+        );
+        if any != 0 {
+            for (k, &m) in masks.iter().enumerate() {
+                let mut m = m;
+                while m != 0 {
+                    let l = i + 16 * k + m.trailing_zeros() as usize;
+                    dst[l] = narrow_one(HalfFormat::Bf16, scale * src[l]);
+                    m &= m - 1;
+                }
+            }
+        }
+        i += 64;
+    }
     while i + 16 <= n {
         // SAFETY: bounds: `i + 16 <= n` elements of both slices; `__m256bh` and
         // `__m256i` are both 32 bytes of plain bits. feature: avx512f, avx512dq and
