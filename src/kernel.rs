@@ -27,7 +27,7 @@ pub enum Kernel {
     Auto,
     /// `wide`-based portable SIMD (SSE2 on x86-64, NEON on aarch64): runs everywhere.
     Portable,
-    /// x86-64 AVX2 + FMA, 8 lanes.
+    /// x86-64 AVX2 + FMA (and F16C, for f16 logits), 8 lanes.
     Avx2,
     /// x86-64 AVX-512F, 16 lanes with masked tails.
     Avx512,

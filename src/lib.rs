@@ -55,8 +55,8 @@
 //! their `_with` forms and [`backward_half`](CrossEntropy::backward_half) take
 //! [`half::bf16`] or [`half::f16`] logits and write the gradient back in the same type.
 //! Rows of 16 384 classes and more (language-model vocabularies) without label smoothing
-//! or soft-capping are read in 16-bit: each block of 512 logits is widened into a buffer
-//! that stays in L1, the row's exps go to an f32 scratch row in L2, and the gradient is
+//! or soft-capping are read in 16-bit: the passes widen each vector of logits in registers
+//! as they load it, the row's exps go to an f32 scratch row in L2, and the gradient is
 //! narrowed block by block as it is formed, rounding to nearest even. Other rows are cut
 //! into tiles of whole rows of about 64 K logits; each tile is widened into an f32 scratch
 //! buffer (256 KiB) that stays in L2, the f32 kernels run on it in place, and the gradient
@@ -152,8 +152,9 @@
 //! ## Kernels and dispatch
 //!
 //! [`Kernel::Auto`] picks, once per process, the fastest variant this CPU runs: AVX-512F,
-//! then AVX2+FMA, then the portable `wide` kernel (SSE2 / NEON). All are compiled into
-//! every build, so no `-C target-cpu` flag is needed. Any variant can be forced with
+//! then AVX2+FMA (with F16C, which x86-64-v3 requires beside them), then the portable
+//! `wide` kernel (SSE2 / NEON). All are compiled into every build, so no `-C target-cpu`
+//! flag is needed. Any variant can be forced with
 //! [`CrossEntropy::kernel`], which is how the tests cover each one. The exp is a
 //! table of eight powers of two and a cubic, with at most 2 ulp of error ([`exp`]
 //! module).

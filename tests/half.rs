@@ -88,14 +88,26 @@ fn many_tiles_and_long_rows_on_every_thread_count() {
 #[test]
 fn long_plain_rows_read_16_bit_logits_in_the_passes() {
     // Rows of 16 384 classes up to the fused limit without smoothing or capping run passes
-    // 1 and 2 on blocks widened in L1 and narrow in pass 3 (no f32 tile): still the f32
-    // path's loss, and its gradient rounded. Ignored rows, class weights, z-loss, a mean
-    // over no counted row (zero gradient), NaN, -inf and (in f16) overflowing logits.
-    for (rows, c) in [(3usize, 16_389usize), (5, 32_000), (2, 131_072)] {
+    // 1 and 2 on 16-bit logits widened in registers and narrow in pass 3 (no f32 tile):
+    // still the f32 path's loss, and its gradient rounded. Ignored rows, class weights,
+    // z-loss, a mean over no counted row (zero gradient), NaN, -inf and (in f16)
+    // overflowing logits. The last blocks of 5 and 50 logits take the exp pass's tails:
+    // a lone tail, and pairs then a full vector then a tail (8 and 16 lanes). Row 0 holds
+    // moderate logits with its max in the last entry, so that every tail entry counts.
+    for (rows, c) in [
+        (3usize, 16_389usize),
+        (2, 16_434),
+        (5, 32_000),
+        (2, 131_072),
+    ] {
         let mut z: Vec<f32> = seeded_row(7, rows * c)
             .iter()
             .map(|&v| if v.abs() > 100.0 { v } else { v * 0.4 })
             .collect();
+        for v in &mut z[..c] {
+            *v = v.clamp(-10.0, 10.0);
+        }
+        z[c - 1] = 12.0;
         z[c + 3] = f32::NAN;
         let mut t: Vec<i64> = (0..rows as i64)
             .map(|r| (r * 7919 + 5) % c as i64)

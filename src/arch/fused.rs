@@ -325,7 +325,7 @@ pub(crate) fn online_half(job: &RowsJob<'_>) -> bool {
 
 /// [`ce_rows`] on `len / job.classes` whole rows of 16-bit logits (format `format`), for
 /// the rows [`online_half`] accepts. Per row: passes 1 and 2 ([`online_pass`]) read the
-/// logits widened one block at a time into L1 ([`HalfRow`]) and store the exps in
+/// logits widened in registers as they are loaded ([`HalfRow`]) and store the exps in
 /// `exps`, an f32 row that stays in L2; pass 3 ([`HalfGradient`]) scales it block by
 /// block, forms the target entry in f32, and narrows each block into the row of `dst`.
 /// DRAM sees 2 bytes read and 2 written per logit, and no f32 copy of the logits is made.
@@ -376,17 +376,13 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
         // SAFETY: bounds: `t < c` (plan contract, checked by the driver's validation).
         let zt = widen_one(format, unsafe { *row_src.add(t) });
         let store = !dst.is_null() && !p.zero_grad;
-        // SAFETY: bounds: the row of `src` holds `c` readable logits; the next row's
-        // address is only prefetched.
-        let blocks = unsafe { HalfRow::new(s, format, row_src, row_src.wrapping_add(c)) };
-        const NONE: TrailRow<'static> = TrailRow::NONE;
-        // SAFETY: bounds: the row of `src` (`c` logits), `exps..exps + c` writable,
-        // `c <= FUSED_MAX_CLASSES` (`online_half`).
+        // SAFETY: bounds: the row of `src` holds `c` readable logits (the next row's
+        // address is only prefetched), `exps..exps + c` writable, `c <= FUSED_MAX_CLASSES`
+        // (`online_half`).
         let (m, argmax, sum, nseg) = unsafe {
-            if store {
-                online_pass::<S, _, true, false>(s, blocks, exps, c, &mut segs, NONE)
-            } else {
-                online_pass::<S, _, false, false>(s, blocks, exps, c, &mut segs, NONE)
+            match format {
+                HalfFormat::Bf16 => half_passes::<S, true>(s, row_src, c, exps, &mut segs, store),
+                HalfFormat::F16 => half_passes::<S, false>(s, row_src, c, exps, &mut segs, store),
             }
         };
         let row = GroupRow {
@@ -408,6 +404,34 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
         } else if !dst.is_null() {
             // SAFETY: bounds: the row of `dst`, `c` elements.
             unsafe { row_dst.write_bytes(0, c) };
+        }
+    }
+}
+
+/// Passes 1 and 2 of a row of [`ce_rows_half`] ([`online_pass`] on a [`HalfRow`] of
+/// format bf16 when `BF16`, else f16), storing the exps in `exps` when `store`.
+///
+/// # Safety
+/// `src..src + c` readable 16-bit logits, `exps..exps + c` writable,
+/// `c <= FUSED_MAX_CLASSES`.
+#[cfg_attr(not(debug_assertions), inline(always))]
+unsafe fn half_passes<S: Simd, const BF16: bool>(
+    s: S,
+    src: *const u16,
+    c: usize,
+    exps: *mut f32,
+    segs: &mut [Segment; ONLINE_MAX_SEGMENTS],
+    store: bool,
+) -> (f32, usize, f32, usize) {
+    const NONE: TrailRow<'static> = TrailRow::NONE;
+    // SAFETY: bounds: the caller's obligations; the next row's address, `src + c`, is
+    // only prefetched.
+    unsafe {
+        let blocks = HalfRow::<S, BF16>::new(s, src, src.wrapping_add(c));
+        if store {
+            online_pass::<S, _, true, false>(s, blocks, exps, c, segs, NONE)
+        } else {
+            online_pass::<S, _, false, false>(s, blocks, exps, c, segs, NONE)
         }
     }
 }
@@ -579,7 +603,7 @@ unsafe fn linked_row<S: Simd>(
     let (src, dst, m, null) = (row.src, row.dst, row.m, core::ptr::null());
     macro_rules! pass {
         ($store:literal, $cap:literal, $c:expr) => {
-            exp_pass_mode::<S, $store, SMOOTH_OFF, $cap, true>(
+            exp_pass_mode::<S, _, $store, SMOOTH_OFF, $cap, true>(
                 s, src, dst, c, m, null, $c, next, tb,
             )
         };

@@ -1,9 +1,9 @@
 //! The portable kernel: `wide::f32x8`, whose instructions are fixed when the crate is
 //! compiled (SSE2 on a default x86-64 build, NEON on aarch64, scalar elsewhere). It is the
-//! fallback on x86 CPUs without AVX2+FMA and the only kernel on other architectures.
+//! fallback on x86 CPUs without AVX2+FMA+F16C and the only kernel on other architectures.
 
 use super::Simd;
-use crate::arch::convert::HalfFormat;
+use crate::arch::convert::{HalfFormat, widen_one};
 use crate::arch::math::EXP_TABLE;
 use bytemuck::cast;
 use wide::{CmpEq, CmpGt, CmpLt, f32x8, i32x8};
@@ -61,8 +61,25 @@ unsafe impl Simd for Portable {
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn prefetch(self, _p: *const f32) {}
     #[cfg_attr(not(debug_assertions), inline(always))]
-    fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]) {
-        Portable::widen(self, f, src, dst)
+    unsafe fn load_bf16(self, p: *const u16) -> f32x8 {
+        // SAFETY: feature: none needed. bounds: `p..p + 8` readable (caller's obligation);
+        // `read_unaligned` has no alignment requirement.
+        let h = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
+        let mut v = [0.0; 8];
+        for (v, h) in v.iter_mut().zip(h) {
+            *v = widen_one(HalfFormat::Bf16, h);
+        }
+        f32x8::from(v)
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn load_f16(self, p: *const u16) -> f32x8 {
+        // SAFETY: as `load_bf16`.
+        let h = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
+        let mut v = [0.0; 8];
+        for (v, h) in v.iter_mut().zip(h) {
+            *v = widen_one(HalfFormat::F16, h);
+        }
+        f32x8::from(v)
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {

@@ -159,10 +159,15 @@ pub(crate) unsafe trait Simd: Copy {
     /// # Safety
     /// `p + k * stride` writable for every `k < LANES`; `(LANES - 1) * stride < 2^31`.
     unsafe fn scatter(self, p: *mut f32, stride: usize, v: Self::F);
-    /// Widens 16-bit logits of format `f` into `dst` (same length), exactly. A call per
-    /// block, not per vector: the conversions are their own `#[target_feature]` functions
-    /// (`arch::convert`), which the half-precision rows call once per L1 block.
-    fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]);
+    /// `LANES` bf16 values from `p`, widened to f32 in registers (exact: a shift of
+    /// their bits into the top half).
+    /// # Safety
+    /// `p..p + LANES` must be readable u16s.
+    unsafe fn load_bf16(self, p: *const u16) -> Self::F;
+    /// `LANES` f16 values from `p`, widened to f32 in registers (exact).
+    /// # Safety
+    /// `p..p + LANES` must be readable u16s.
+    unsafe fn load_f16(self, p: *const u16) -> Self::F;
     /// Narrows `scale * src` into `dst` (same length): the f32 product, rounded to
     /// nearest even (`arch::convert`). The scale lets pass 3 of the 16-bit rows form and
     /// narrow a block of the gradient in registers; elsewhere it is 1 (exact).

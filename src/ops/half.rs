@@ -5,12 +5,12 @@
 //!
 //! Rows of at least `ONLINE_MIN_CLASSES` (16 384) classes, up to the fused limit, without
 //! label smoothing or soft-capping (`arch::fused::online_half`) are read in 16-bit: per row,
-//! passes 1 and 2 run on blocks of 512 logits widened into an L1 buffer and store the exps
-//! into an f32 scratch row (L2); pass 3 reads that row block by block, scales each vector
-//! and narrows it in registers over the 16-bit logits, the target entry formed in f32
-//! (`arch::fused::ce_rows_half`). No f32 copy of the logits is made: against the tiles
-//! below, the f32 tile is neither written nor read back, and the scaled gradient is never
-//! stored in f32.
+//! passes 1 and 2 run on blocks of 512 logits, widening each vector in registers as they
+//! load it, and store the exps into an f32 scratch row (L2); pass 3 reads that row block
+//! by block, scales each vector and narrows it in registers over the 16-bit logits, the
+//! target entry formed in f32 (`arch::fused::ce_rows_half`). No f32 copy of the logits is
+//! made: against the tiles below, the f32 tile is neither written nor read back, and the
+//! scaled gradient is never stored in f32.
 //!
 //! Every other row goes through f32 tiles: the batch is cut into tiles of whole rows of
 //! about 64 K logits (the same shape-only boundaries as the f32 path's parallel chunks).

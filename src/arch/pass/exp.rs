@@ -3,7 +3,7 @@
 
 use crate::arch::math::{Cap, exp_above_underflow, exp_small, softcap, softcap_and_slope};
 use crate::arch::pass::map::scale_pass;
-use crate::arch::pass::{LANE_ONES, WSUM_SCALE, WSUM_UNSCALE};
+use crate::arch::pass::{LANE_ONES, Logits, WSUM_SCALE, WSUM_UNSCALE};
 use crate::arch::{Beta, Simd, Smooth};
 use crate::paths::PREFETCH_MIN_CLASSES;
 
@@ -118,7 +118,7 @@ pub(crate) unsafe fn exp_pass<S: Simd, const STORE: bool>(
     let null = core::ptr::null();
     macro_rules! mode {
         ($sm:ident, $cap:literal, $w:expr, $c:expr) => {
-            exp_pass_mode::<S, STORE, $sm, $cap, false>(
+            exp_pass_mode::<S, _, STORE, $sm, $cap, false>(
                 s,
                 src,
                 dst,
@@ -175,13 +175,14 @@ impl TrailBlock {
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn exp_pass_mode<
     S: Simd,
+    L: Logits<S>,
     const STORE: bool,
     const SM: u8,
     const CAP: bool,
     const TRAIL: bool,
 >(
     s: S,
-    src: *const f32,
+    src: L,
     dst: *mut f32,
     n: usize,
     m: f32,
@@ -204,13 +205,13 @@ pub(crate) unsafe fn exp_pass_mode<
     // SAFETY: the caller's obligations, forwarded; each step starts where the last ended.
     unsafe {
         if SM == SMOOTH_OFF && !CAP {
-            i = plain_quads::<S, STORE, TRAIL>(s, src, dst, n, m, next, trail, &mut acc);
+            i = plain_quads::<S, L, STORE, TRAIL>(s, src, dst, n, m, next, trail, &mut acc);
         }
         // The plain mode's trailing stretch is done by now; a capped row's is scaled along
         // its pairs, and what the pairs leave, after them.
         macro_rules! pairs_checking {
             ($check:literal) => {
-                pairs::<S, STORE, SM, CAP, $check, TRAIL>(
+                pairs::<S, L, STORE, SM, CAP, $check, TRAIL>(
                     s,
                     (src, dst),
                     (i, n),
@@ -232,7 +233,7 @@ pub(crate) unsafe fn exp_pass_mode<
             // `trail.dst` holds `n` (caller's obligation), and `i < n`.
             scale_pass(s, trail.dst.add(i), n - i, trail.alpha, Beta::Zero);
         }
-        rest::<S, STORE, SM, CAP>(s, (src, dst), (i, n), m, w, cap, &mut acc);
+        rest::<S, L, STORE, SM, CAP>(s, (src, dst), (i, n), m, w, cap, &mut acc);
     }
     let sum = s.reduce_add(s.add(acc.s0, acc.s1));
     let dsum = if SM == SMOOTH_OFF {
@@ -262,9 +263,9 @@ struct Sums<F> {
 /// As [`exp_pass_mode`].
 #[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn plain_quads<S: Simd, const STORE: bool, const TRAIL: bool>(
+unsafe fn plain_quads<S: Simd, L: Logits<S>, const STORE: bool, const TRAIL: bool>(
     s: S,
-    src: *const f32,
+    src: L,
     dst: *mut f32,
     n: usize,
     m: f32,
@@ -290,10 +291,10 @@ unsafe fn plain_quads<S: Simd, const STORE: bool, const TRAIL: bool>(
         // SAFETY: bounds: `i + 4 * LANES <= n` by the loop condition.
         let z = unsafe {
             [
-                s.load(src.add(i)),
-                s.load(src.add(i + l)),
-                s.load(src.add(i + 2 * l)),
-                s.load(src.add(i + 3 * l)),
+                src.load(s, i),
+                src.load(s, i + l),
+                src.load(s, i + 2 * l),
+                src.load(s, i + 3 * l),
             ]
         };
         let e = [
@@ -348,6 +349,7 @@ unsafe fn plain_quads<S: Simd, const STORE: bool, const TRAIL: bool>(
 #[allow(clippy::too_many_arguments)]
 unsafe fn pairs<
     S: Simd,
+    L: Logits<S>,
     const STORE: bool,
     const SM: u8,
     const CAP: bool,
@@ -355,7 +357,7 @@ unsafe fn pairs<
     const TRAIL: bool,
 >(
     s: S,
-    (src, dst): (*const f32, *mut f32),
+    (src, dst): (L, *mut f32),
     (mut i, n): (usize, usize),
     m: f32,
     w: *const f32,
@@ -382,7 +384,7 @@ unsafe fn pairs<
             next.prefetch(s, i + l);
         }
         // SAFETY: bounds: `i + 2 * LANES <= n` by the loop condition.
-        let (mut z0, mut z1) = unsafe { (s.load(src.add(i)), s.load(src.add(i + l))) };
+        let (mut z0, mut z1) = unsafe { (src.load(s, i), src.load(s, i + l)) };
         // The chain factors of capping, when this pass stores `e` times them.
         let (mut f0, mut f1) = (mv, mv);
         if CAP && STORE && SM == SMOOTH_OFF {
@@ -449,9 +451,9 @@ unsafe fn pairs<
 /// As [`exp_pass_mode`], with `i <= n`.
 #[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn rest<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
+unsafe fn rest<S: Simd, L: Logits<S>, const STORE: bool, const SM: u8, const CAP: bool>(
     s: S,
-    (src, dst): (*const f32, *mut f32),
+    (src, dst): (L, *mut f32),
     (mut i, n): (usize, usize),
     m: f32,
     w: *const f32,
@@ -474,7 +476,7 @@ unsafe fn rest<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
         // With capping, `f` is the chain factor (unused unless stored, see `pairs`).
         let (z, zd, f) = unsafe {
             if r == l {
-                let z = s.load(src.add(i));
+                let z = src.load(s, i);
                 if CAP {
                     let (y, f) = softcap_and_slope(s, z, cap);
                     (y, y, f)
@@ -482,7 +484,7 @@ unsafe fn rest<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
                     (z, z, zero)
                 }
             } else if CAP {
-                let (y, f) = softcap_and_slope(s, s.load_tail(src.add(i), r, 0.0), cap);
+                let (y, f) = softcap_and_slope(s, src.load_tail(s, i, r, 0.0), cap);
                 let valid = s.gt(s.load_tail(LANE_ONES.as_ptr(), r, 0.0), zero);
                 (
                     s.select(valid, y, s.splat(f32::NEG_INFINITY)),
@@ -491,8 +493,8 @@ unsafe fn rest<S: Simd, const STORE: bool, const SM: u8, const CAP: bool>(
                 )
             } else {
                 (
-                    s.load_tail(src.add(i), r, f32::NEG_INFINITY),
-                    s.load_tail(src.add(i), r, m),
+                    src.load_tail(s, i, r, f32::NEG_INFINITY),
+                    src.load_tail(s, i, r, m),
                     zero,
                 )
             }

@@ -1,7 +1,7 @@
 //! Pass 1: the max over a run's non-NaN entries and the first index holding it.
 
 use crate::arch::Simd;
-use crate::arch::pass::{LANE_INDEX, load_upto};
+use crate::arch::pass::{LANE_INDEX, Logits, load_upto};
 use crate::paths::{ARGMAX_BLOCK, ARGMAX_SWEEP};
 
 /// Max over the non-NaN entries of `p[..n]` and the first index holding it (0 if every
@@ -48,9 +48,9 @@ pub(crate) unsafe fn max_argmax<S: Simd>(s: S, p: *const f32, n: usize) -> (f32,
 /// stopping at the first hit for long ones.
 ///
 /// # Safety
-/// `p..p + n` must be readable; `n <= MAX_BLOCK`.
+/// `p`'s entries `0..n` must be readable; `n <= MAX_BLOCK`.
 #[cfg_attr(not(debug_assertions), inline(always))]
-pub(crate) unsafe fn first_equal<S: Simd>(s: S, p: *const f32, n: usize, b: f32) -> usize {
+pub(crate) unsafe fn first_equal<S: Simd, L: Logits<S>>(s: S, p: L, n: usize, b: f32) -> usize {
     // SAFETY: forwarded.
     unsafe {
         if n <= ARGMAX_SWEEP * S::LANES {
@@ -66,9 +66,9 @@ pub(crate) unsafe fn first_equal<S: Simd>(s: S, p: *const f32, n: usize, b: f32)
 /// if no entry is equal. Indices below 2^24 are exact in f32.
 ///
 /// # Safety
-/// `p..p + n` must be readable; `n <= MAX_BLOCK`.
+/// `p`'s entries `0..n` must be readable; `n <= MAX_BLOCK`.
 #[cfg_attr(not(debug_assertions), inline(always))]
-unsafe fn first_equal_sweep<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> usize {
+unsafe fn first_equal_sweep<S: Simd, L: Logits<S>>(s: S, p: L, n: usize, bv: S::F) -> usize {
     let (l, neg_inf) = (S::LANES, s.splat(f32::NEG_INFINITY));
     // SAFETY: bounds: `LANE_INDEX` holds 16 >= LANES values.
     let iota = unsafe { s.load(LANE_INDEX.as_ptr()) };
@@ -92,9 +92,9 @@ unsafe fn first_equal_sweep<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) ->
 /// As [`first_equal_sweep`], stopping at the first vector holding an equal entry.
 ///
 /// # Safety
-/// `p..p + n` must be readable.
+/// `p`'s entries `0..n` must be readable.
 #[cfg_attr(not(debug_assertions), inline(always))]
-unsafe fn first_equal_exit<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> usize {
+unsafe fn first_equal_exit<S: Simd, L: Logits<S>>(s: S, p: L, n: usize, bv: S::F) -> usize {
     let l = S::LANES;
     let mut i = 0;
     while i < n {
@@ -112,9 +112,9 @@ unsafe fn first_equal_exit<S: Simd>(s: S, p: *const f32, n: usize, bv: S::F) -> 
 /// Lane-wise maxima of `p[..n]` over the non-NaN entries (-inf where there are none).
 ///
 /// # Safety
-/// `p..p + n` must be readable.
+/// `p`'s entries `0..n` must be readable.
 #[cfg_attr(not(debug_assertions), inline(always))]
-pub(crate) unsafe fn lane_max<S: Simd>(s: S, p: *const f32, n: usize) -> S::F {
+pub(crate) unsafe fn lane_max<S: Simd, L: Logits<S>>(s: S, p: L, n: usize) -> S::F {
     let l = S::LANES;
     let neg_inf = s.splat(f32::NEG_INFINITY);
     // Four independent maxima: `vmaxps` has a latency of 4 cycles and two loads issue per
@@ -124,12 +124,11 @@ pub(crate) unsafe fn lane_max<S: Simd>(s: S, p: *const f32, n: usize) -> S::F {
     while i + 4 * l <= n {
         // SAFETY: bounds: `i + 4 * LANES <= n` by the loop condition.
         let v = unsafe {
-            let p = p.add(i);
             [
-                s.load(p),
-                s.load(p.add(l)),
-                s.load(p.add(2 * l)),
-                s.load(p.add(3 * l)),
+                p.load(s, i),
+                p.load(s, i + l),
+                p.load(s, i + 2 * l),
+                p.load(s, i + 3 * l),
             ]
         };
         // A NaN entry is dropped: `max` gives its second operand for a NaN first one.

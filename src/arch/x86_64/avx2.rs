@@ -1,4 +1,4 @@
-//! The AVX2+FMA kernel: 8 lanes; tails load with `vmaskmovps` and store in pieces of 4, 2
+//! The AVX2+FMA kernel (with F16C): 8 lanes; tails load with `vmaskmovps` and store in pieces of 4, 2
 //! and 1 lanes (AMD's masked stores are slow).
 
 use crate::arch::Simd;
@@ -6,16 +6,21 @@ use crate::arch::convert::HalfFormat;
 use crate::arch::math::EXP_TABLE;
 use core::arch::x86_64::*;
 
-/// Proof that the CPU supports AVX2 and FMA (both are used: FMA for every multiply-add of
-/// the exp and the gradient, AVX2 for the 256-bit integer exponent arithmetic).
+/// Proof that the CPU supports AVX2, FMA and F16C (all are used: FMA for every
+/// multiply-add of the exp and the gradient, AVX2 for the 256-bit integer exponent
+/// arithmetic, F16C to widen f16 logits in registers). These are three of x86-64-v3's
+/// features; no CPU with AVX2 is known to lack the other two.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx2(());
 
 impl Avx2 {
-    /// The token, if this CPU has AVX2 and FMA.
+    /// The token, if this CPU has AVX2, FMA and F16C.
     #[inline]
     pub(crate) fn try_new() -> Option<Self> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2(()))
+        (is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        .then_some(Avx2(()))
     }
 }
 
@@ -56,7 +61,7 @@ unsafe fn transpose8(r: &mut [__m256; 8]) {
 struct Aligned([i32; 16]);
 static TAIL_MASK: Aligned = Aligned([-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0]);
 
-// SAFETY: a value of `Avx2` exists only after `try_new` detected avx2 and fma, which are
+// SAFETY: a value of `Avx2` exists only after `try_new` detected avx2, fma and f16c, which are
 // all the features the methods below use; pointer bounds are each method's obligations.
 unsafe impl Simd for Avx2 {
     type F = __m256;
@@ -327,8 +332,19 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
-    fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]) {
-        Avx2::widen(self, f, src, dst)
+    unsafe fn load_bf16(self, p: *const u16) -> __m256 {
+        // SAFETY: feature: token proves avx2. bounds: `p..p + 8` readable (caller's
+        // obligation), 16 bytes; `loadu` has no alignment requirement.
+        unsafe {
+            let h = _mm_loadu_si128(p.cast());
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn load_f16(self, p: *const u16) -> __m256 {
+        // SAFETY: feature: token proves f16c. bounds: `p..p + 8` readable (caller's
+        // obligation), 16 bytes, unaligned load.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
@@ -468,4 +484,4 @@ unsafe impl Simd for Avx2 {
     }
 }
 
-crate::arch::instantiate_kernel!(Avx2, #[target_feature(enable = "avx2,fma")]);
+crate::arch::instantiate_kernel!(Avx2, #[target_feature(enable = "avx2,fma,f16c")]);

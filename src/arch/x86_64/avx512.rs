@@ -372,8 +372,19 @@ unsafe impl Simd for Avx512 {
         }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
-    fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]) {
-        Avx512::widen(self, f, src, dst)
+    unsafe fn load_bf16(self, p: *const u16) -> __m512 {
+        // SAFETY: feature: token proves avx512f. bounds: `p..p + 16` readable (caller's
+        // obligation), 32 bytes; `loadu` has no alignment requirement.
+        unsafe {
+            let h = _mm256_loadu_si256(p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn load_f16(self, p: *const u16) -> __m512 {
+        // SAFETY: feature: token proves avx512f (`vcvtph2ps` on 512 bits is AVX-512F).
+        // bounds: `p..p + 16` readable (caller's obligation), 32 bytes, unaligned load.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {

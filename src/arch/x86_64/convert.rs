@@ -237,26 +237,16 @@ fn narrow_avx2(f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
 }
 
 impl Avx2 {
-    /// Widens `src` into `dst`; the vector loop needs F16C (detected here), else the
-    /// software conversion runs.
+    /// Widens `src` into `dst` (`src.len() == dst.len()`).
     pub(crate) fn widen(self, f: HalfFormat, src: &[u16], dst: &mut [f32]) {
-        if is_x86_feature_detected!("f16c") {
-            // SAFETY: feature: the token proves avx2; f16c was just detected.
-            unsafe { widen_avx2(f, src, dst) }
-        } else {
-            crate::arch::portable::Portable::new().widen(f, src, dst)
-        }
+        // SAFETY: feature: the `Avx2` token proves avx2 and f16c were detected.
+        unsafe { widen_avx2(f, src, dst) }
     }
 
-    /// Narrows `scale * src` into `dst` with round-to-nearest-even; the vector loop needs
-    /// F16C (detected here), else the software conversion runs.
+    /// Narrows `scale * src` into `dst` with round-to-nearest-even.
     pub(crate) fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
-        if is_x86_feature_detected!("f16c") {
-            // SAFETY: feature: the token proves avx2; f16c was just detected.
-            unsafe { narrow_avx2(f, src, scale, dst) }
-        } else {
-            crate::arch::portable::Portable::new().narrow(f, src, scale, dst)
-        }
+        // SAFETY: feature: the `Avx2` token proves avx2 and f16c were detected.
+        unsafe { narrow_avx2(f, src, scale, dst) }
     }
 }
 
