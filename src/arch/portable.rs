@@ -18,6 +18,22 @@ impl Portable {
     }
 }
 
+/// Eight 16-bit values of format `f` from `p`, widened lane by lane (software, exact).
+///
+/// # Safety
+/// `p..p + 8` must be readable u16s.
+#[cfg_attr(not(debug_assertions), inline(always))]
+unsafe fn load_half(f: HalfFormat, p: *const u16) -> f32x8 {
+    // SAFETY: feature: none needed. bounds: `p..p + 8` readable (caller's obligation);
+    // `read_unaligned` has no alignment requirement.
+    let h = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
+    let mut v = [0.0; 8];
+    for (v, h) in v.iter_mut().zip(h) {
+        *v = widen_one(f, h);
+    }
+    f32x8::from(v)
+}
+
 // SAFETY: the implementation uses only `wide`'s safe operations and unaligned loads/stores
 // whose bounds are the caller's documented obligations; it needs no CPU feature.
 unsafe impl Simd for Portable {
@@ -62,24 +78,13 @@ unsafe impl Simd for Portable {
     fn prefetch(self, _p: *const f32) {}
     #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_bf16(self, p: *const u16) -> f32x8 {
-        // SAFETY: feature: none needed. bounds: `p..p + 8` readable (caller's obligation);
-        // `read_unaligned` has no alignment requirement.
-        let h = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
-        let mut v = [0.0; 8];
-        for (v, h) in v.iter_mut().zip(h) {
-            *v = widen_one(HalfFormat::Bf16, h);
-        }
-        f32x8::from(v)
+        // SAFETY: bounds: `p..p + 8` readable (caller's obligation).
+        unsafe { load_half(HalfFormat::Bf16, p) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_f16(self, p: *const u16) -> f32x8 {
-        // SAFETY: as `load_bf16`.
-        let h = unsafe { p.cast::<[u16; 8]>().read_unaligned() };
-        let mut v = [0.0; 8];
-        for (v, h) in v.iter_mut().zip(h) {
-            *v = widen_one(HalfFormat::F16, h);
-        }
-        f32x8::from(v)
+        // SAFETY: bounds: `p..p + 8` readable (caller's obligation).
+        unsafe { load_half(HalfFormat::F16, p) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn narrow(self, f: HalfFormat, src: &[f32], scale: f32, dst: &mut [u16]) {
