@@ -1,5 +1,5 @@
-//! The AVX2+FMA kernel (with F16C): 8 lanes; tails load with `vmaskmovps` and store in pieces of 4, 2
-//! and 1 lanes (AMD's masked stores are slow).
+//! The AVX2+FMA kernel (with F16C): 8 lanes; tails load with `vmaskmovps` and store in
+//! pieces of 4, 2 and 1 lanes (AMD's masked stores are slow).
 
 use crate::arch::Simd;
 use crate::arch::convert::HalfFormat;
@@ -61,8 +61,9 @@ unsafe fn transpose8(r: &mut [__m256; 8]) {
 struct Aligned([i32; 16]);
 static TAIL_MASK: Aligned = Aligned([-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0]);
 
-// SAFETY: a value of `Avx2` exists only after `try_new` detected avx2, fma and f16c, which are
-// all the features the methods below use; pointer bounds are each method's obligations.
+// SAFETY: a value of `Avx2` exists only after `try_new` detected avx2, fma and f16c,
+// which are all the features the methods below use; pointer bounds are each method's
+// obligations.
 unsafe impl Simd for Avx2 {
     type F = __m256;
     type M = __m256;
