@@ -92,8 +92,9 @@ fn long_plain_rows_read_16_bit_logits_in_the_passes() {
     // still the f32 path's loss, and its gradient rounded. Ignored rows, class weights,
     // z-loss, a mean over no counted row (zero gradient), NaN, -inf and (in f16)
     // overflowing logits. The last blocks of 5 and 50 logits take the exp pass's tails:
-    // a lone tail, and pairs then a full vector then a tail (8 and 16 lanes). Row 0 holds
-    // moderate logits with its max in the last entry, so that every tail entry counts.
+    // a lone tail; and with 16 lanes a pair, a full vector and a tail, with 8 lanes a
+    // quad, a pair and a tail. Row 0 holds moderate logits with its max in the last
+    // entry, so that every tail entry counts.
     for (rows, c) in [
         (3usize, 16_389usize),
         (2, 16_434),
