@@ -12,7 +12,7 @@
 //! | 65 ..= [`GROUP_MAX_CLASSES`] (255), and any `C` up to 255 with the fused-only options below | **fused, grouped**: the three passes, [`GROUP_ROWS`] rows side by side | `arch/fused.rs` |
 //! | 256 ..= 8191 | **fused**: the three passes a row at a time, the next row prefetched from [`PREFETCH_MIN_CLASSES`]; a separate gradient output from [`STAGE_MIN_CLASSES`] (2048) formed from a staging row and streamed out ([`stages_into`]) | `arch/fused.rs`, `arch/pass/` |
 //! | [`TRAIL_MIN_CLASSES`] (8192) ..= 16383 | **fused, linked** (AVX2 and AVX-512; the portable kernel runs these rows unlinked, [`Simd::EMULATED`](crate::arch::Simd::EMULATED)): a row's pass 3 inside the next row's pass 2; a separate output without soft-capping is staged instead, unlinked, on the AVX-512 kernel of a Zen 5 ([`stages_into`]) | `arch/fused.rs`, `arch/pass/exp.rs` |
-//! | [`ONLINE_MIN_CLASSES`] (16384) ..= [`TRAIL_MAX_CLASSES`] (32768) | **online and linked**: passes 1 and 2 in one sweep, pass 3 inside the next row's (linked as above; a separate output staged as above) | `arch/pass/online.rs` |
+//! | [`ONLINE_MIN_CLASSES`] (16384) ..= [`TRAIL_MAX_CLASSES`] (32768) | **online and linked**: passes 1 and 2 in one sweep, pass 3 inside the next row's (linked as above, and so are rows of 16-bit logits; a separate output staged as above) | `arch/pass/online.rs` |
 //! | 32769 ..= [`FUSED_MAX_CLASSES`] (131072) | **online** | `arch/pass/online.rs` |
 //! | above [`FUSED_MAX_CLASSES`] | **blocked**: blocks of [`BLOCK_CLASSES`] give mergeable statistics, merged in block order, then a second sweep writes the gradient | `ops/blocked.rs`, `arch/pass/stats.rs` |
 //!

@@ -67,7 +67,7 @@ macro_rules! instantiate_kernel {
 
             /// Cross-entropy over a chunk of rows of 16-bit logits on the online path
             /// (`fused::ce_rows_half`: plain rows of at least `ONLINE_MIN_CLASSES`
-            /// classes), with `exps` a scratch row of `job.classes` f32; `plan` and
+            /// classes), with `exps` a scratch of `fused::half_scratch(job.classes)` f32; `plan` and
             /// `out` as in `ce_rows`.
             pub(crate) fn ce_rows_half(
                 self,
@@ -96,7 +96,7 @@ macro_rules! instantiate_kernel {
                     // both; the row shape and path are checked below.
                     unsafe { fused::ce_rows_half(t, f, src, dst, len, exps.as_mut_ptr(), j, p, o) }
                 }
-                assert!(io.len() % job.classes == 0 && exps.len() == job.classes);
+                assert!(io.len() % job.classes == 0 && exps.len() == fused::half_scratch(job.classes));
                 assert!(fused::online_half(job));
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
                 unsafe { inner(self, format, io, exps, job, plan, out) }

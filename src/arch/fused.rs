@@ -10,7 +10,7 @@ use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass, exp_pass_m
 use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass, scale_stream, stream_copy};
 use crate::arch::pass::max::max_argmax;
 use crate::arch::pass::online::{
-    F32Row, HalfGradient, HalfRow, ONLINE_MAX_SEGMENTS, Segment, TrailRow, online_pass,
+    F32Row, HalfGradient, HalfRow, NoTrail, ONLINE_MAX_SEGMENTS, Segment, TrailRow, online_pass,
     segment_factor,
 };
 use crate::arch::{Beta, BlockStats, Simd, Smooth};
@@ -330,9 +330,17 @@ pub(crate) fn online_half(job: &RowsJob<'_>) -> bool {
 /// block, forms the target entry in f32, and narrows each block into the row of `dst`.
 /// DRAM sees 2 bytes read and 2 written per logit, and no f32 copy of the logits is made.
 ///
-/// Rows are not linked as on the f32 path (pass 3 of a row inside the next row's passes
-/// 1 and 2, block by block, two rows of exps): tried, it was no faster (bf16 over f32 at
-/// 4096x32000 on 2 threads 1.12-1.24x linked, 1.09-1.16x not).
+/// Rows of the f32 path's linked range ([`links_half`]) are linked too, block by block:
+/// while the passes of row `r + 1` sweep its blocks, pass 3 of row `r` (a
+/// [`HalfGradient`] as [`online_pass`]'s trailing row) forms and narrows its own block of
+/// the same place just before each, from the other of two scratch rows of exps. The row's
+/// pass 3 then no longer waits on a sweep of its own. On the Zen 5 host (bf16, alternating
+/// builds, ns per logit) it took 0.175-0.183 against 0.182-0.191 at 4096x32000 on one
+/// thread and 0.086-0.088 against 0.101-0.103 on two; 0.171-0.174 against 0.180-0.184 at
+/// 8192x16384 on one, 0.091-0.093 against 0.099-0.108 on two; with `Kernel::Avx2`
+/// 0.370-0.375 against 0.377-0.388 (4096x32000, one thread). On the Zen 4 host an earlier
+/// form, which widened each block into an f32 buffer first, was no faster linked (bf16
+/// over f32 at 4096x32000 on two threads 1.12-1.24x linked, 1.09-1.16x not).
 ///
 /// The f32 arithmetic is [`ce_rows`]'s on the widened rows, in the same blocks and
 /// segments (online rows are never grouped, and linking changes no value): the row
@@ -340,8 +348,9 @@ pub(crate) fn online_half(job: &RowsJob<'_>) -> bool {
 ///
 /// # Safety
 /// `src..src + len` readable; `dst` null (forward only) or `dst..dst + len` writable (it
-/// may equal `src`); `exps..exps + job.classes` writable, disjoint from both; `len` a
-/// multiple of `job.classes`; `online_half(job)`; every planned target `< job.classes`.
+/// may equal `src`); `exps..exps + half_scratch(job.classes)` writable, disjoint from
+/// both; `len` a multiple of `job.classes`; `online_half(job)`; every planned target
+/// `< job.classes`.
 #[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn ce_rows_half<S: Simd>(
@@ -357,7 +366,13 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
 ) {
     let c = job.classes;
     debug_assert!(online_half(job));
-    let mut segs = [Segment::EMPTY; ONLINE_MAX_SEGMENTS];
+    let linked = links_half::<S>(c) && !dst.is_null();
+    // Two sets of segments and, linked, two rows of exps: the pending row's, whose
+    // gradient is formed inside this row's passes, and this row's (`cur`).
+    let mut segs = [[Segment::EMPTY; ONLINE_MAX_SEGMENTS]; 2];
+    let mut nsegs = [0; 2];
+    let mut cur = 0;
+    let mut pending: Option<(GroupRow, *mut u16)> = None;
     for r in 0..len / c {
         // SAFETY: bounds: row `r` lies inside `src` (`r < len / c`).
         let row_src = unsafe { src.add(r * c) };
@@ -376,18 +391,40 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
         // SAFETY: bounds: `t < c` (plan contract, checked by the driver's validation).
         let zt = widen_one(format, unsafe { *row_src.add(t) });
         let store = !dst.is_null() && !p.zero_grad;
+        let [a, b] = &mut segs;
+        let (mine, theirs) = if cur == 0 { (a, &*b) } else { (b, &*a) };
+        let theirs = &theirs[..nsegs[1 - cur]];
+        // A row without a gradient to store takes no trailing row: the pending one is
+        // finished first.
+        if let (false, Some((row, d))) = (store, pending) {
+            pending = None;
+            // SAFETY: bounds: the pending row's exps with its segments, and its row of
+            // `dst`, disjoint.
+            unsafe { half_gradient(format, &row, d, theirs).all(s, c) };
+        }
+        let row_exps = exps.wrapping_add(cur * c);
         // SAFETY: bounds: the row of `src` holds `c` readable logits (the next row's
-        // address is only prefetched), `exps..exps + c` writable, `c <= FUSED_MAX_CLASSES`
-        // (`online_half`).
+        // address is only prefetched), `row_exps..row_exps + c` writable (the scratch
+        // holds two rows when linked), `c <= FUSED_MAX_CLASSES` (`online_half`); the
+        // pending row's exps are the other scratch row, with its segments, and its row
+        // of `dst` is an earlier row, disjoint from this one.
         let (m, argmax, sum, nseg) = unsafe {
+            let trail = pending
+                .take()
+                .map(|(row, d)| half_gradient(format, &row, d, theirs));
             match format {
-                HalfFormat::Bf16 => half_passes::<S, true>(s, row_src, c, exps, &mut segs, store),
-                HalfFormat::F16 => half_passes::<S, false>(s, row_src, c, exps, &mut segs, store),
+                HalfFormat::Bf16 => {
+                    half_passes::<S, true>(s, row_src, c, row_exps, mine, store, trail)
+                }
+                HalfFormat::F16 => {
+                    half_passes::<S, false>(s, row_src, c, row_exps, mine, store, trail)
+                }
             }
         };
+        nsegs[cur] = nseg;
         let row = GroupRow {
             src: core::ptr::null(),
-            dst: exps,
+            dst: row_exps,
             plan: p,
             zt,
             m,
@@ -397,23 +434,52 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
             wsum: 0.0,
         };
         out(r, &[Some(row.out())]);
-        if store {
-            // SAFETY: bounds: `exps` holds the row's exps with its segments; the row of
-            // `dst`, `c` elements, disjoint from `exps`.
-            unsafe { half_gradient(&row, row_dst, &segs[..nseg]).all(s, format, c) };
+        if store && linked {
+            pending = Some((row, row_dst));
+            cur = 1 - cur;
+        } else if store {
+            // SAFETY: bounds: `row_exps` holds the row's exps with its segments; the row
+            // of `dst`, `c` elements, disjoint from `row_exps`.
+            unsafe { half_gradient(format, &row, row_dst, &segs[cur][..nseg]).all(s, c) };
         } else if !dst.is_null() {
             // SAFETY: bounds: the row of `dst`, `c` elements.
             unsafe { row_dst.write_bytes(0, c) };
         }
     }
+    if let Some((row, d)) = pending {
+        // SAFETY: bounds: the last stored row's exps with its segments (flipped since),
+        // and its row of `dst`.
+        unsafe { half_gradient(format, &row, d, &segs[1 - cur][..nsegs[1 - cur]]).all(s, c) };
+    }
+}
+
+/// Whether [`ce_rows_half`] links its rows (with a gradient to form): each row's pass 3
+/// inside the next row's passes 1 and 2, block by block, from a second scratch row of
+/// exps. The f32 rows' range ([`trails`]), and not on the portable kernel (as
+/// `ce_row_groups`).
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn links_half<S: Simd>(classes: usize) -> bool {
+    trails(classes) && !S::EMULATED
+}
+
+/// The scratch that [`ce_rows_half`] asks for, in f32: one row of exps, or two for rows
+/// it may link.
+pub(crate) fn half_scratch(classes: usize) -> usize {
+    if trails(classes) {
+        2 * classes
+    } else {
+        classes
+    }
 }
 
 /// Passes 1 and 2 of a row of [`ce_rows_half`] ([`online_pass`] on a [`HalfRow`] of
-/// format bf16 when `BF16`, else f16), storing the exps in `exps` when `store`.
+/// format bf16 when `BF16`, else f16), storing the exps in `exps` when `store`, and
+/// forming the gradient of `trail` (the row before, if any) block by block alongside.
 ///
 /// # Safety
 /// `src..src + c` readable 16-bit logits, `exps..exps + c` writable,
-/// `c <= FUSED_MAX_CLASSES`.
+/// `c <= FUSED_MAX_CLASSES`; `trail` a row of `c` classes (as [`HalfGradient::new`]),
+/// disjoint from both; no `trail` unless `store`.
 #[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn half_passes<S: Simd, const BF16: bool>(
     s: S,
@@ -422,16 +488,17 @@ unsafe fn half_passes<S: Simd, const BF16: bool>(
     exps: *mut f32,
     segs: &mut [Segment; ONLINE_MAX_SEGMENTS],
     store: bool,
+    trail: Option<HalfGradient<'_>>,
 ) -> (f32, usize, f32, usize) {
-    const NONE: TrailRow<'static> = TrailRow::NONE;
+    debug_assert!(store || trail.is_none());
     // SAFETY: bounds: the caller's obligations; the next row's address, `src + c`, is
     // only prefetched.
     unsafe {
         let blocks = HalfRow::<S, BF16>::new(s, src, src.wrapping_add(c));
-        if store {
-            online_pass::<S, _, true, false>(s, blocks, exps, c, segs, NONE)
-        } else {
-            online_pass::<S, _, false, false>(s, blocks, exps, c, segs, NONE)
+        match (store, trail) {
+            (true, Some(t)) => online_pass::<S, _, _, true, false>(s, blocks, exps, c, segs, t),
+            (true, None) => online_pass::<S, _, _, true, false>(s, blocks, exps, c, segs, NoTrail),
+            (false, _) => online_pass::<S, _, _, false, false>(s, blocks, exps, c, segs, NoTrail),
         }
     }
 }
@@ -442,6 +509,7 @@ unsafe fn half_passes<S: Simd, const BF16: bool>(
 /// As [`HalfGradient::new`], with `row.dst` the exps and `row.plan.target` set.
 #[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn half_gradient<'a>(
+    format: HalfFormat,
     row: &GroupRow,
     dst: *mut u16,
     segs: &'a [Segment],
@@ -450,6 +518,7 @@ unsafe fn half_gradient<'a>(
     // SAFETY: forwarded.
     unsafe {
         HalfGradient::new(
+            format,
             row.dst,
             dst,
             segs,
@@ -555,21 +624,20 @@ unsafe fn online_row<S: Simd>(
     let cur = links.cur;
     let [a, b] = &mut links.segs;
     let (mine, theirs) = if cur == 0 { (a, &*b) } else { (b, &*a) };
-    let trail = links.pending.map(|p| TrailRow {
-        dst: p.dst,
-        segs: &theirs[..links.nsegs[1 - cur]],
-        m: p.m,
-        alpha: grad_alpha(&p),
+    let theirs = &theirs[..links.nsegs[1 - cur]];
+    let trail = links.pending.map(|p| {
+        // SAFETY: bounds: the pending row's exps, `c` elements, with its segments (the
+        // caller's obligations).
+        unsafe { TrailRow::new(p.dst, theirs, p.m, grad_alpha(&p)) }
     });
     let (src, dst) = (F32Row { src: row.src, next }, row.dst);
-    const NONE: TrailRow<'static> = TrailRow::NONE;
     // SAFETY: bounds: the caller's obligations.
     let (m, am, sum, count) = unsafe {
         match (store, trail) {
-            (true, None) => online_pass::<S, _, true, false>(s, src, dst, c, mine, NONE),
-            (false, None) => online_pass::<S, _, false, false>(s, src, dst, c, mine, NONE),
-            (true, Some(t)) => online_pass::<S, _, true, true>(s, src, dst, c, mine, t),
-            (false, Some(t)) => online_pass::<S, _, false, true>(s, src, dst, c, mine, t),
+            (true, None) => online_pass::<S, _, _, true, false>(s, src, dst, c, mine, NoTrail),
+            (false, None) => online_pass::<S, _, _, false, false>(s, src, dst, c, mine, NoTrail),
+            (true, Some(t)) => online_pass::<S, _, _, true, true>(s, src, dst, c, mine, t),
+            (false, Some(t)) => online_pass::<S, _, _, false, true>(s, src, dst, c, mine, t),
         }
     };
     if let Some(p) = links.pending.take() {

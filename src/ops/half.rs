@@ -10,7 +10,9 @@
 //! by block, scales each vector and narrows it in registers over the 16-bit logits, the
 //! target entry formed in f32 (`arch::fused::ce_rows_half`). No f32 copy of the logits is
 //! made: against the tiles below, the f32 tile is neither written nor read back, and the
-//! scaled gradient is never stored in f32.
+//! scaled gradient is never stored in f32. Rows of up to 32 768 classes are linked as on
+//! the f32 path: a row's pass 3 runs block by block inside the next row's passes 1 and 2,
+//! from a second scratch row of exps (`arch::fused::links_half`).
 //!
 //! Every other row goes through f32 tiles: the batch is cut into tiles of whole rows of
 //! about 64 K logits (the same shape-only boundaries as the f32 path's parallel chunks).
@@ -32,14 +34,15 @@
 //! call on a thread no memory is allocated.
 
 use crate::arch::convert::{HalfFormat, bits, bits_mut};
-use crate::arch::fused::online_half;
+use crate::arch::fused::{half_scratch, online_half};
 use crate::arch::{Io, Io16, RowsJob};
 use crate::kernel::with_backend;
 use crate::ops::backward::backward_rows;
 use crate::ops::forward::{row_outs, row_plans};
 use crate::ops::scratch::with_scratch;
 use crate::outputs::{RowOutputs, Sinks};
-use crate::parallel::{SplitLogits, for_chunks_of_rows, rows_per_chunk};
+use crate::parallel::{SplitLogits, for_chunks_of_rows, rows_per_chunk, rows_per_linked_chunk};
+use crate::paths::trails;
 use crate::plan::{Checked, RowSums};
 use crate::{CrossEntropy, Error, Loss, Target};
 
@@ -254,12 +257,18 @@ impl CrossEntropy {
         };
         if online_half(&job) {
             let format: HalfFormat = <H as sealed::Sealed>::FORMAT;
+            // Linked rows (`ce_rows_half`) in longer chunks, as on the f32 path.
+            let per = if trails(c) {
+                rows_per_linked_chunk(c, io.len() / c)
+            } else {
+                rows_per_chunk(c)
+            };
             for_chunks_of_rows(
                 ck.run,
                 io,
                 sinks,
                 c,
-                rows_per_chunk(c),
+                per,
                 |row0, rows, mut sinks| {
                     let mut chunk = RowSums::default();
                     let rows = match rows {
@@ -272,7 +281,7 @@ impl CrossEntropy {
                         let plan = &mut row_plans(ck, targets);
                         let out = &mut row_outs(ck, targets, &mut sinks, &mut chunk);
                         with_scratch(
-                            c,
+                            half_scratch(c),
                             |exps| with_backend!(ck.backend, k => k.ce_rows_half(format, rows, exps, &job, plan, out)),
                         );
                     }

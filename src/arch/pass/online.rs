@@ -3,7 +3,8 @@
 //!
 //! The row comes block by block from a [`RowBlocks`]: an f32 row read in place, or a
 //! row of 16-bit logits widened in registers as the passes load it ([`HalfRow`]), whose
-//! pass 3 ([`HalfGradient`]) narrows each block of the gradient as it forms it.
+//! pass 3 ([`HalfGradient`]) narrows each block of the gradient as it forms it. A linked
+//! row's pass 3 runs inside the next row's sweep, block by block ([`Trail`]).
 
 use crate::arch::convert::HalfFormat;
 use crate::arch::math::Cap;
@@ -56,27 +57,32 @@ impl Segment {
 /// they are 0 (or NaN) either way, and the segment's factor `exp(-inf - max)` is 0 (NaN
 /// when the max is -inf too, as the three-pass sum is then NaN).
 ///
-/// With `TRAIL`, the same sweep also forms the gradient of `trail`, the row before (of the
-/// same length): block `b` of it is scaled by its segment's factor while block `b` of this
-/// row computes its exps (see [`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES)).
+/// The same sweep also forms the gradient of `trail`, the row before (of the same
+/// length), block by block (see [`Trail`]): a [`TrailRow`] hands block `b` of it to the
+/// exp loop of block `b` of this row, which scales it alongside (`TRAIL`, see
+/// [`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES)); a [`HalfGradient`] forms
+/// and narrows its block `b` before that loop (`TRAIL` off); [`NoTrail`] does nothing.
 ///
 /// # Safety
 /// `src`'s row holds `n` readable classes; if `STORE`, `dst..dst + n` writable (it may
-/// be the f32 row `src` reads); `n <= FUSED_MAX_CLASSES`. With `TRAIL`:
-/// `trail.dst..trail.dst + n` readable and writable, disjoint from both, and
-/// `trail.segs` segments of a row of `n` classes (as this function returns them).
+/// be the f32 row `src` reads); `n <= FUSED_MAX_CLASSES`. `trail` a row of `n` classes
+/// (its contract), its memory disjoint from both; `TRAIL` only with a [`TrailRow`].
 #[cfg_attr(not(debug_assertions), inline(always))]
-pub(crate) unsafe fn online_pass<S: Simd, R: RowBlocks<S>, const STORE: bool, const TRAIL: bool>(
+pub(crate) unsafe fn online_pass<
+    S: Simd,
+    R: RowBlocks<S>,
+    T: Trail<S>,
+    const STORE: bool,
+    const TRAIL: bool,
+>(
     s: S,
     mut src: R,
     dst: *mut f32,
     n: usize,
     segs: &mut [Segment; ONLINE_MAX_SEGMENTS],
-    trail: TrailRow<'_>,
+    mut trail: T,
 ) -> (f32, usize, f32, usize) {
     let mut nseg = 0;
-    let mut tk = 0;
-    let mut ta = 0.0f32;
     let (mut best, mut am) = (f32::NEG_INFINITY, 0);
     let mut b = 0;
     while b < n {
@@ -105,25 +111,9 @@ pub(crate) unsafe fn online_pass<S: Simd, R: RowBlocks<S>, const STORE: bool, co
             nseg += 1;
         }
         let reference = if best == f32::NEG_INFINITY { 0.0 } else { best };
-        let mut tr = TrailBlock::NONE;
-        if TRAIL {
-            // The trailing row's segment holding block `b` (segments start on block
-            // boundaries, in order, the first at 0), and its factor as `row_gradient`
-            // computes it.
-            let mut moved = b == 0;
-            while trail.segs.get(tk + 1).is_some_and(|g| g.start <= b) {
-                tk += 1;
-                moved = true;
-            }
-            if moved {
-                let seg = trail.segs[tk];
-                ta = (trail.alpha * segment_factor(seg.reference, trail.m)) as f32;
-            }
-            tr = TrailBlock {
-                dst: trail.dst.wrapping_add(b),
-                alpha: ta,
-            };
-        }
+        // SAFETY: bounds: `b + len <= n`, blocks in order on the `MAX_BLOCK` grid (the
+        // trail's contract).
+        let tr = unsafe { trail.block(s, b, len) };
         // SAFETY: bounds: `blk`'s entries `0..len` readable, `[b, b + len)` of `dst`; no
         // smoothing weights read.
         let (sum, _) = unsafe {
@@ -230,16 +220,12 @@ impl<S: Simd, const BF16: bool> RowBlocks<S> for HalfRow<S, BF16> {
 /// narrowing it after, this saves a store and a load per vector: bf16 `forward_backward`
 /// took 7-15% less time (Zen 4, BENCHMARKS.md).
 pub(crate) struct HalfGradient<'a> {
+    format: HalfFormat,
     exps: *mut f32,
     dst: *mut u16,
-    segs: &'a [Segment],
-    max: f32,
-    alpha: f64,
+    coef: Coefficients<'a>,
     target: usize,
     tfix: f32,
-    /// The segment of the last block formed, and its coefficient.
-    k: usize,
-    a: f32,
 }
 
 impl<'a> HalfGradient<'a> {
@@ -249,6 +235,7 @@ impl<'a> HalfGradient<'a> {
     /// returns them); `dst..dst + n` writable, disjoint from it; `target < n`.
     #[cfg_attr(not(debug_assertions), inline(always))]
     pub(crate) unsafe fn new(
+        format: HalfFormat,
         exps: *mut f32,
         dst: *mut u16,
         segs: &'a [Segment],
@@ -256,15 +243,12 @@ impl<'a> HalfGradient<'a> {
         (target, tfix): (usize, f32),
     ) -> Self {
         HalfGradient {
+            format,
             exps,
             dst,
-            segs,
-            max,
-            alpha,
+            coef: Coefficients::new(segs, max, alpha),
             target,
             tfix,
-            k: 0,
-            a: (alpha * segment_factor(segs[0].reference, max)) as f32,
         }
     }
 
@@ -273,12 +257,8 @@ impl<'a> HalfGradient<'a> {
     /// # Safety
     /// `b + len` at most the row's length; blocks in order, on the `MAX_BLOCK` grid.
     #[cfg_attr(not(debug_assertions), inline(always))]
-    unsafe fn block<S: Simd>(&mut self, s: S, format: HalfFormat, b: usize, len: usize) {
-        while self.segs.get(self.k + 1).is_some_and(|g| g.start <= b) {
-            self.k += 1;
-            let seg = self.segs[self.k];
-            self.a = (self.alpha * segment_factor(seg.reference, self.max)) as f32;
-        }
+    unsafe fn form<S: Simd>(&mut self, s: S, b: usize, len: usize) {
+        let (format, a) = (self.format, self.coef.at(b));
         // SAFETY: bounds: `b + len` inside the row of exps and of `dst`, which are
         // disjoint (`new`'s contract), and `target` inside the row.
         unsafe {
@@ -287,13 +267,13 @@ impl<'a> HalfGradient<'a> {
             if (b..b + len).contains(&self.target) {
                 // The target's block is scaled in place so that its correction goes
                 // last, onto the stored probability term, in f32.
-                scale_pass(s, e, len, self.a, Beta::Zero);
+                scale_pass(s, e, len, a, Beta::Zero);
                 *self.exps.add(self.target) -= self.tfix;
                 s.narrow(format, core::slice::from_raw_parts(e, len), 1.0, dst);
             } else {
                 // Every other block is scaled as it is narrowed, in registers: the same
                 // f32 products, without storing them.
-                s.narrow(format, core::slice::from_raw_parts(e, len), self.a, dst);
+                s.narrow(format, core::slice::from_raw_parts(e, len), a, dst);
             }
         }
     }
@@ -303,36 +283,118 @@ impl<'a> HalfGradient<'a> {
     /// # Safety
     /// `n` is the row's length.
     #[cfg_attr(not(debug_assertions), inline(always))]
-    pub(crate) unsafe fn all<S: Simd>(mut self, s: S, format: HalfFormat, n: usize) {
+    pub(crate) unsafe fn all<S: Simd>(mut self, s: S, n: usize) {
         let mut b = 0;
         while b < n {
             let len = (n - b).min(MAX_BLOCK);
             // SAFETY: bounds: `b + len <= n`, blocks in order on the grid.
-            unsafe { self.block(s, format, b, len) };
+            unsafe { self.form(s, b, len) };
             b += len;
         }
     }
 }
 
-/// A row whose gradient [`online_pass`] forms while it computes the next row's exps (the
-/// trailing row): where its exps are stored, its segments, its max, and its gradient
-/// coefficient `alpha` (before the segments' factors). The target's correction is left to
-/// the caller.
-#[derive(Clone, Copy)]
-pub(crate) struct TrailRow<'a> {
-    pub(crate) dst: *mut f32,
-    pub(crate) segs: &'a [Segment],
-    pub(crate) m: f32,
-    pub(crate) alpha: f64,
+impl<S: Simd> Trail<S> for HalfGradient<'_> {
+    /// Forms block `b..b + len` of the gradient (before this row's block, so the two rows'
+    /// sweeps of L2 interleave block by block).
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn block(&mut self, s: S, b: usize, len: usize) -> TrailBlock {
+        // SAFETY: bounds: the trait's contract is `form`'s.
+        unsafe { self.form(s, b, len) };
+        TrailBlock::NONE
+    }
 }
 
-impl TrailRow<'_> {
-    pub(crate) const NONE: TrailRow<'static> = TrailRow {
-        dst: core::ptr::null_mut(),
-        segs: &[],
-        m: 0.0,
-        alpha: 0.0,
-    };
+/// The row whose gradient [`online_pass`] forms while it computes the next row's exps
+/// (the trailing row), one block at a time.
+pub(crate) trait Trail<S: Simd> {
+    /// Block `b..b + len` of the trailing row, before this row's exps of the same block:
+    /// formed here (returning [`TrailBlock::NONE`]), or handed back for the exp loop to
+    /// scale alongside its exps.
+    ///
+    /// # Safety
+    /// `b + len` at most the row's length; blocks in order, on the `MAX_BLOCK` grid.
+    unsafe fn block(&mut self, s: S, b: usize, len: usize) -> TrailBlock;
+}
+
+/// No trailing row.
+pub(crate) struct NoTrail;
+
+impl<S: Simd> Trail<S> for NoTrail {
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn block(&mut self, _: S, _: usize, _: usize) -> TrailBlock {
+        TrailBlock::NONE
+    }
+}
+
+/// A trailing f32 row scaled in place inside the exp loop: where its exps are stored, its
+/// segments, its max, and its gradient coefficient `alpha` (before the segments'
+/// factors). The target's correction is left to the caller.
+pub(crate) struct TrailRow<'a> {
+    dst: *mut f32,
+    coef: Coefficients<'a>,
+}
+
+impl<'a> TrailRow<'a> {
+    /// # Safety
+    /// `dst..dst + n` readable and writable, holding the exps of a row of `n` classes
+    /// whose segments are `segs` (at least one, the first at 0, as [`online_pass`]
+    /// returns them).
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    pub(crate) unsafe fn new(dst: *mut f32, segs: &'a [Segment], m: f32, alpha: f64) -> Self {
+        TrailRow {
+            dst,
+            coef: Coefficients::new(segs, m, alpha),
+        }
+    }
+}
+
+impl<S: Simd> Trail<S> for TrailRow<'_> {
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    unsafe fn block(&mut self, _: S, b: usize, _: usize) -> TrailBlock {
+        TrailBlock {
+            dst: self.dst.wrapping_add(b),
+            alpha: self.coef.at(b),
+        }
+    }
+}
+
+/// The gradient coefficients of a row's segments, block by block in order: segment `k`'s
+/// `a_k = alpha exp(reference_k - max)` rounded to f32, as `row_gradient` forms it.
+struct Coefficients<'a> {
+    segs: &'a [Segment],
+    max: f32,
+    alpha: f64,
+    /// The segment of the last block asked for, and its coefficient.
+    k: usize,
+    a: f32,
+}
+
+impl<'a> Coefficients<'a> {
+    /// `segs` at least one segment, the first at 0 (as [`online_pass`] returns them).
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn new(segs: &'a [Segment], max: f32, alpha: f64) -> Self {
+        let a = (alpha * segment_factor(segs[0].reference, max)) as f32;
+        Coefficients {
+            segs,
+            max,
+            alpha,
+            k: 0,
+            a,
+        }
+    }
+
+    /// The coefficient of the block starting at `b`, asked for in order: segments start
+    /// on block boundaries, in order, so the one holding `b` is at or after the last.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn at(&mut self, b: usize) -> f32 {
+        while self.segs.get(self.k + 1).is_some_and(|g| g.start <= b) {
+            self.k += 1;
+            let seg = self.segs[self.k];
+            self.a = (self.alpha * segment_factor(seg.reference, self.max)) as f32;
+        }
+        self.a
+    }
 }
 
 /// `exp(reference - max)` in f64: the factor that puts a segment's exps on the row's max.
