@@ -67,8 +67,8 @@ macro_rules! instantiate_kernel {
 
             /// Cross-entropy over a chunk of rows of 16-bit logits on the online path
             /// (`fused::ce_rows_half`: plain rows of at least `ONLINE_MIN_CLASSES`
-            /// classes), with `exps` a scratch of `fused::half_scratch(job.classes)` f32; `plan` and
-            /// `out` as in `ce_rows`.
+            /// classes), with `exps` a scratch of `fused::half_scratch(job.classes)`
+            /// f32; `plan` and `out` as in `ce_rows`.
             pub(crate) fn ce_rows_half(
                 self,
                 format: crate::arch::convert::HalfFormat,
