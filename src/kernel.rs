@@ -27,7 +27,8 @@ pub enum Kernel {
     Auto,
     /// `wide`-based portable SIMD (SSE2 on x86-64, NEON on aarch64): runs everywhere.
     Portable,
-    /// x86-64 AVX2 + FMA (and F16C, for f16 logits), 8 lanes.
+    /// x86-64 AVX2 + FMA + F16C, 8 lanes: all three are required (F16C widens and narrows
+    /// f16 logits in registers), as x86-64-v3 requires them together.
     Avx2,
     /// x86-64 AVX-512F, 16 lanes with masked tails.
     Avx512,

@@ -1,4 +1,5 @@
-//! x86-64 kernels: AVX2+FMA (256-bit) and AVX-512F (512-bit), each selected at run time.
+//! x86-64 kernels: AVX2+FMA+F16C (256-bit) and AVX-512F (512-bit), each selected at run
+//! time.
 //!
 //! Both are compiled into every x86-64 build whatever the `-C target-cpu`; their entry
 //! points are `#[target_feature]` functions reached only through a capability token
