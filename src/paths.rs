@@ -177,7 +177,11 @@ pub(crate) const STAGE_MIN_CLASSES: usize = 2048;
 /// 4 host at 65536 and 128256 classes (1.26-1.37x the in-place time against 1.12-1.22x
 /// at 65536) and gained 0-7% at 65536 and nothing at 128256 on the Zen 5 host (a row and
 /// its staging row fill half of L2 there). Linked rows streaming the staged exps out
-/// inside the next row's exp loop lost on the Zen 4 host (BENCHMARKS.md, 2026-12-06).
+/// inside the next row's exp loop lost on the Zen 4 host (BENCHMARKS.md, 2026-12-06),
+/// and on the Zen 5 host too, in the form of the linked 16-bit rows (the previous row's
+/// gradient streamed out block by block just before each block's exps): 0.35-0.38 ns per
+/// logit against 0.25-0.26 staged at 4096x32000 on one thread (BENCHMARKS.md, eighteenth
+/// session).
 pub(crate) const fn stages_into(classes: usize, capped: bool, linked: bool) -> bool {
     STAGE_MIN_CLASSES <= classes
         && (classes < TRAIL_MIN_CLASSES || (linked && !capped && classes <= TRAIL_MAX_CLASSES))
