@@ -120,6 +120,18 @@ impl Backend {
             _ => false,
         }
     }
+
+    /// Whether [`ce_rows`](crate::arch::fused::ce_rows) groups rows of up to
+    /// [`GROUP_LONG_MAX_CLASSES`](crate::paths::GROUP_LONG_MAX_CLASSES) classes: the
+    /// AVX-512 kernel on a Zen 5 or later, where it measured faster from DRAM; elsewhere
+    /// only rows of up to [`GROUP_MAX_CLASSES`](crate::paths::GROUP_MAX_CLASSES) are.
+    pub(crate) fn groups_long_rows(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512(k) => k.zen5_or_later(),
+            _ => false,
+        }
+    }
 }
 
 /// Cached index into `Kernel::ALL` of the best available variant; `u8::MAX` = not yet

@@ -1,8 +1,9 @@
 //! Which path a row takes, and every tuning constant that decides it.
 //!
 //! The kernels (`crate::arch`) pick a path per call from the class count `C`, the
-//! options and the kernel alone (and, for a separate gradient output, the CPU: see
-//! [`stages_into`]); the parallel driver (`crate::parallel`) cuts the rows into chunks
+//! options and the kernel alone (and the CPU, for a separate gradient output, see
+//! [`stages_into`], and for the grouping of rows of up to [`GROUP_LONG_MAX_CLASSES`]
+//! classes); the parallel driver (`crate::parallel`) cuts the rows into chunks
 //! from the shape alone. Nothing here depends on the data or on the thread count, so every
 //! result is the same whichever path or split runs (see the crate's determinism tests).
 //!
@@ -10,7 +11,7 @@
 //! |---|---|---|
 //! | 1 ..= [`SMALL_MAX_CLASSES`] (64) | **row groups**: `LANES` rows at a time, one row per lane, transposed in registers; one instance per `C` up to [`FIXED_MAX_CLASSES`] (32) | `arch/small/` |
 //! | 65 ..= [`GROUP_MAX_CLASSES`] (255), and any `C` up to 255 with the fused-only options below | **fused, grouped**: the three passes, [`GROUP_ROWS`] rows side by side | `arch/fused.rs` |
-//! | 256 ..= 8191 | **fused**: the three passes a row at a time, the next row prefetched from [`PREFETCH_MIN_CLASSES`]; a separate gradient output from [`STAGE_MIN_CLASSES`] (2048) formed from a staging row and streamed out ([`stages_into`]) | `arch/fused.rs`, `arch/pass/` |
+//! | 256 ..= 8191 | **fused**: the three passes a row at a time (up to [`GROUP_LONG_MAX_CLASSES`] (1535) in groups of [`GROUP_ROWS`] on a Zen 5's AVX-512 kernel, [`Backend::groups_long_rows`](crate::kernel::Backend::groups_long_rows)), the next row (or group) prefetched from [`PREFETCH_MIN_CLASSES`]; a separate gradient output from [`STAGE_MIN_CLASSES`] (2048) formed from a staging row and streamed out ([`stages_into`]) | `arch/fused.rs`, `arch/pass/` |
 //! | [`TRAIL_MIN_CLASSES`] (8192) ..= 16383 | **fused, linked** (AVX2 and AVX-512; the portable kernel runs these rows unlinked, [`Simd::EMULATED`](crate::arch::Simd::EMULATED)): a row's pass 3 inside the next row's pass 2; a separate output without soft-capping is staged instead, unlinked, on the AVX-512 kernel of a Zen 5 ([`stages_into`]) | `arch/fused.rs`, `arch/pass/exp.rs` |
 //! | [`ONLINE_MIN_CLASSES`] (16384) ..= [`TRAIL_MAX_CLASSES`] (32768) | **online and linked**: passes 1 and 2 in one sweep, pass 3 inside the next row's (linked as above, and so are rows of 16-bit logits; a separate output staged as above) | `arch/pass/online.rs` |
 //! | 32769 ..= [`FUSED_MAX_CLASSES`] (131072) | **online** | `arch/pass/online.rs` |
@@ -73,7 +74,9 @@ pub(crate) const PAIRED_MIN_CLASSES: usize = 8;
 
 // The fused path (`arch/fused.rs`, `arch/pass/`)
 
-/// Rows per group in [`ce_rows`](crate::arch::fused::ce_rows) (for rows of at most [`GROUP_MAX_CLASSES`]).
+/// Rows per group in [`ce_rows`](crate::arch::fused::ce_rows) (for rows of at most
+/// [`GROUP_MAX_CLASSES`], or [`GROUP_LONG_MAX_CLASSES`] where the kernel groups longer
+/// rows).
 ///
 /// A row's passes are chains of dependent steps: the exps wait for the horizontal max,
 /// the scale for the horizontal sum and a division. On a short row those waits are a
@@ -85,11 +88,42 @@ pub(crate) const PAIRED_MIN_CLASSES: usize = 8;
 /// 100 classes: 0.86 of the ungrouped time, against 0.79 with four).
 pub(crate) const GROUP_ROWS: usize = 4;
 
-/// The longest rows that [`ce_rows`](crate::arch::fused::ce_rows) groups: those that pass 2 does not prefetch for.
-/// With longer rows, grouped, the prefetches run a whole group ahead rather than one row,
-/// and rows from DRAM got slower (7-10% at 256 classes, 10-16% at 1000), though rows in
-/// L2 or L3 still gained.
+/// The longest rows that [`ce_rows`](crate::arch::fused::ce_rows) groups on every
+/// kernel: those that pass 2 does not prefetch for. With longer rows, grouped, the
+/// prefetches run a whole group ahead rather than one row, and on the Zen 4 host (in an
+/// early session) rows from DRAM got slower (7-10% at 256 classes, 10-16% at 1000),
+/// though rows in L2 or L3 still gained. On the Zen 5 host they gain from DRAM too
+/// ([`GROUP_LONG_MAX_CLASSES`]).
 pub(crate) const GROUP_MAX_CLASSES: usize = PREFETCH_MIN_CLASSES - 1;
+
+/// The longest rows that [`ce_rows`](crate::arch::fused::ce_rows) groups where
+/// [`Backend::groups_long_rows`](crate::kernel::Backend::groups_long_rows) (the AVX-512
+/// kernel on a Zen 5 or later): rows of a few KiB spend a large part of their time in
+/// the waits between their passes (horizontal max, then sum, log and division), about
+/// 55 ns per row on rows in L2 on the Zen 5 host, which four rows side by side overlap.
+/// Measured there (2026-12-07, `Kernel::Avx512`, logits in [-4, 4], builds run
+/// alternately, three rounds, median ns per logit from DRAM, grouped against not):
+///
+/// | classes | 1 thread | 2 threads |
+/// |---|---|---|
+/// | 300 | 0.294 / 0.341 | 0.162 / 0.176 |
+/// | 500 | 0.252 / 0.341 | 0.131 / 0.173 |
+/// | 1000 | 0.212 / 0.266 | 0.109 / 0.134 |
+/// | 1536 | 0.196 / 0.221 | 0.128 / 0.117 |
+/// | 2000 | 0.192 / 0.202 | 0.112 / 0.108 |
+///
+/// At 1000 classes (one thread) also with label smoothing 0.219 / 0.254, soft-capped
+/// 0.318 / 0.353, `forward` 0.183 / 0.231, bf16 0.345 / 0.374 and
+/// `forward_backward_into` 0.325 / 0.351; at 2000 `forward_backward_into` lost (0.319 /
+/// 0.304). Rows in L2 at 1000 classes: 0.166-0.167 against 0.190-0.191. Hence rows up to
+/// 1535 classes; from 1536 the two-thread and `_into` runs lost as often as they gained.
+/// Groups of two gained less (0.211-0.219 at 1000, one thread). With `Kernel::Avx2`
+/// forced on the same host, groups of four took 0.341-0.346 against 0.364-0.367 at 1000
+/// classes and 0.373-0.375 against 0.427-0.438 at 500, and the same at 300 and 2000; it
+/// is not enabled there, nor on other CPUs, for want of measurements on the CPUs that
+/// run it (the Zen 4 figures at [`GROUP_MAX_CLASSES`] went the other way). Grouping
+/// changes no value.
+pub(crate) const GROUP_LONG_MAX_CLASSES: usize = 1535;
 
 /// Pass 2 prefetches the next row only for rows at least this long (1 KiB): shorter rows
 /// are covered by the hardware stream prefetcher.

@@ -14,7 +14,10 @@ use crate::arch::pass::online::{
     segment_factor,
 };
 use crate::arch::{Beta, BlockStats, Simd, Smooth};
-use crate::paths::{FUSED_MAX_CLASSES, GROUP_MAX_CLASSES, GROUP_ROWS, ONLINE_MIN_CLASSES, trails};
+use crate::paths::{
+    FUSED_MAX_CLASSES, GROUP_LONG_MAX_CLASSES, GROUP_MAX_CLASSES, GROUP_ROWS, ONLINE_MIN_CLASSES,
+    STAGE_MIN_CLASSES, TRAIL_MIN_CLASSES, trails,
+};
 
 /// Per-call constants of the fused cross-entropy rows.
 pub(crate) struct RowsJob<'a> {
@@ -31,6 +34,9 @@ pub(crate) struct RowsJob<'a> {
     /// when the rows are an f32 tile widened from them); `None` prefetches the next row
     /// of `src`. Addresses only: a prefetch never faults and nothing is dereferenced.
     pub prefetch: Option<(usize, usize)>,
+    /// Whether rows of up to [`GROUP_LONG_MAX_CLASSES`] are grouped as the short ones
+    /// are (the driver's choice, `Backend::groups_long_rows`).
+    pub group_long: bool,
 }
 
 impl RowsJob<'_> {
@@ -144,12 +150,12 @@ impl GroupRow {
 }
 
 /// Fused cross-entropy over `len / job.classes` whole rows, in groups of up to
-/// [`GROUP_ROWS`] rows (one row per group for long rows): pass 1 (max and argmax) of
+/// [`GROUP_ROWS`] rows (one row per group for rows longer than [`GROUP_MAX_CLASSES`], or
+/// with `job.group_long` than [`GROUP_LONG_MAX_CLASSES`]): pass 1 (max and argmax) of
 /// every row of the group, then pass 2 (exps and sums, [`exp_pass`]), then each counted
 /// row's statistics to `out`, then the gradients (pass 3, [`scale_pass`]). Rows of at
 /// least [`ONLINE_MIN_CLASSES`] without smoothing or capping fuse passes 1 and 2
-/// ([`online_pass`]). Without smoothing (capped or not), from
-/// [`TRAIL_MIN_CLASSES`](crate::paths::TRAIL_MIN_CLASSES) to
+/// ([`online_pass`]). Without smoothing (capped or not), from [`TRAIL_MIN_CLASSES`] to
 /// [`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES), a row's pass 3 runs inside
 /// the next row's pass 2 (or after the last row). With a staging row `stage` (non-null,
 /// the driver's choice for a separate `dst`, see
@@ -180,7 +186,10 @@ pub(crate) unsafe fn ce_rows<S: Simd>(
     // as tight a loop as before grouping.
     // SAFETY: the caller's obligations, forwarded.
     unsafe {
-        if job.classes <= GROUP_MAX_CLASSES {
+        let c = job.classes;
+        if c <= GROUP_MAX_CLASSES || (job.group_long && c <= GROUP_LONG_MAX_CLASSES) {
+            // Staged rows are longer (their rows come one per group).
+            const { assert!(GROUP_LONG_MAX_CLASSES < STAGE_MIN_CLASSES) };
             debug_assert!(stage.is_null());
             let none = core::ptr::null_mut();
             ce_row_groups::<S, GROUP_ROWS>(s, (src, dst, none), len, job, plan, out)
@@ -213,7 +222,7 @@ unsafe fn ce_row_groups<S: Simd, const G: usize>(
     let online = c >= ONLINE_MIN_CLASSES && plain;
     // Not in the portable kernel (vectors of two registers): it ran 2-6% slower linked.
     let trail = job.unsmoothed() && G == 1 && trails(c) && !S::EMULATED && stage.is_null();
-    const { assert!(GROUP_MAX_CLASSES < ONLINE_MIN_CLASSES) };
+    const { assert!(GROUP_LONG_MAX_CLASSES < TRAIL_MIN_CLASSES) };
     debug_assert!(!online || G == 1);
     // Staged rows are not linked (`stages_into`): their `dst` is the staging row only
     // from pass 2 to the copy.
@@ -245,8 +254,9 @@ unsafe fn ce_row_groups<S: Simd, const G: usize>(
             if row.plan.target.is_none() {
                 continue;
             }
-            // The row a group ahead: the next row when rows come one per group (grouped
-            // rows are too short for pass 2 to prefetch, `GROUP_MAX_CLASSES`).
+            // The row a group ahead: the next row when rows come one per group, else the
+            // same row of the next group (pass 2 prefetches only rows of at least
+            // `PREFETCH_MIN_CLASSES`, so grouped rows only with `job.group_long`).
             let next = match job.prefetch {
                 // Only linked rows prefetch a separate destination (see `Ahead`).
                 None if trail => Ahead::rows(row.src, row.dst, g * c),
@@ -534,9 +544,10 @@ unsafe fn half_gradient<'a>(
 /// What consecutive rows of [`ce_row_groups`] hand on to each other: the row whose
 /// gradient waits to be formed inside the next row's pass 2 (`pending`, linked rows), and
 /// two sets of segments for online rows. Online rows come one per group
-/// (`GROUP_MAX_CLASSES < ONLINE_MIN_CLASSES`), so `segs[cur]` holds the segments of the
-/// group's only row when its gradient is formed; linked, that gradient waits, so its
-/// segments live on in the other set while the next row fills `segs[cur]`, flipped.
+/// (`GROUP_LONG_MAX_CLASSES < TRAIL_MIN_CLASSES <= ONLINE_MIN_CLASSES`), so `segs[cur]`
+/// holds the segments of the group's only row when its gradient is formed; linked, that
+/// gradient waits, so its segments live on in the other set while the next row fills
+/// `segs[cur]`, flipped.
 struct Links {
     segs: [[Segment; ONLINE_MAX_SEGMENTS]; 2],
     nsegs: [usize; 2],

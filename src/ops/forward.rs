@@ -238,6 +238,7 @@ fn fused<T: Target>(
         beta: ck.beta(),
         cap: ck.cap,
         prefetch: prefetch.map(|(base, stride)| (base.wrapping_add(row0 * stride), stride)),
+        group_long: ck.backend.groups_long_rows(),
     };
     let mut sums = RowSums::default();
     let c = ck.classes;

@@ -254,6 +254,7 @@ impl CrossEntropy {
             beta: ck.beta(),
             cap: ck.cap,
             prefetch: None,
+            group_long: ck.backend.groups_long_rows(),
         };
         if online_half(&job) {
             let format: HalfFormat = <H as sealed::Sealed>::FORMAT;
