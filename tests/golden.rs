@@ -12,11 +12,11 @@
 //! rewrites changed ones) from the current code, to be committed with the reason.
 //!
 //! Paths reached (see the crate docs): row groups (3, 10, 33, 64 classes), grouped rows
-//! (100, 255), the fused three passes (1000), linked rows (8192, 20000, 32768), online
-//! rows (20000, 32768, 40000), the blocked path (140000); each plain, with smoothing and
-//! weights, with z-loss and soft-capping, with ignored rows, and with `Reduction::None`;
-//! f32, bf16 and f16; three vocabulary shards; backward from a saved log-sum-exp; and the
-//! softmax family.
+//! (100, 255), the fused three passes (1000; grouped as well with the AVX-512 kernel on a
+//! Zen 5), linked rows (8192, 20000, 32768), online rows (20000, 32768, 40000), the
+//! blocked path (140000); each plain, with smoothing and weights, with z-loss and
+//! soft-capping, with ignored rows, and with `Reduction::None`; f32, bf16 and f16; three
+//! vocabulary shards; backward from a saved log-sum-exp; and the softmax family.
 
 use crate::common::{kernels, seeded_row};
 use std::collections::BTreeMap;

@@ -34,8 +34,10 @@ impl Avx512 {
     /// Whether this CPU is an AMD of family 0x1A (Zen 5) or later, whose 512-bit units
     /// run the exps fast enough that the linked rows of `forward_backward_into` wait on
     /// memory rather than on arithmetic (see
-    /// [`stages_into`](crate::paths::stages_into)). Read once, then cached: `cpuid` is a
-    /// trap to the hypervisor on a virtual machine.
+    /// [`stages_into`](crate::paths::stages_into)), and where rows of up to
+    /// [`GROUP_LONG_MAX_CLASSES`](crate::paths::GROUP_LONG_MAX_CLASSES) classes measured
+    /// faster grouped. Read once, then cached: `cpuid` is a trap to the hypervisor on a
+    /// virtual machine.
     pub(crate) fn zen5_or_later(self) -> bool {
         static ZEN5: AtomicU8 = AtomicU8::new(u8::MAX);
         match ZEN5.load(Ordering::Relaxed) {
