@@ -121,7 +121,8 @@ impl Backend {
         }
     }
 
-    /// Whether [`ce_rows`](crate::arch::fused::ce_rows) groups rows of up to
+    /// Whether [`ce_rows`](crate::arch::fused::ce_rows) (and, in place,
+    /// [`softmax_rows`](crate::arch::softmax::softmax_rows)) groups rows of up to
     /// [`GROUP_LONG_MAX_CLASSES`](crate::paths::GROUP_LONG_MAX_CLASSES) classes: the
     /// AVX-512 kernel on a Zen 5 or later, where it measured faster from DRAM; elsewhere
     /// only rows of up to [`GROUP_MAX_CLASSES`](crate::paths::GROUP_MAX_CLASSES) are.

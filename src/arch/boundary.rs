@@ -138,17 +138,24 @@ macro_rules! instantiate_kernel {
                 unsafe { inner(self, io, job, plan) }
             }
 
-            /// Softmax (`log == false`) or log-softmax over a chunk of whole rows.
-            pub(crate) fn softmax_rows(self, io: Io<'_>, classes: usize, log: bool) {
+            /// Softmax (`log == false`) or log-softmax over a chunk of whole rows; rows
+            /// of up to `GROUP_LONG_MAX_CLASSES` grouped with `group_long`.
+            pub(crate) fn softmax_rows(
+                self,
+                io: Io<'_>,
+                classes: usize,
+                log: bool,
+                group_long: bool,
+            ) {
                 $(#[$attr])*
-                unsafe fn inner(t: $tok, mut io: Io<'_>, c: usize, log: bool) {
+                unsafe fn inner(t: $tok, mut io: Io<'_>, c: usize, log: bool, g: bool) {
                     let len = io.len();
                     let (src, dst) = io.raw();
                     // SAFETY: bounds: `src`/`dst` hold `len` f32s (borrowed by `io`).
-                    unsafe { softmax::softmax_rows(t, src, dst, len, c, log) }
+                    unsafe { softmax::softmax_rows(t, src, dst, len, c, log, g) }
                 }
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
-                unsafe { inner(self, io, classes, log) }
+                unsafe { inner(self, io, classes, log, group_long) }
             }
 
             /// Statistics of one run of classes (a block, a row, a shard).

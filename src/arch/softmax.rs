@@ -4,9 +4,12 @@ use crate::arch::pass::exp::{Ahead, exp_pass};
 use crate::arch::pass::map::{scale_pass, shift_run};
 use crate::arch::pass::max::max_argmax;
 use crate::arch::{Beta, Simd, Smooth};
-use crate::paths::{GROUP_MAX_CLASSES, GROUP_ROWS};
+use crate::paths::{GROUP_LONG_MAX_CLASSES, GROUP_MAX_CLASSES, GROUP_ROWS};
 
-/// Softmax (`log == false`) or log-softmax of whole rows, `dst` written.
+/// Softmax (`log == false`) or log-softmax of whole rows, `dst` written. Rows of up to
+/// [`GROUP_MAX_CLASSES`] run in groups of [`GROUP_ROWS`], and so do rows of up to
+/// [`GROUP_LONG_MAX_CLASSES`] with `group_long` (the driver's choice,
+/// `Backend::groups_long_rows`, as for the loss).
 ///
 /// # Safety
 /// `src..src + len` readable, `dst..dst + len` writable (may equal `src`), `len` a
@@ -19,11 +22,12 @@ pub(crate) unsafe fn softmax_rows<S: Simd>(
     len: usize,
     c: usize,
     log: bool,
+    group_long: bool,
 ) {
     // Short rows in groups, pass by pass, as in `ce_rows` (see `GROUP_ROWS`).
     // SAFETY: the caller's obligations, forwarded.
     unsafe {
-        if c <= GROUP_MAX_CLASSES {
+        if c <= GROUP_MAX_CLASSES || (group_long && c <= GROUP_LONG_MAX_CLASSES) {
             softmax_row_groups::<S, GROUP_ROWS>(s, src, dst, len, c, log)
         } else {
             softmax_row_groups::<S, 1>(s, src, dst, len, c, log)

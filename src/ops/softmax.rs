@@ -169,11 +169,14 @@ pub(crate) fn row_stats(b: Backend, row: &[f32], smooth: Smooth<'_>, weight: f64
 /// Softmax or log-softmax of every row of `io` into its destination.
 fn rows_apply((b, run): (Backend, Run<'_>), c: usize, io: Io<'_>, log: bool) {
     if c <= FUSED_MAX_CLASSES {
+        // Grouped longer rows gained in place only: into a separate output they lost at
+        // 500 classes (`GROUP_LONG_MAX_CLASSES`'s doc).
+        let group_long = b.groups_long_rows() && matches!(io, Io::InPlace(_));
         for_row_chunks(
             run,
             io,
             c,
-            |_, chunk| with_backend!(b, k => k.softmax_rows(chunk, c, log)),
+            |_, chunk| with_backend!(b, k => k.softmax_rows(chunk, c, log, group_long)),
             |()| {},
         );
         return;
