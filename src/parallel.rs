@@ -74,6 +74,13 @@ impl SplitRows for () {
     }
 }
 
+/// One output per row (a log-sum-exp, a shard's statistics).
+impl<T: Send> SplitRows for &mut [T] {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        self.split_at_mut(rows)
+    }
+}
+
 /// [`for_row_chunks`] with per-row buffers `x` cut at the same row boundaries.
 pub(crate) fn for_row_chunks_with<X, R, F, G>(
     run: Run<'_>,

@@ -2,7 +2,7 @@
 
 use crate::check::bits;
 use crate::common::kernels;
-use xent::{CrossEntropy, Kernel, Reduction};
+use xent::{CrossEntropy, Kernel, Reduction, Shard, ShardStats};
 
 fn run_in(threads: usize, f: impl FnOnce() -> (u32, Vec<u32>) + Send) -> (u32, Vec<u32>) {
     rayon::ThreadPoolBuilder::new()
@@ -64,10 +64,21 @@ fn same_bits_on_1_2_3_8_threads() {
                         ce.log_softmax(&mut x).unwrap();
                         let mut lse = vec![0.0; rows];
                         ce.logsumexp(&z, &mut lse).unwrap();
-                        (0, [bits(&x), bits(&lse)].concat())
+                        // The whole row as one vocabulary shard, with these options.
+                        let mut st = vec![ShardStats::EMPTY; rows];
+                        ce.shard_stats(&z, Shard::new(0, c), &t, &mut st).unwrap();
+                        let st: Vec<u32> = st
+                            .iter()
+                            .flat_map(|s| [s.sum.to_bits(), s.smooth_sum.to_bits()])
+                            .flat_map(|b| [b as u32, (b >> 32) as u32])
+                            .collect();
+                        (0, [bits(&x), bits(&lse), st].concat())
                     })
                 };
-                assert!(sm(1) == sm(8), "{k:?} {rows}x{c} softmax family");
+                assert!(
+                    sm(1) == sm(8),
+                    "{k:?} {rows}x{c} softmax family, shard statistics"
+                );
             }
         }
     }

@@ -9,10 +9,12 @@
 //! needs one of each, as it keeps the row in cache between passes; a shard does not know
 //! its row's statistics until the merge).
 
-use crate::arch::{Io, Smooth};
+use crate::arch::{BlockStats, Io, Smooth};
 use crate::kernel::with_backend;
 use crate::ops::blocked::write_grad_run;
-use crate::parallel::{SplitRows, for_row_chunks_with};
+use crate::ops::softmax::fused_row_stats;
+use crate::parallel::for_row_chunks_with;
+use crate::paths::FUSED_MAX_CLASSES;
 use crate::plan::{Checked, RowGrad, RowSums};
 use crate::stats::{ShardStats, coverage_of};
 use crate::{CrossEntropy, Error, Loss, RowOutputs, Target};
@@ -30,12 +32,6 @@ impl Shard {
     /// The classes `[offset, offset + width)`.
     pub fn new(offset: usize, width: usize) -> Self {
         Shard { offset, width }
-    }
-}
-
-impl SplitRows for &mut [ShardStats] {
-    fn split_rows(self, rows: usize) -> (Self, Self) {
-        self.split_at_mut(rows)
     }
 }
 
@@ -85,7 +81,9 @@ impl CrossEntropy {
     /// of `logits`, which holds the classes of `shard` for every row (row-major, `width`
     /// per row), into `out` (one per row). `targets` are the global class indices of the
     /// whole batch, as for [`forward`](Self::forward); `self` describes the whole
-    /// vocabulary ([`classes`](Self::classes) is the full width).
+    /// vocabulary ([`classes`](Self::classes) is the full width). Shards of up to 131072
+    /// classes are read as [`forward`](Self::forward) reads rows that long, on the same
+    /// passes.
     ///
     /// # Errors
     /// As [`forward`](Self::forward) for the options and targets, then
@@ -153,6 +151,34 @@ impl CrossEntropy {
         }
         // O(w) once per call; `w <= logits.len()` here, since there is a row.
         let fp = coverage_of(lo, w);
+        // Row `r`'s entry from its shard `z` and the shard's statistics.
+        let entry = |r: usize, z: &[f32], b: BlockStats| {
+            let mut s = ShardStats::from_block(b, lo, w, weight).covering(fp);
+            s.target_logit = ck
+                .target(targets[r])
+                .filter(|&t| t >= lo && t < lo + w)
+                .map(|t| match ck.cap {
+                    Some(cap) => with_backend!(ck.backend, k => k.softcap(z[t - lo], cap)),
+                    None => z[t - lo],
+                });
+            s
+        };
+        if w <= FUSED_MAX_CLASSES {
+            // The passes `forward` runs (grouped, prefetched, online), not one `stats`
+            // call per row.
+            let each = |r: usize, z: &[f32], b: BlockStats| {
+                // A shard without a finite max takes `stats`' values (a zero or NaN sum,
+                // the plain weighted sum), which merge as nothing or poison the row.
+                let b = if b.max.is_finite() {
+                    b
+                } else {
+                    with_backend!(ck.backend, k => k.stats(z, smooth, ck.cap))
+                };
+                entry(r, z, b)
+            };
+            fused_row_stats((ck.backend, ck.run), logits, w, (smooth, ck.cap), out, each);
+            return Ok(());
+        }
         for_row_chunks_with(
             ck.run,
             Io::Read(logits),
@@ -161,15 +187,7 @@ impl CrossEntropy {
             |row0, chunk, out| {
                 for (r, (z, o)) in chunk.src().chunks_exact(w).zip(out).enumerate() {
                     let b = with_backend!(ck.backend, k => k.stats(z, smooth, ck.cap));
-                    let mut s = ShardStats::from_block(b, lo, w, weight).covering(fp);
-                    s.target_logit = ck
-                        .target(targets[row0 + r])
-                        .filter(|&t| t >= lo && t < lo + w)
-                        .map(|t| match ck.cap {
-                            Some(cap) => with_backend!(ck.backend, k => k.softcap(z[t - lo], cap)),
-                            None => z[t - lo],
-                        });
-                    *o = s;
+                    *o = entry(row0 + r, z, b);
                 }
             },
             |()| {},

@@ -6,9 +6,11 @@
 //! follows `torch.logsumexp`: NaN if the row has a NaN, else +inf if it has a +inf, else
 //! -inf if every entry is -inf.
 
-use crate::arch::{BlockStats, Io, Smooth};
+use crate::arch::fused::{RowOut, RowPlan, RowsJob};
+use crate::arch::math::Cap;
+use crate::arch::{Beta, BlockStats, Io, Smooth};
 use crate::kernel::{Backend, with_backend};
-use crate::parallel::{for_row_chunks, go_parallel, par_map, rows_per_chunk};
+use crate::parallel::{for_row_chunks, for_row_chunks_with, go_parallel, par_map, rows_per_chunk};
 use crate::paths::{BLOCK_CLASSES, FUSED_MAX_CLASSES};
 use crate::stats::{Merged, logsumexp_of};
 use crate::threads::Run;
@@ -86,7 +88,9 @@ impl CrossEntropy {
         Ok(())
     }
 
-    /// `ln sum_j exp(z_j)` of each row into `out` (one value per row).
+    /// `ln sum_j exp(z_j)` of each row into `out` (one value per row). Rows of up to
+    /// 131072 classes are read as [`forward`](Self::forward) reads them, on the same
+    /// passes.
     ///
     /// # Errors
     /// [`Error::ZeroClasses`], [`Error::LogitsShape`], [`Error::KernelUnavailable`], and
@@ -112,6 +116,13 @@ impl CrossEntropy {
                 len: out.len(),
                 expected: x.len() / c,
             });
+        }
+        if c <= FUSED_MAX_CLASSES {
+            // The passes `forward` runs (grouped, prefetched, online), not one `stats` call
+            // per row.
+            let lse = |_, row: &[f32], s| logsumexp_of(&Merged::from_block(s, 0, c, 0.0), row);
+            fused_row_stats((b, run), x, c, (Smooth::Off, None), out, lse);
+            return Ok(());
         }
         let per = rows_per_chunk(c);
         let chunk = |(xs, os): (&[f32], &mut [f32])| {
@@ -144,6 +155,62 @@ impl CrossEntropy {
         }
         Ok(b)
     }
+}
+
+/// Every row's statistics (rows of `c <= FUSED_MAX_CLASSES` classes) from the fused row
+/// driver without a gradient: the passes `forward` runs, so short rows go in groups, the
+/// next row is prefetched, and long plain rows are read once (online). `each(r, row, s)`
+/// turns row `r`'s statistics into `out[r]`.
+///
+/// A row whose max is not finite gets whatever the driver's passes give, not the zero
+/// or NaN sum that [`stats`](crate::arch::pass::stats::stats) gives a row without a
+/// finite value: `each` decides what such rows get.
+pub(crate) fn fused_row_stats<T: Send>(
+    (b, run): (Backend, Run<'_>),
+    x: &[f32],
+    c: usize,
+    (smooth, cap): (Smooth<'_>, Option<Cap>),
+    out: &mut [T],
+    each: impl Fn(usize, &[f32], BlockStats) -> T + Sync,
+) {
+    debug_assert!(c <= FUSED_MAX_CLASSES && x.len() == out.len() * c);
+    let job = RowsJob {
+        classes: c,
+        smooth,
+        beta: Beta::Zero,
+        cap,
+        prefetch: None,
+        group_long: b.groups_long_rows(),
+    };
+    // Every row is counted (the driver skips rows without a target); the target's logit,
+    // read in pass 1, is not used.
+    let counted = RowPlan {
+        target: Some(0),
+        grad_a: 0.0,
+        zloss: 0.0,
+        tfix: 0.0,
+        zero_grad: false,
+    };
+    for_row_chunks_with(
+        run,
+        Io::Read(x),
+        out,
+        c,
+        |row0, chunk, out: &mut [T]| {
+            let z = chunk.src();
+            let plan = &mut |_, plans: &mut [RowPlan]| plans.fill(counted);
+            let done = &mut |r0: usize, stats: &[Option<RowOut>]| {
+                for (k, s) in stats.iter().enumerate() {
+                    if let Some(s) = s {
+                        let r = r0 + k;
+                        out[r] = each(row0 + r, &z[r * c..(r + 1) * c], s.stats);
+                    }
+                }
+            };
+            with_backend!(b, k => k.ce_rows(Io::Read(z), &mut [], &job, plan, done));
+        },
+        |()| {},
+    );
 }
 
 /// Statistics of one whole row: one kernel call when it fits the fused path, else merged
