@@ -133,9 +133,9 @@ fn concurrent_callers_match_sequential_calls() {
 
 /// Rows of up to 255 classes run in groups of four, pass by pass (`ce_rows`,
 /// `softmax_rows`), and so do rows of up to 1535 with the AVX-512 kernel on a Zen 5
-/// (`GROUP_LONG_MAX_CLASSES`; elsewhere 256 and 1535 check rows run one at a time): each
-/// row's loss (with and without the gradient), log-sum-exp, gradient, softmax and
-/// log-softmax must be the bits it gets alone.
+/// (`GROUP_LONG_MAX_CLASSES`; on other kernels and CPUs the rows of 256 and 1535 classes
+/// here run one at a time): each row's loss (with and without the gradient),
+/// log-sum-exp, gradient, softmax and log-softmax must be the bits it gets alone.
 #[test]
 fn grouped_rows_match_rows_alone() {
     let mut rnd = uniform(777, 10.0);
