@@ -27,6 +27,11 @@
 //! parallel work, so even one long row shares the threads (from [`PAR_MIN_LOGITS`]
 //! logits, as every call).
 //!
+//! Rows of bf16 or f16 logits take these passes on the 16-bit logits, widened in
+//! registers as they are loaded, when they are plain (no smoothing or capping) and
+//! [`reads_half`] accepts their length (from [`HALF_ROWS_MIN_CLASSES`]); other 16-bit
+//! rows are widened into f32 tiles for the paths above (`ops/half.rs`).
+//!
 //! Work is split across threads only from [`PAR_MIN_LOGITS`] logits, in chunks of whole
 //! rows of about [`CHUNK_LOGITS`] (linked rows: up to [`LINKED_CHUNK_ROWS`] rows, keeping
 //! [`LINKED_MIN_CHUNKS`] chunks).
@@ -253,6 +258,59 @@ pub(crate) const ONLINE_MIN_CLASSES: usize = 16_384;
 /// Rows of at most this many classes take the fused three-pass path: the row (up to 512 KiB
 /// of f32) stays in the 1-2 MiB L2 between passes, so DRAM sees one read and one write.
 pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 17;
+
+// Rows of 16-bit logits (`ops/half.rs`, `arch::fused::ce_rows_half`)
+
+/// Plain rows (no label smoothing, no soft-capping) of bf16 or f16 logits of at least
+/// this many classes, up to [`FUSED_MAX_CLASSES`], are read in 16-bit by the passes
+/// ([`reads_half`]): pass 1 and pass 2 widen each vector in registers as they load it,
+/// pass 2 stores the exps in an f32 scratch row (L1 or L2), and pass 3 narrows the
+/// gradient from there over the logits. Shorter rows, and rows with smoothing or
+/// capping, are widened into f32 tiles for the f32 kernels, which costs a store and a
+/// load of each logit in f32 and a pass of its own to narrow the gradient back.
+///
+/// Measured on the Zen 5 host (2026-12-07, bf16 `forward_backward`, logits in [-4, 4],
+/// the builds run alternately, ns per logit from DRAM, one thread, tiles against 16-bit
+/// rows; BENCHMARKS.md, twentieth session): with `Kernel::Avx2`, whose f32 rows of 256
+/// classes and more are not grouped (as on every kernel but a Zen 5's AVX-512 one),
+/// 0.705-0.731 / 0.687-0.701 at 300 classes, 0.642-0.643 / 0.572-0.590 at 400 and
+/// 0.597-0.604 / 0.516-0.520 at 1000; with `Kernel::Avx512` 0.306-0.316 / 0.197-0.202 at
+/// 4000 and 0.255-0.266 / 0.213-0.217 at 16000. Below 256 classes the tiles' f32 rows run
+/// in groups on every kernel ([`GROUP_MAX_CLASSES`]).
+pub(crate) const HALF_ROWS_MIN_CLASSES: usize = 256;
+
+/// [`HALF_ROWS_MIN_CLASSES`] where the f32 kernel groups rows of up to
+/// [`GROUP_LONG_MAX_CLASSES`] (a Zen 5's AVX-512 kernel,
+/// [`Backend::groups_long_rows`](crate::kernel::Backend::groups_long_rows)): there the
+/// tiles' grouped rows kept up with the 16-bit rows, which run one at a time, up to 500
+/// classes (Zen 5, one thread, tiles against 16-bit rows, two rounds of a build that
+/// read rows from 256 classes in 16-bit: 0.393-0.410 / 0.469-0.518 at 300 classes,
+/// 0.367-0.378 / 0.364-0.373 at 400, 0.364-0.376 / 0.363-0.388 at 500; this build,
+/// three rounds: 0.377-0.385 / 0.352-0.362 at 600, 0.347-0.358 / 0.310-0.311 at 1000).
+pub(crate) const HALF_ROWS_GROUPED_MIN_CLASSES: usize = 512;
+
+/// Whether plain rows of `classes` 16-bit logits are read in 16-bit
+/// ([`HALF_ROWS_MIN_CLASSES`]); `group_long` is the job's
+/// ([`RowsJob::group_long`](crate::arch::RowsJob::group_long)).
+pub(crate) const fn reads_half(classes: usize, group_long: bool) -> bool {
+    let min = if group_long {
+        HALF_ROWS_GROUPED_MIN_CLASSES
+    } else {
+        HALF_ROWS_MIN_CLASSES
+    };
+    min <= classes && classes <= FUSED_MAX_CLASSES
+}
+
+/// Whether rows of `classes` 16-bit logits read in 16-bit are linked: each row's pass 3
+/// inside the next row's one-sweep passes 1 and 2, block by block (the online rows of
+/// the f32 linked range, [`trails`]). Rows of the linked range below
+/// [`ONLINE_MIN_CLASSES`] run their passes apart: pass 3 formed during the next row's
+/// pass 1 took the same time (Zen 5, bf16, one thread, 0.206-0.222 against 0.201-0.202
+/// ns per logit at 4096x10000; two threads 0.111-0.119 against 0.116-0.124, three
+/// rounds).
+pub(crate) const fn links_half(classes: usize) -> bool {
+    ONLINE_MIN_CLASSES <= classes && trails(classes)
+}
 
 // The blocked path (`ops/blocked.rs`)
 

@@ -1,8 +1,9 @@
 //! bf16 and f16 logits: the half-precision path runs the f32 kernels on widened tiles
-//! whose boundaries are the f32 path's chunk boundaries, so its loss must equal the f32
-//! path's on the widened logits bit for bit, and its gradient must be exactly that f32
-//! gradient rounded to nearest even, subnormals included, on every kernel. (The f32
-//! path itself is checked against the reference everywhere else.)
+//! whose boundaries are the f32 path's chunk boundaries, or (plain rows of 256 classes
+//! and more) the f32 passes on the 16-bit logits widened in registers, so its loss must
+//! equal the f32 path's on the widened logits bit for bit, and its gradient must be
+//! exactly that f32 gradient rounded to nearest even, subnormals included, on every
+//! kernel. (The f32 path itself is checked against the reference everywhere else.)
 
 use crate::check::check_half;
 use crate::common::*;
@@ -24,11 +25,11 @@ proptest! {
 /// and f16 bits as the software conversion on every kernel: AVX-512 BF16's
 /// `vcvtneps2bf16` flushes them to zero unless the lanes are converted again. Logits of
 /// -87 beside a few zeros give exps of 1.6e-38 over a sum of about 3; with the sum
-/// reduction they stay subnormal once scaled. Tile rows (1000 classes) and the 16-bit
-/// block rows (20 001, whose pass 3 scales as it narrows), bodies and tails.
+/// reduction they stay subnormal once scaled. Tile rows (200 classes) and rows read in
+/// 16-bit (1000 and 20 001 classes, whose pass 3 scales as it narrows), bodies and tails.
 #[test]
 fn subnormal_gradients_round_like_the_software_conversion() {
-    for c in [1000usize, 20_001] {
+    for c in [200usize, 1000, 20_001] {
         let rows = 3;
         let z: Vec<f32> = (0..rows * c)
             .map(|i| if i % c < 3 { 0.0 } else { -87.0 })
@@ -48,14 +49,17 @@ fn subnormal_gradients_round_like_the_software_conversion() {
 
 #[test]
 fn many_tiles_and_long_rows_on_every_thread_count() {
-    // Several tiles (parallel), and rows longer than the fused limit (blocked path).
-    for (rows, c) in [(90_000usize, 3usize), (70, 4099), (2, 140_001)] {
+    // Several tiles (parallel), and rows longer than the fused limit (blocked path); with
+    // label smoothing every row takes the tiles, without it rows of 4099 classes are read
+    // in 16-bit, chunk by chunk.
+    let shapes = [(90_000usize, 3usize), (70, 4099), (2, 140_001)];
+    for ((rows, c), smoothing) in shapes.iter().flat_map(|&s| [(s, 0.05), (s, 0.0)]) {
         let z: Vec<bf16> = seeded_row(11, rows * c)
             .iter()
             .map(|&v| bf16::from_f32(v.clamp(-60.0, 60.0)))
             .collect();
         let t: Vec<u32> = (0..rows as u32).map(|r| r * 7 % c as u32).collect();
-        let ce = CrossEntropy::new(c).z_loss(1e-4).label_smoothing(0.05);
+        let ce = CrossEntropy::new(c).z_loss(1e-4).label_smoothing(smoothing);
         let run = |threads: usize| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -71,7 +75,10 @@ fn many_tiles_and_long_rows_on_every_thread_count() {
                 })
         };
         let one = run(1);
-        assert!(run(2) == one && run(3) == one, "{rows}x{c}");
+        assert!(
+            run(2) == one && run(3) == one,
+            "{rows}x{c}, smoothing {smoothing}"
+        );
         // And against the f32 path on the widened logits.
         let zw: Vec<f32> = z.iter().map(|v| v.to_f32()).collect();
         let mut g32 = zw.clone();
@@ -86,19 +93,27 @@ fn many_tiles_and_long_rows_on_every_thread_count() {
 }
 
 #[test]
-fn long_plain_rows_read_16_bit_logits_in_the_passes() {
-    // Rows of 16 384 classes up to the fused limit without smoothing or capping run passes
-    // 1 and 2 on 16-bit logits widened in registers and narrow in pass 3 (no f32 tile):
-    // still the f32 path's loss, and its gradient rounded. Ignored rows, class weights,
-    // z-loss, a mean over no counted row (zero gradient), NaN, -inf and (in f16)
-    // overflowing logits. The last blocks of 5 and 50 logits take the exp pass's tails:
-    // a lone tail; and with 16 lanes a pair, a full vector and a tail, with 8 lanes a
-    // quad, a pair and a tail. Row 0 holds moderate logits with its max in the last
-    // entry, so that every tail entry counts. Rows of up to 32 768 classes are linked
-    // (each row's gradient formed inside the next row's passes), here also across an
-    // ignored row (row 1 of 5), and the last row with a gradient forms it on its own.
+fn plain_rows_read_16_bit_logits_in_the_passes() {
+    // Rows of 256 classes (512 where the AVX-512 kernel groups f32 rows of up to 1535,
+    // so 256 and 300 also take the tiles there) up to the fused limit without smoothing
+    // or capping run passes 1 and 2 on 16-bit logits widened in registers and narrow in
+    // pass 3 (no f32 tile): still the f32 path's loss, and its gradient rounded. Ignored
+    // rows, class weights, z-loss, a mean over no counted row (zero gradient), NaN, -inf
+    // and (in f16) overflowing logits. Rows below 16 384 classes take passes 1 and 2
+    // apart (pass 1 in blocks of 512: 531 and 8211 classes end on a block of 19), longer
+    // ones in one sweep. The last blocks of 5 and 50 logits take the exp pass's tails: a
+    // lone tail; and with 16 lanes a pair, a full vector and a tail, with 8 lanes a quad,
+    // a pair and a tail. Row 0 holds moderate logits with its max in the last entry, so
+    // that every tail entry counts. Rows of 16 384 to 32 768 classes are linked (each
+    // row's gradient formed inside the next row's passes), here also across an ignored
+    // row (row 1 of 5), and the last row with a gradient forms it on its own.
     for (rows, c) in [
-        (3usize, 16_389usize),
+        (5usize, 256usize),
+        (4, 300),
+        (5, 531),
+        (3, 8211),
+        (2, 16_383),
+        (3, 16_389),
         (2, 16_434),
         (5, 32_000),
         (2, 131_072),
@@ -141,6 +156,48 @@ fn long_plain_rows_read_16_bit_logits_in_the_passes() {
             check_half(&ce, &z, t).unwrap();
         }
     }
+}
+
+#[test]
+fn the_first_of_tied_maxima_is_the_prediction() {
+    // Rows read in 16-bit apart (1100 classes: blocks of 512, 512 and 76) find the max
+    // block by block: the first block to reach it wins, and the first entry equal to it
+    // in that block is the prediction, as in the f32 path's blocks of 256. Ties in one
+    // block, across blocks, in a later block only, and in the last short block; targets
+    // on the first tied entry (counted correct) or a later one (not).
+    let c = 1100;
+    let ties: [&[usize]; 5] = [
+        &[3, 40],
+        &[300, 700],
+        &[600, 1090],
+        &[1030, 1099],
+        &[5, 511, 512],
+    ];
+    let mut z: Vec<f32> = seeded_row(3, ties.len() * c)
+        .iter()
+        .map(|&v| v.clamp(-5.0, 5.0))
+        .collect();
+    let mut t = Vec::new();
+    for (r, tie) in ties.iter().enumerate() {
+        for &j in *tie {
+            z[r * c + j] = 9.0;
+        }
+        t.push(tie[r % 2] as i64);
+    }
+    for ce in [
+        CrossEntropy::new(c),
+        CrossEntropy::new(c).reduction(xent::Reduction::None),
+    ] {
+        check_half(&ce, &z, &t).unwrap();
+    }
+    let zb: Vec<bf16> = z.iter().map(|&v| bf16::from_f32(v)).collect();
+    let mut p = vec![0usize; ties.len()];
+    let l = CrossEntropy::new(c)
+        .forward_half_with(&zb, &t, xent::RowOutputs::new().predictions(&mut p))
+        .unwrap();
+    let first: Vec<usize> = ties.iter().map(|tie| tie[0]).collect();
+    assert_eq!(p, first);
+    assert_eq!(l.correct, 3);
 }
 
 #[test]

@@ -65,10 +65,10 @@ macro_rules! instantiate_kernel {
                 unsafe { inner(self, io, stage, job, plan, out) }
             }
 
-            /// Cross-entropy over a chunk of rows of 16-bit logits on the online path
-            /// (`fused::ce_rows_half`: plain rows of at least `ONLINE_MIN_CLASSES`
-            /// classes), with `exps` a scratch of `fused::half_scratch(job.classes)`
-            /// f32; `plan` and `out` as in `ce_rows`.
+            /// Cross-entropy over a chunk of rows of 16-bit logits read in 16-bit
+            /// (`fused::ce_rows_half`: plain rows that `fused::reads_half_rows` accepts),
+            /// with `exps` a scratch of `fused::half_scratch(job.classes)` f32; `plan` and
+            /// `out` as in `ce_rows`.
             pub(crate) fn ce_rows_half(
                 self,
                 format: crate::arch::convert::HalfFormat,
@@ -97,7 +97,7 @@ macro_rules! instantiate_kernel {
                     unsafe { fused::ce_rows_half(t, f, src, dst, len, exps.as_mut_ptr(), j, p, o) }
                 }
                 assert!(io.len() % job.classes == 0 && exps.len() == fused::half_scratch(job.classes));
-                assert!(fused::online_half(job));
+                assert!(fused::reads_half_rows(job));
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
                 unsafe { inner(self, format, io, exps, job, plan, out) }
             }

@@ -6,17 +6,18 @@
 
 use crate::arch::convert::{HalfFormat, widen_one};
 use crate::arch::math::{Cap, capped_target_grad, softcap_opt};
+use crate::arch::pass::Half16;
 use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass, exp_pass_mode};
 use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass, scale_stream, stream_copy};
-use crate::arch::pass::max::max_argmax;
+use crate::arch::pass::max::{first_equal, lane_max, max_argmax};
 use crate::arch::pass::online::{
-    F32Row, HalfGradient, HalfRow, NoTrail, ONLINE_MAX_SEGMENTS, Segment, TrailRow, online_pass,
-    segment_factor,
+    F32Row, HalfGradient, HalfRow, NoTrail, ONLINE_MAX_SEGMENTS, RowBlocks, Segment, TrailRow,
+    online_pass, segment_factor,
 };
 use crate::arch::{Beta, BlockStats, Simd, Smooth};
 use crate::paths::{
-    FUSED_MAX_CLASSES, GROUP_LONG_MAX_CLASSES, GROUP_MAX_CLASSES, GROUP_ROWS, ONLINE_MIN_CLASSES,
-    STAGE_MIN_CLASSES, TRAIL_MIN_CLASSES, trails,
+    GROUP_LONG_MAX_CLASSES, GROUP_MAX_CLASSES, GROUP_ROWS, MAX_BLOCK, ONLINE_MIN_CLASSES,
+    STAGE_MIN_CLASSES, TRAIL_MIN_CLASSES, links_half, reads_half, trails,
 };
 
 /// Per-call constants of the fused cross-entropy rows.
@@ -325,22 +326,27 @@ unsafe fn ce_row_groups<S: Simd, const G: usize>(
     }
 }
 
-/// Whether rows of 16-bit logits take [`ce_rows_half`]: rows that [`ce_rows`] would run
-/// online (no label smoothing or capping, at least `ONLINE_MIN_CLASSES` classes), at
-/// most `FUSED_MAX_CLASSES` classes.
+/// Whether rows of 16-bit logits take [`ce_rows_half`]: plain rows (no label smoothing
+/// or capping) of `HALF_ROWS_MIN_CLASSES` (or, where the f32 kernel groups long rows,
+/// `HALF_ROWS_GROUPED_MIN_CLASSES`) to `FUSED_MAX_CLASSES` classes
+/// ([`reads_half`]).
 #[cfg_attr(not(debug_assertions), inline(always))]
-pub(crate) fn online_half(job: &RowsJob<'_>) -> bool {
-    job.plain() && (ONLINE_MIN_CLASSES..=FUSED_MAX_CLASSES).contains(&job.classes)
+pub(crate) fn reads_half_rows(job: &RowsJob<'_>) -> bool {
+    job.plain() && reads_half(job.classes, job.group_long)
 }
 
 /// [`ce_rows`] on `len / job.classes` whole rows of 16-bit logits (format `format`), for
-/// the rows [`online_half`] accepts. Per row: passes 1 and 2 ([`online_pass`]) read the
-/// logits widened in registers as they are loaded ([`HalfRow`]) and store the exps in
-/// `exps`, an f32 row that stays in L2; pass 3 ([`HalfGradient`]) scales it block by
-/// block, forms the target entry in f32, and narrows each block into the row of `dst`.
-/// DRAM sees 2 bytes read and 2 written per logit, and no f32 copy of the logits is made.
+/// the rows [`reads_half_rows`] accepts. Per row: passes 1 and 2 read the logits widened
+/// in registers as they are loaded ([`HalfRow`]) and store the exps in `exps`, an f32 row
+/// that stays in L1 or L2; pass 3 ([`HalfGradient`]) scales it block by block, forms the
+/// target entry in f32, and narrows each block into the row of `dst`. DRAM sees 2 bytes
+/// read and 2 written per logit, and no f32 copy of the logits is made. Rows that
+/// [`ce_rows`] runs online (from `ONLINE_MIN_CLASSES`) take the one-sweep passes 1 and 2
+/// ([`online_pass`]); shorter rows take them apart ([`three_pass_half`]), as [`ce_rows`]
+/// does.
 ///
-/// Rows of the f32 path's linked range ([`links_half`]) are linked too, block by block:
+/// Online rows of the f32 path's linked range ([`links_half`]) are linked too, block by
+/// block:
 /// while the passes of row `r + 1` sweep its blocks, pass 3 of row `r` (a
 /// [`HalfGradient`] as [`online_pass`]'s trailing row) forms and narrows its own block of
 /// the same place just before each, from the other of two scratch rows of exps. The row's
@@ -353,13 +359,13 @@ pub(crate) fn online_half(job: &RowsJob<'_>) -> bool {
 /// over f32 at 4096x32000 on two threads 1.12-1.24x linked, 1.09-1.16x not).
 ///
 /// The f32 arithmetic is [`ce_rows`]'s on the widened rows, in the same blocks and
-/// segments (online rows are never grouped, and linking changes no value): the row
-/// statistics are the same bits, and the gradient is the same f32 values rounded once.
+/// segments (neither grouping nor linking changes a value): the row statistics are the
+/// same bits, and the gradient is the same f32 values rounded once.
 ///
 /// # Safety
 /// `src..src + len` readable; `dst` null (forward only) or `dst..dst + len` writable (it
 /// may equal `src`); `exps..exps + half_scratch(job.classes)` writable, disjoint from
-/// both; `len` a multiple of `job.classes`; `online_half(job)`; every planned target
+/// both; `len` a multiple of `job.classes`; `reads_half_rows(job)`; every planned target
 /// `< job.classes`.
 #[cfg_attr(not(debug_assertions), inline(always))]
 #[allow(clippy::too_many_arguments)]
@@ -375,8 +381,8 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
     out: &mut RowsDone<'_>,
 ) {
     let c = job.classes;
-    debug_assert!(online_half(job));
-    let linked = links_half::<S>(c) && !dst.is_null();
+    debug_assert!(reads_half_rows(job));
+    let linked = links_half_rows::<S>(c) && !dst.is_null();
     // Two sets of segments and, linked, two rows of exps: the pending row's, whose
     // gradient is formed inside this row's passes, and this row's (`cur`).
     let mut segs = [[Segment::EMPTY; ONLINE_MAX_SEGMENTS]; 2];
@@ -415,9 +421,10 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
         let row_exps = exps.wrapping_add(cur * c);
         // SAFETY: bounds: the row of `src` holds `c` readable logits (the next row's
         // address is only prefetched), `row_exps..row_exps + c` writable (the scratch
-        // holds two rows when linked), `c <= FUSED_MAX_CLASSES` (`online_half`); the
+        // holds two rows when linked), `c <= FUSED_MAX_CLASSES` (`reads_half_rows`); the
         // pending row's exps are the other scratch row, with its segments, and its row
-        // of `dst` is an earlier row, disjoint from this one.
+        // of `dst` is an earlier row, disjoint from this one; rows are linked only from
+        // `ONLINE_MIN_CLASSES` (`links_half`).
         let (m, argmax, sum, nseg) = unsafe {
             let trail = pending
                 .take()
@@ -465,20 +472,20 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
 
 /// Whether [`ce_rows_half`] links its rows (with a gradient to form): each row's pass 3
 /// inside the next row's passes 1 and 2, block by block, from a second scratch row of
-/// exps. The f32 rows' range ([`trails`]), and not on the portable kernel (as
-/// `ce_row_groups`). Up to 65536 classes (two scratch rows of 256 KiB) it gained nothing
-/// there (Zen 5, bf16 at 2048x65536, alternating builds, three rounds, ns per logit:
-/// 0.174-0.185 linked against 0.170-0.181 on one thread, 0.098-0.106 against
-/// 0.091-0.109 on two).
+/// exps. The online rows of the f32 rows' range ([`links_half`]), and not on the
+/// portable kernel (as `ce_row_groups`). Up to 65536 classes (two scratch rows of 256
+/// KiB) it gained nothing there (Zen 5, bf16 at 2048x65536, alternating builds, three
+/// rounds, ns per logit: 0.174-0.185 linked against 0.170-0.181 on one thread,
+/// 0.098-0.106 against 0.091-0.109 on two).
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn links_half<S: Simd>(classes: usize) -> bool {
-    trails(classes) && !S::EMULATED
+fn links_half_rows<S: Simd>(classes: usize) -> bool {
+    links_half(classes) && !S::EMULATED
 }
 
 /// The scratch that [`ce_rows_half`] asks for, in f32: one row of exps, or two for rows
 /// it may link.
 pub(crate) fn half_scratch(classes: usize) -> usize {
-    if trails(classes) {
+    if links_half(classes) {
         2 * classes
     } else {
         classes
@@ -492,7 +499,7 @@ pub(crate) fn half_scratch(classes: usize) -> usize {
 /// # Safety
 /// `src..src + c` readable 16-bit logits, `exps..exps + c` writable,
 /// `c <= FUSED_MAX_CLASSES`; `trail` a row of `c` classes (as [`HalfGradient::new`]),
-/// disjoint from both; no `trail` unless `store`.
+/// disjoint from both; no `trail` unless `store` and `c >= ONLINE_MIN_CLASSES`.
 #[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn half_passes<S: Simd, const BF16: bool>(
     s: S,
@@ -508,12 +515,87 @@ unsafe fn half_passes<S: Simd, const BF16: bool>(
     // only prefetched.
     unsafe {
         let blocks = HalfRow::<S, BF16>::new(s, src, src.wrapping_add(c));
+        if c < ONLINE_MIN_CLASSES {
+            debug_assert!(trail.is_none());
+            let (m, argmax, sum) = if store {
+                three_pass_half::<S, BF16, true>(s, blocks, src, c, exps)
+            } else {
+                three_pass_half::<S, BF16, false>(s, blocks, src, c, exps)
+            };
+            // One segment whose reference is the max: its coefficient is `alpha` itself
+            // (`exp(0) = 1`), the three-pass rows' scale. (A max that is not finite
+            // makes the sum NaN, so `alpha` and the coefficient are NaN alike.)
+            segs[0] = Segment {
+                start: 0,
+                reference: m,
+                sum,
+            };
+            return (m, argmax, sum, 1);
+        }
         match (store, trail) {
             (true, Some(t)) => online_pass::<S, _, _, true, false>(s, blocks, exps, c, segs, t),
             (true, None) => online_pass::<S, _, _, true, false>(s, blocks, exps, c, segs, NoTrail),
             (false, _) => online_pass::<S, _, _, false, false>(s, blocks, exps, c, segs, NoTrail),
         }
     }
+}
+
+/// Passes 1 and 2 of a row of [`ce_rows_half`] shorter than `ONLINE_MIN_CLASSES`, apart,
+/// as [`ce_rows`] runs such rows: the max and its first index over the row, then
+/// `e_j = exp(z_j - max)` summed, and stored in `exps` when `STORE`, both on the 16-bit
+/// logits widened in registers. Returns `(max, argmax, sum)`, the bits that
+/// [`max_argmax`] and [`exp_pass`] give on the widened row: the same max and first
+/// index (pass 1 here runs in blocks of `MAX_BLOCK`, handed out by `blocks`, which
+/// prefetches the next row's 16-bit lines of each), and the same exp loop.
+///
+/// # Safety
+/// `src..src + c` readable (the row `blocks` holds), `exps..exps + c` writable when
+/// `STORE`, disjoint from it.
+#[cfg_attr(not(debug_assertions), inline(always))]
+unsafe fn three_pass_half<S: Simd, const BF16: bool, const STORE: bool>(
+    s: S,
+    mut blocks: HalfRow<S, BF16>,
+    src: *const u16,
+    c: usize,
+    exps: *mut f32,
+) -> (f32, usize, f32) {
+    let (mut best, mut argmax) = (f32::NEG_INFINITY, 0);
+    let mut b = 0;
+    while b < c {
+        let len = (c - b).min(MAX_BLOCK);
+        // SAFETY: bounds: `b + len <= c`, the row's length, `len <= MAX_BLOCK`, blocks in
+        // order (`RowBlocks`' contract); the block's entries `0..len` are readable.
+        let (blk, _) = unsafe { blocks.block(b, len) };
+        // SAFETY: as above.
+        let m = s.reduce_max(unsafe { lane_max(s, blk, len) });
+        // A strict rise, as `max_argmax`: the first block to reach the row's max wins,
+        // and its first entry equal to it is the row's first.
+        if m > best {
+            best = m;
+            // SAFETY: as above.
+            let k = unsafe { first_equal(s, blk, len, m) };
+            // `m` is an entry of the block (`lane_max` drops NaN), so `k < len`.
+            argmax = b + if k < len { k } else { 0 };
+        }
+        b += len;
+    }
+    // SAFETY: bounds: `src..src + c` readable, `exps..exps + c` writable when `STORE`
+    // (caller's obligations); no smoothing weights are read, and nothing is prefetched
+    // (pass 1 did).
+    let (sum, _) = unsafe {
+        exp_pass_mode::<S, _, STORE, SMOOTH_OFF, false, false>(
+            s,
+            Half16::<BF16>(src),
+            exps,
+            c,
+            best,
+            core::ptr::null(),
+            Cap::NONE,
+            Ahead::NONE,
+            TrailBlock::NONE,
+        )
+    };
+    (best, argmax, sum)
 }
 
 /// The pass 3 of a counted row of [`ce_rows_half`] whose exps are at `row.dst`.

@@ -3,16 +3,19 @@
 //!
 //! # Memory passes
 //!
-//! Rows of at least `ONLINE_MIN_CLASSES` (16 384) classes, up to the fused limit, without
-//! label smoothing or soft-capping (`arch::fused::online_half`) are read in 16-bit: per row,
-//! passes 1 and 2 run on blocks of 512 logits, widening each vector in registers as they
-//! load it, and store the exps into an f32 scratch row (L2); pass 3 reads that row block
-//! by block, scales each vector and narrows it in registers over the 16-bit logits, the
-//! target entry formed in f32 (`arch::fused::ce_rows_half`). No f32 copy of the logits is
-//! made: against the tiles below, the f32 tile is neither written nor read back, and the
-//! scaled gradient is never stored in f32. Rows of up to 32 768 classes are linked as on
-//! the f32 path: a row's pass 3 runs block by block inside the next row's passes 1 and 2,
-//! from a second scratch row of exps (`arch::fused::links_half`).
+//! Rows without label smoothing or soft-capping, of `HALF_ROWS_MIN_CLASSES` (256) classes
+//! up to the fused limit (from 512 where the f32 kernel groups rows of up to 1535
+//! classes; `paths::reads_half`), are read in 16-bit (`arch::fused::ce_rows_half`): per
+//! row, passes 1 and 2 widen each vector of logits in registers as they load it and store
+//! the exps into an f32 scratch row (L1 or L2); pass 3 reads that row block by block,
+//! scales each vector and narrows it in registers over the 16-bit logits, the target
+//! entry formed in f32. Rows of 16 384 classes and more run passes 1 and 2 as one sweep
+//! over blocks of 512 logits (online), shorter rows as two, as on the f32 path. No f32
+//! copy of the logits is made: against the tiles below, the f32 tile is neither written
+//! nor read back, and the scaled gradient is never stored in f32. Online rows of up to
+//! 32 768 classes are linked as on the f32 path: a row's pass 3 runs block by block
+//! inside the next row's passes 1 and 2, from a second scratch row of exps
+//! (`paths::links_half`).
 //!
 //! Every other row goes through f32 tiles: the batch is cut into tiles of whole rows of
 //! about 64 K logits (the same shape-only boundaries as the f32 path's parallel chunks).
@@ -34,7 +37,7 @@
 //! call on a thread no memory is allocated.
 
 use crate::arch::convert::{HalfFormat, bits, bits_mut};
-use crate::arch::fused::{half_scratch, online_half};
+use crate::arch::fused::{half_scratch, reads_half_rows};
 use crate::arch::{Io, Io16, RowsJob};
 use crate::kernel::with_backend;
 use crate::ops::backward::backward_rows;
@@ -42,7 +45,7 @@ use crate::ops::forward::{row_outs, row_plans};
 use crate::ops::scratch::with_scratch;
 use crate::outputs::{RowOutputs, Sinks};
 use crate::parallel::{SplitLogits, for_chunks_of_rows, rows_per_chunk, rows_per_linked_chunk};
-use crate::paths::trails;
+use crate::paths::links_half;
 use crate::plan::{Checked, RowSums};
 use crate::{CrossEntropy, Error, Loss, Target};
 
@@ -237,7 +240,7 @@ impl CrossEntropy {
         Ok(self.run_half(&ck, HalfIo::InPlace(logits), targets, sinks))
     }
 
-    /// Long plain rows in 16-bit (`ce_rows_half`), chunk by chunk; other rows in tiles of
+    /// Plain rows in 16-bit (`ce_rows_half`), chunk by chunk; other rows in tiles of
     /// whole rows: widen, f32 kernels, narrow. Chunk or tile sums added in order.
     fn run_half<H: HalfFloat, T: Target>(
         &self,
@@ -256,10 +259,10 @@ impl CrossEntropy {
             prefetch: None,
             group_long: ck.backend.groups_long_rows(),
         };
-        if online_half(&job) {
+        if reads_half_rows(&job) {
             let format: HalfFormat = <H as sealed::Sealed>::FORMAT;
             // Linked rows (`ce_rows_half`) in longer chunks, as on the f32 path.
-            let per = if trails(c) {
+            let per = if links_half(c) {
                 rows_per_linked_chunk(c, io.len() / c)
             } else {
                 rows_per_chunk(c)
