@@ -29,8 +29,8 @@
 //!
 //! Rows of bf16 or f16 logits take these passes on the 16-bit logits, widened in
 //! registers as they are loaded, when they are plain (no smoothing or capping) and
-//! [`reads_half`] accepts their length (from [`HALF_ROWS_MIN_CLASSES`]); other 16-bit
-//! rows are widened into f32 tiles for the paths above (`ops/half.rs`).
+//! [`reads_half`] accepts their length (from [`HALF_ROWS_MIN_CLASSES`], 256); other
+//! 16-bit rows are widened into f32 tiles for the paths above (`ops/half.rs`).
 //!
 //! Work is split across threads only from [`PAR_MIN_LOGITS`] logits, in chunks of whole
 //! rows of about [`CHUNK_LOGITS`] (linked rows: up to [`LINKED_CHUNK_ROWS`] rows, keeping
@@ -265,40 +265,26 @@ pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 17;
 /// this many classes, up to [`FUSED_MAX_CLASSES`], are read in 16-bit by the passes
 /// ([`reads_half`]): pass 1 and pass 2 widen each vector in registers as they load it,
 /// pass 2 stores the exps in an f32 scratch row (L1 or L2), and pass 3 narrows the
-/// gradient from there over the logits. Shorter rows, and rows with smoothing or
+/// gradient from there over the logits; rows of up to [`GROUP_LONG_MAX_CLASSES`] run in
+/// groups where the f32 kernel groups them. Shorter rows, and rows with smoothing or
 /// capping, are widened into f32 tiles for the f32 kernels, which costs a store and a
 /// load of each logit in f32 and a pass of its own to narrow the gradient back.
 ///
 /// Measured on the Zen 5 host (2026-12-07, bf16 `forward_backward`, logits in [-4, 4],
 /// the builds run alternately, ns per logit from DRAM, one thread, tiles against 16-bit
-/// rows; BENCHMARKS.md, twentieth session): with `Kernel::Avx2`, whose f32 rows of 256
-/// classes and more are not grouped (as on every kernel but a Zen 5's AVX-512 one),
-/// 0.705-0.731 / 0.687-0.701 at 300 classes, 0.642-0.643 / 0.572-0.590 at 400 and
-/// 0.597-0.604 / 0.516-0.520 at 1000; with `Kernel::Avx512` 0.306-0.316 / 0.197-0.202 at
-/// 4000 and 0.255-0.266 / 0.213-0.217 at 16000. Below 256 classes the tiles' f32 rows run
-/// in groups on every kernel ([`GROUP_MAX_CLASSES`]).
+/// rows; BENCHMARKS.md, twentieth session): with `Kernel::Avx512` (rows grouped on both
+/// sides, three rounds) 0.406-0.423 / 0.346-0.361 at 256 classes, 0.407-0.419 /
+/// 0.355-0.372 at 300, 0.331-0.346 / 0.232-0.247 at 1000 and 0.294-0.296 / 0.190-0.197
+/// at 4000; with `Kernel::Avx2` (neither side grouped from 256 classes, one quiet round)
+/// 0.727 / 0.625 at 256 and 0.597 / 0.460 at 1000. Below 256 classes the tiles' f32 rows
+/// run in groups on every kernel ([`GROUP_MAX_CLASSES`]); 16-bit rows were not tried
+/// there.
 pub(crate) const HALF_ROWS_MIN_CLASSES: usize = 256;
 
-/// [`HALF_ROWS_MIN_CLASSES`] where the f32 kernel groups rows of up to
-/// [`GROUP_LONG_MAX_CLASSES`] (a Zen 5's AVX-512 kernel,
-/// [`Backend::groups_long_rows`](crate::kernel::Backend::groups_long_rows)): there the
-/// tiles' grouped rows kept up with the 16-bit rows, which run one at a time, up to 500
-/// classes (Zen 5, one thread, tiles against 16-bit rows, two rounds of a build that
-/// read rows from 256 classes in 16-bit: 0.393-0.410 / 0.469-0.518 at 300 classes,
-/// 0.367-0.378 / 0.364-0.373 at 400, 0.364-0.376 / 0.363-0.388 at 500; this build,
-/// three rounds: 0.377-0.385 / 0.352-0.362 at 600, 0.347-0.358 / 0.310-0.311 at 1000).
-pub(crate) const HALF_ROWS_GROUPED_MIN_CLASSES: usize = 512;
-
 /// Whether plain rows of `classes` 16-bit logits are read in 16-bit
-/// ([`HALF_ROWS_MIN_CLASSES`]); `group_long` is the job's
-/// ([`RowsJob::group_long`](crate::arch::RowsJob::group_long)).
-pub(crate) const fn reads_half(classes: usize, group_long: bool) -> bool {
-    let min = if group_long {
-        HALF_ROWS_GROUPED_MIN_CLASSES
-    } else {
-        HALF_ROWS_MIN_CLASSES
-    };
-    min <= classes && classes <= FUSED_MAX_CLASSES
+/// ([`HALF_ROWS_MIN_CLASSES`]).
+pub(crate) const fn reads_half(classes: usize) -> bool {
+    HALF_ROWS_MIN_CLASSES <= classes && classes <= FUSED_MAX_CLASSES
 }
 
 /// Whether rows of `classes` 16-bit logits read in 16-bit are linked: each row's pass 3

@@ -50,9 +50,10 @@ fn subnormal_gradients_round_like_the_software_conversion() {
 #[test]
 fn many_tiles_and_long_rows_on_every_thread_count() {
     // Several tiles (parallel), and rows longer than the fused limit (blocked path); with
-    // label smoothing every row takes the tiles, without it rows of 4099 classes are read
-    // in 16-bit, chunk by chunk.
-    let shapes = [(90_000usize, 3usize), (70, 4099), (2, 140_001)];
+    // label smoothing every row takes the tiles, without it rows of 1000 classes (in
+    // groups of four on a Zen 5's AVX-512 kernel) and 4099 are read in 16-bit, chunk by
+    // chunk.
+    let shapes = [(90_000usize, 3usize), (301, 1000), (70, 4099), (2, 140_001)];
     for ((rows, c), smoothing) in shapes.iter().flat_map(|&s| [(s, 0.05), (s, 0.0)]) {
         let z: Vec<bf16> = seeded_row(11, rows * c)
             .iter()
@@ -94,12 +95,12 @@ fn many_tiles_and_long_rows_on_every_thread_count() {
 
 #[test]
 fn plain_rows_read_16_bit_logits_in_the_passes() {
-    // Rows of 256 classes (512 where the AVX-512 kernel groups f32 rows of up to 1535,
-    // so 256 and 300 also take the tiles there) up to the fused limit without smoothing
-    // or capping run passes 1 and 2 on 16-bit logits widened in registers and narrow in
-    // pass 3 (no f32 tile): still the f32 path's loss, and its gradient rounded. Ignored
-    // rows, class weights, z-loss, a mean over no counted row (zero gradient), NaN, -inf
-    // and (in f16) overflowing logits. Rows below 16 384 classes take passes 1 and 2
+    // Rows of 256 classes up to the fused limit without smoothing or capping run passes
+    // 1 and 2 on 16-bit logits widened in registers and narrow in pass 3 (no f32 tile),
+    // rows of up to 1535 classes in groups of four on a Zen 5's AVX-512 kernel (5 rows:
+    // a group, with an ignored row, and a lone row): still the f32 path's loss, and its
+    // gradient rounded. Ignored rows, class weights, z-loss, a mean over no counted row
+    // (zero gradient), NaN, -inf and (in f16) overflowing logits. Rows below 16 384 classes take passes 1 and 2
     // apart (pass 1 in blocks of 512: 531 and 8211 classes end on a block of 19), longer
     // ones in one sweep. The last blocks of 5 and 50 logits take the exp pass's tails: a
     // lone tail; and with 16 lanes a pair, a full vector and a tail, with 8 lanes a quad,
@@ -111,6 +112,7 @@ fn plain_rows_read_16_bit_logits_in_the_passes() {
         (5usize, 256usize),
         (4, 300),
         (5, 531),
+        (5, 1535),
         (3, 8211),
         (2, 16_383),
         (3, 16_389),

@@ -67,7 +67,7 @@ macro_rules! instantiate_kernel {
 
             /// Cross-entropy over a chunk of rows of 16-bit logits read in 16-bit
             /// (`fused::ce_rows_half`: plain rows that `fused::reads_half_rows` accepts),
-            /// with `exps` a scratch of `fused::half_scratch(job.classes)` f32; `plan` and
+            /// with `exps` a scratch of `fused::half_scratch(job)` f32; `plan` and
             /// `out` as in `ce_rows`.
             pub(crate) fn ce_rows_half(
                 self,
@@ -96,7 +96,7 @@ macro_rules! instantiate_kernel {
                     // both; the row shape and path are checked below.
                     unsafe { fused::ce_rows_half(t, f, src, dst, len, exps.as_mut_ptr(), j, p, o) }
                 }
-                assert!(io.len() % job.classes == 0 && exps.len() == fused::half_scratch(job.classes));
+                assert!(io.len() % job.classes == 0 && exps.len() == fused::half_scratch(job));
                 assert!(fused::reads_half_rows(job));
                 // SAFETY: feature: the token proves the enabled features. bounds: see `inner`.
                 unsafe { inner(self, format, io, exps, job, plan, out) }

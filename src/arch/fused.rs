@@ -327,12 +327,11 @@ unsafe fn ce_row_groups<S: Simd, const G: usize>(
 }
 
 /// Whether rows of 16-bit logits take [`ce_rows_half`]: plain rows (no label smoothing
-/// or capping) of `HALF_ROWS_MIN_CLASSES` (or, where the f32 kernel groups long rows,
-/// `HALF_ROWS_GROUPED_MIN_CLASSES`) to `FUSED_MAX_CLASSES` classes
+/// or capping) of `HALF_ROWS_MIN_CLASSES` to `FUSED_MAX_CLASSES` classes
 /// ([`reads_half`]).
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn reads_half_rows(job: &RowsJob<'_>) -> bool {
-    job.plain() && reads_half(job.classes, job.group_long)
+    job.plain() && reads_half(job.classes)
 }
 
 /// [`ce_rows`] on `len / job.classes` whole rows of 16-bit logits (format `format`), for
@@ -342,8 +341,8 @@ pub(crate) fn reads_half_rows(job: &RowsJob<'_>) -> bool {
 /// target entry in f32, and narrows each block into the row of `dst`. DRAM sees 2 bytes
 /// read and 2 written per logit, and no f32 copy of the logits is made. Rows that
 /// [`ce_rows`] runs online (from `ONLINE_MIN_CLASSES`) take the one-sweep passes 1 and 2
-/// ([`online_pass`]); shorter rows take them apart ([`three_pass_half`]), as [`ce_rows`]
-/// does.
+/// ([`online_pass`]); shorter rows take them apart, grouped where [`ce_rows`] groups
+/// them ([`half_row_groups`]).
 ///
 /// Online rows of the f32 path's linked range ([`links_half`]) are linked too, block by
 /// block:
@@ -382,6 +381,20 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
 ) {
     let c = job.classes;
     debug_assert!(reads_half_rows(job));
+    if c < ONLINE_MIN_CLASSES {
+        // SAFETY: the caller's obligations, forwarded.
+        unsafe {
+            match format {
+                HalfFormat::Bf16 => {
+                    half_row_groups::<S, true>(s, (src, dst), len, exps, job, plan, out)
+                }
+                HalfFormat::F16 => {
+                    half_row_groups::<S, false>(s, (src, dst), len, exps, job, plan, out)
+                }
+            }
+        }
+        return;
+    }
     let linked = links_half_rows::<S>(c) && !dst.is_null();
     // Two sets of segments and, linked, two rows of exps: the pending row's, whose
     // gradient is formed inside this row's passes, and this row's (`cur`).
@@ -482,13 +495,16 @@ fn links_half_rows<S: Simd>(classes: usize) -> bool {
     links_half(classes) && !S::EMULATED
 }
 
-/// The scratch that [`ce_rows_half`] asks for, in f32: one row of exps, or two for rows
-/// it may link.
-pub(crate) fn half_scratch(classes: usize) -> usize {
-    if links_half(classes) {
-        2 * classes
+/// The scratch that [`ce_rows_half`] asks for, in f32: one row of exps, two for rows it
+/// may link, or one per row of a group ([`groups_half`]).
+pub(crate) fn half_scratch(job: &RowsJob<'_>) -> usize {
+    let c = job.classes;
+    if links_half(c) {
+        2 * c
+    } else if groups_half(job) {
+        GROUP_ROWS * c
     } else {
-        classes
+        c
     }
 }
 
@@ -499,7 +515,7 @@ pub(crate) fn half_scratch(classes: usize) -> usize {
 /// # Safety
 /// `src..src + c` readable 16-bit logits, `exps..exps + c` writable,
 /// `c <= FUSED_MAX_CLASSES`; `trail` a row of `c` classes (as [`HalfGradient::new`]),
-/// disjoint from both; no `trail` unless `store` and `c >= ONLINE_MIN_CLASSES`.
+/// disjoint from both; no `trail` unless `store`; `c >= ONLINE_MIN_CLASSES`.
 #[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn half_passes<S: Simd, const BF16: bool>(
     s: S,
@@ -515,23 +531,6 @@ unsafe fn half_passes<S: Simd, const BF16: bool>(
     // only prefetched.
     unsafe {
         let blocks = HalfRow::<S, BF16>::new(s, src, src.wrapping_add(c));
-        if c < ONLINE_MIN_CLASSES {
-            debug_assert!(trail.is_none());
-            let (m, argmax, sum) = if store {
-                three_pass_half::<S, BF16, true>(s, blocks, src, c, exps)
-            } else {
-                three_pass_half::<S, BF16, false>(s, blocks, src, c, exps)
-            };
-            // One segment whose reference is the max: its coefficient is `alpha` itself
-            // (`exp(0) = 1`), the three-pass rows' scale. (A max that is not finite
-            // makes the sum NaN, so `alpha` and the coefficient are NaN alike.)
-            segs[0] = Segment {
-                start: 0,
-                reference: m,
-                sum,
-            };
-            return (m, argmax, sum, 1);
-        }
         match (store, trail) {
             (true, Some(t)) => online_pass::<S, _, _, true, false>(s, blocks, exps, c, segs, t),
             (true, None) => online_pass::<S, _, _, true, false>(s, blocks, exps, c, segs, NoTrail),
@@ -540,25 +539,151 @@ unsafe fn half_passes<S: Simd, const BF16: bool>(
     }
 }
 
-/// Passes 1 and 2 of a row of [`ce_rows_half`] shorter than `ONLINE_MIN_CLASSES`, apart,
-/// as [`ce_rows`] runs such rows: the max and its first index over the row, then
-/// `e_j = exp(z_j - max)` summed, and stored in `exps` when `STORE`, both on the 16-bit
-/// logits widened in registers. Returns `(max, argmax, sum)`, the bits that
-/// [`max_argmax`] and [`exp_pass`] give on the widened row: the same max and first
-/// index (pass 1 here runs in blocks of `MAX_BLOCK`, handed out by `blocks`, which
-/// prefetches the next row's 16-bit lines of each), and the same exp loop.
+/// [`ce_rows_half`] on rows shorter than `ONLINE_MIN_CLASSES`, whose passes run apart as
+/// [`ce_rows`] runs such rows, in groups of [`GROUP_ROWS`] rows where [`groups_half`]
+/// says (else one row at a time), as [`ce_row_groups`] groups them: pass 1 of every row
+/// of the group ([`half_max_argmax`]), then pass 2 of every row (the exp loop on the
+/// 16-bit logits widened in registers, [`exp_pass_mode`] on [`Half16`], into the row's
+/// scratch row of exps), then the statistics to `out`, then each row's pass 3
+/// ([`HalfGradient`], one segment). Each row's values are what they are alone, the bits
+/// that [`ce_rows`] computes on the widened rows: the same max and first argmax, the same
+/// exp loop and sum, and the gradient coefficient `alpha` itself (a segment whose
+/// reference is the max has the factor `exp(0) = 1`; a max that is not finite makes the
+/// sum NaN, so `alpha` and the coefficient are NaN alike).
 ///
 /// # Safety
-/// `src..src + c` readable (the row `blocks` holds), `exps..exps + c` writable when
-/// `STORE`, disjoint from it.
+/// As [`ce_rows_half`], with `c < ONLINE_MIN_CLASSES`: `exps` holds
+/// `half_scratch(job)` f32, one row per row of a group.
 #[cfg_attr(not(debug_assertions), inline(always))]
-unsafe fn three_pass_half<S: Simd, const BF16: bool, const STORE: bool>(
+unsafe fn half_row_groups<S: Simd, const BF16: bool>(
+    s: S,
+    (src, dst): (*const u16, *mut u16),
+    len: usize,
+    exps: *mut f32,
+    job: &RowsJob<'_>,
+    plan: &mut PlanRows<'_>,
+    out: &mut RowsDone<'_>,
+) {
+    let c = job.classes;
+    let rows = len / c;
+    let g_max = if groups_half(job) { GROUP_ROWS } else { 1 };
+    let format = Half16::<BF16>::FORMAT;
+    let mut plans = [GroupRow::IDLE.plan; GROUP_ROWS];
+    let mut group = [GroupRow::IDLE; GROUP_ROWS];
+    let mut done = [None; GROUP_ROWS];
+    let mut r0 = 0;
+    while r0 < rows {
+        let g = g_max.min(rows - r0);
+        plan(r0, &mut plans[..g]);
+        for (k, (row, &p)) in group[..g].iter_mut().zip(&plans[..g]).enumerate() {
+            *row = GroupRow {
+                plan: p,
+                dst: exps.wrapping_add(k * c),
+                ..GroupRow::IDLE
+            };
+            let Some(t) = p.target else {
+                continue;
+            };
+            debug_assert!(t < c);
+            // SAFETY: bounds: row `r0 + k < rows` lies inside `src`, `t < c` (plan
+            // contract, checked by the driver's validation); the same row of the next
+            // group is only prefetched.
+            unsafe {
+                let row_src = src.add((r0 + k) * c);
+                row.zt = widen_one(format, *row_src.add(t));
+                let blocks = HalfRow::<S, BF16>::new(s, row_src, row_src.wrapping_add(g * c));
+                (row.m, row.argmax) = half_max_argmax(s, blocks, c);
+            }
+            row.top = row.m;
+        }
+        for (k, row) in group[..g].iter_mut().enumerate() {
+            if row.plan.target.is_none() {
+                continue;
+            }
+            let store = !dst.is_null() && !row.plan.zero_grad;
+            let z = Half16::<BF16>(src.wrapping_add((r0 + k) * c));
+            let null = core::ptr::null();
+            // SAFETY: bounds: the row of `src`, `c` readable logits, and its scratch row
+            // `row.dst..row.dst + c` inside `exps` (`k < GROUP_ROWS`, caller's
+            // obligation), disjoint; no smoothing weights are read, and nothing is
+            // prefetched (pass 1 did).
+            (row.sum, _) = unsafe {
+                if store {
+                    exp_pass_mode::<S, _, true, SMOOTH_OFF, false, false>(
+                        s,
+                        z,
+                        row.dst,
+                        c,
+                        row.m,
+                        null,
+                        Cap::NONE,
+                        Ahead::NONE,
+                        TrailBlock::NONE,
+                    )
+                } else {
+                    exp_pass_mode::<S, _, false, SMOOTH_OFF, false, false>(
+                        s,
+                        z,
+                        row.dst,
+                        c,
+                        row.m,
+                        null,
+                        Cap::NONE,
+                        Ahead::NONE,
+                        TrailBlock::NONE,
+                    )
+                }
+            };
+        }
+        for (d, row) in done[..g].iter_mut().zip(&group[..g]) {
+            *d = row.plan.target.map(|_| row.out());
+        }
+        out(r0, &done[..g]);
+        if !dst.is_null() {
+            for (k, row) in group[..g].iter().enumerate() {
+                let row_dst = dst.wrapping_add((r0 + k) * c);
+                if row.plan.target.is_none() || row.plan.zero_grad {
+                    // An ignored row's gradient is +0 (all bits clear in both formats).
+                    // SAFETY: bounds: the row of `dst`, `c` elements.
+                    unsafe { row_dst.write_bytes(0, c) };
+                    continue;
+                }
+                let seg = [Segment {
+                    start: 0,
+                    reference: row.m,
+                    sum: row.sum,
+                }];
+                // SAFETY: bounds: the row's exps with its one segment, and its row of
+                // `dst`, disjoint (caller's obligation).
+                unsafe { half_gradient(format, row, row_dst, &seg).all(s, c) };
+            }
+        }
+        r0 += g;
+    }
+}
+
+/// Whether [`half_row_groups`] groups its rows: where [`ce_rows`] groups f32 rows of the
+/// same length (up to [`GROUP_LONG_MAX_CLASSES`] with `job.group_long`; rows short
+/// enough to be grouped on every kernel take f32 tiles, `reads_half`).
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn groups_half(job: &RowsJob<'_>) -> bool {
+    job.group_long && job.classes <= GROUP_LONG_MAX_CLASSES
+}
+
+/// Pass 1 of a row of [`half_row_groups`]: the max over the row's non-NaN entries and
+/// its first index (0 if every entry is -inf or NaN), the bits [`max_argmax`] gives on
+/// the widened row. Blocks of `MAX_BLOCK`, handed out by `blocks` (which prefetches the
+/// matching lines of the row it was given as the next); a block that beats the best so
+/// far (the same strict test) is rescanned for the first entry equal to its max.
+///
+/// # Safety
+/// `blocks` holds a row of `c` readable 16-bit logits.
+#[cfg_attr(not(debug_assertions), inline(always))]
+unsafe fn half_max_argmax<S: Simd, const BF16: bool>(
     s: S,
     mut blocks: HalfRow<S, BF16>,
-    src: *const u16,
     c: usize,
-    exps: *mut f32,
-) -> (f32, usize, f32) {
+) -> (f32, usize) {
     let (mut best, mut argmax) = (f32::NEG_INFINITY, 0);
     let mut b = 0;
     while b < c {
@@ -568,8 +693,6 @@ unsafe fn three_pass_half<S: Simd, const BF16: bool, const STORE: bool>(
         let (blk, _) = unsafe { blocks.block(b, len) };
         // SAFETY: as above.
         let m = s.reduce_max(unsafe { lane_max(s, blk, len) });
-        // A strict rise, as `max_argmax`: the first block to reach the row's max wins,
-        // and its first entry equal to it is the row's first.
         if m > best {
             best = m;
             // SAFETY: as above.
@@ -579,23 +702,7 @@ unsafe fn three_pass_half<S: Simd, const BF16: bool, const STORE: bool>(
         }
         b += len;
     }
-    // SAFETY: bounds: `src..src + c` readable, `exps..exps + c` writable when `STORE`
-    // (caller's obligations); no smoothing weights are read, and nothing is prefetched
-    // (pass 1 did).
-    let (sum, _) = unsafe {
-        exp_pass_mode::<S, _, STORE, SMOOTH_OFF, false, false>(
-            s,
-            Half16::<BF16>(src),
-            exps,
-            c,
-            best,
-            core::ptr::null(),
-            Cap::NONE,
-            Ahead::NONE,
-            TrailBlock::NONE,
-        )
-    };
-    (best, argmax, sum)
+    (best, argmax)
 }
 
 /// The pass 3 of a counted row of [`ce_rows_half`] whose exps are at `row.dst`.

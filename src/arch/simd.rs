@@ -36,6 +36,20 @@ pub(crate) unsafe trait Simd: Copy {
     /// # Safety
     /// `p..p + n` must be readable f32s. Nothing past `p + n` is read.
     unsafe fn load_tail(self, p: *const f32, n: usize, fill: f32) -> Self::F;
+    /// The last `n <= LANES` lanes of `v` moved down to lanes `0..n`, in order (lane `j`
+    /// takes lane `LANES - n + j`); the other lanes hold `fill`. A run's tail of `n`
+    /// entries is then the whole vector that ends where the run ends, loaded and moved:
+    /// the same lanes as [`load_tail`](Self::load_tail) gives, for sources (16-bit
+    /// logits) that have no masked load. By default through an array on the stack.
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn tail_of(self, v: Self::F, n: usize, fill: f32) -> Self::F {
+        let (a, l) = (self.to_array(v), Self::LANES);
+        let n = n.min(l);
+        let mut buf = [fill; 16];
+        buf[..n].copy_from_slice(&a[l - n..l]);
+        // SAFETY: bounds: `buf` holds 16 >= LANES values.
+        unsafe { self.load(buf.as_ptr()) }
+    }
     /// # Safety
     /// `p..p + LANES` must be writable f32s.
     unsafe fn store(self, p: *mut f32, v: Self::F);

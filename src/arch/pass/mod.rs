@@ -88,9 +88,18 @@ impl<S: Simd, const BF16: bool> Logits<S> for Half16<BF16> {
             }
         }
     }
-    /// Widened one entry at a time into a buffer on the stack (once per run, at its end).
+    /// The vector that ends where the tail ends, loaded whole and moved down
+    /// ([`Simd::tail_of`]); a run shorter than a vector is widened one entry at a time
+    /// into a buffer on the stack. Widening the tail's entries one by one at the end of
+    /// every row cost bf16 rows of 300 classes 12% of their time (Zen 5, 0.40 ns per
+    /// logit against 0.355 at 288 and 304 classes, which have no tail).
     #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn load_tail(self, s: S, i: usize, n: usize, fill: f32) -> S::F {
+        if i + n >= S::LANES {
+            // SAFETY: bounds: entries `i + n - LANES..i + n` lie in `0..i + n`, readable
+            // (the caller's obligation).
+            return s.tail_of(unsafe { self.load(s, i + n - S::LANES) }, n, fill);
+        }
         let mut buf = [fill; 16];
         for (k, v) in buf.iter_mut().enumerate().take(n.min(S::LANES)) {
             // SAFETY: bounds: `i + k < i + n`, readable (caller's obligation).
@@ -152,18 +161,26 @@ mod tests {
                 assert!(same(v[k], want), "{f:?} {:#06x}: {}", all[i + k], v[k]);
             }
         }
+        // Tails of every count below `LANES`: at the end of a run of 64 entries (the
+        // whole vector that ends there, moved down) and as a run of their own (widened
+        // entry by entry). Patterns from 0x3f00 up are finite in both formats (0.5 and
+        // 1.75 onwards), so every lane shows where it came from.
+        let base = 0x3f00;
         for n in 0..l {
-            for fill in [0.0, f32::NEG_INFINITY] {
-                let i = all.len() - n;
-                // SAFETY: bounds: entries `i..i + n` are the run's last `n`.
-                let v = s.to_array(unsafe { src.load_tail(s, i, n, fill) });
-                for k in 0..l {
-                    let want = if k < n {
-                        widen_one(f, all[i + k])
-                    } else {
-                        fill
-                    };
-                    assert!(same(v[k], want), "{f:?} tail n={n} lane {k}");
+            for fill in [0.0, f32::NEG_INFINITY, -1.5] {
+                for (run, i) in [(64, 64 - n), (n, 0)] {
+                    let src = Half16::<BF16>(all[base..base + run].as_ptr());
+                    // SAFETY: bounds: entries `0..i + n` of the run, `i + n = run`, lie
+                    // inside `all`.
+                    let v = s.to_array(unsafe { src.load_tail(s, i, n, fill) });
+                    for k in 0..l {
+                        let want = if k < n {
+                            widen_one(f, all[base + i + k])
+                        } else {
+                            fill
+                        };
+                        assert!(same(v[k], want), "{f:?} tail n={n} of {run}, lane {k}");
+                    }
                 }
             }
         }

@@ -99,6 +99,21 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn tail_of(self, v: __m256, n: usize, fill: f32) -> __m256 {
+        // SAFETY: feature: token proves avx2 (`vpermps` on 256 bits, `vblendvps`). The
+        // keep mask is the 8 entries of `TAIL_MASK` from `8 - n`, inside its 16 (`n <= 8`
+        // by the `min`): lanes `0..n`. Lane `j` takes lane `j + 8 - n` (`vpermps` reads
+        // the index's low three bits); lanes `n..8`, whose index wrapped, take `fill`.
+        unsafe {
+            let n = n.min(8);
+            let iota = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+            let from = _mm256_add_epi32(iota, _mm256_set1_epi32((8 - n) as i32));
+            let moved = _mm256_permutevar8x32_ps(v, from);
+            let keep = _mm256_loadu_si256(TAIL_MASK.0.as_ptr().add(8 - n).cast());
+            _mm256_blendv_ps(_mm256_set1_ps(fill), moved, _mm256_castsi256_ps(keep))
+        }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store(self, p: *mut f32, v: __m256) {
         // SAFETY: feature: token proves avx2. bounds: `p..p + 8` writable (caller's
         // obligation).

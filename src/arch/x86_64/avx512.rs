@@ -194,6 +194,19 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), low_mask(n), p) }
     }
     #[cfg_attr(not(debug_assertions), inline(always))]
+    fn tail_of(self, v: __m512, n: usize, fill: f32) -> __m512 {
+        // SAFETY: feature: token proves avx512f (`vpermps` on 512 bits, masked blend).
+        // Lane `j` takes lane `j + 16 - n` (`vpermps` reads the index's low four bits);
+        // lanes `n..16`, whose index wrapped, take `fill`.
+        unsafe {
+            let iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+            let n = n.min(16);
+            let from = _mm512_add_epi32(iota, _mm512_set1_epi32((16 - n) as i32));
+            let moved = _mm512_permutexvar_ps(from, v);
+            _mm512_mask_blend_ps(low_mask(n), _mm512_set1_ps(fill), moved)
+        }
+    }
+    #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn store(self, p: *mut f32, v: __m512) {
         // SAFETY: feature: token proves avx512f. bounds: `p..p + 16` writable (caller's
         // obligation).
