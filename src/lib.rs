@@ -54,7 +54,7 @@
 //! [`CrossEntropy::forward_half`], [`forward_backward_half`](CrossEntropy::forward_backward_half),
 //! their `_with` forms and [`backward_half`](CrossEntropy::backward_half) take
 //! [`half::bf16`] or [`half::f16`] logits and write the gradient back in the same type.
-//! Rows of 256 classes and more without label smoothing or soft-capping are read in
+//! Rows of 128 classes and more without label smoothing or soft-capping are read in
 //! 16-bit: the passes widen each vector of logits in registers as they load it, the row's
 //! exps go to an f32 scratch row in L1 or L2, and the gradient is narrowed block by block
 //! as it is formed, rounding to nearest even. Other rows are cut

@@ -29,7 +29,7 @@
 //!
 //! Rows of bf16 or f16 logits take these passes on the 16-bit logits, widened in
 //! registers as they are loaded, when they are plain (no smoothing or capping) and
-//! [`reads_half`] accepts their length (from [`HALF_ROWS_MIN_CLASSES`], 256); other
+//! [`reads_half`] accepts their length (from [`HALF_ROWS_MIN_CLASSES`], 128); other
 //! 16-bit rows are widened into f32 tiles for the paths above (`ops/half.rs`).
 //!
 //! Work is split across threads only from [`PAR_MIN_LOGITS`] logits, in chunks of whole
@@ -265,25 +265,27 @@ pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 17;
 /// this many classes, up to [`FUSED_MAX_CLASSES`], are read in 16-bit by the passes
 /// ([`reads_half`]): pass 1 and pass 2 widen each vector in registers as they load it,
 /// pass 2 stores the exps in an f32 scratch row (L1 or L2), and pass 3 narrows the
-/// gradient from there over the logits; rows of up to [`GROUP_LONG_MAX_CLASSES`] run in
-/// groups where the f32 kernel groups them. Shorter rows, and rows with smoothing or
+/// gradient from there over the logits; rows run in groups of [`GROUP_ROWS`] where the
+/// f32 kernel groups rows of their length. Shorter rows, and rows with smoothing or
 /// capping, are widened into f32 tiles for the f32 kernels, which costs a store and a
 /// load of each logit in f32 and a pass of its own to narrow the gradient back.
 ///
 /// Measured on the Zen 5 host (2026-12-07, bf16 `forward_backward`, logits in [-4, 4],
-/// the builds run alternately, ns per logit from DRAM, one thread, tiles against 16-bit
-/// rows; BENCHMARKS.md, twentieth session): with `Kernel::Avx512` (rows grouped on both
-/// sides, three rounds) 0.406-0.423 / 0.346-0.361 at 256 classes, 0.407-0.419 /
-/// 0.355-0.372 at 300, 0.331-0.346 / 0.232-0.247 at 1000 and 0.294-0.296 / 0.190-0.197
-/// at 4000; with `Kernel::Avx2` (neither side grouped from 256 classes, one quiet round)
-/// 0.727 / 0.625 at 256 and 0.597 / 0.460 at 1000. Below 256 classes the tiles' f32 rows
-/// run in groups on every kernel ([`GROUP_MAX_CLASSES`]); 16-bit rows were not tried
-/// there.
-pub(crate) const HALF_ROWS_MIN_CLASSES: usize = 256;
+/// the builds run alternately, three rounds, ns per logit from DRAM, one thread, tiles
+/// against 16-bit rows; BENCHMARKS.md, twentieth session), with `Kernel::Avx512`:
+/// 0.828-0.904 / 0.846-0.867 at 65 classes, 0.623-0.664 / 0.600-0.638 at 100,
+/// 0.499-0.534 / 0.427-0.446 at 128, 0.438-0.463 / 0.374-0.388 at 255, 0.331-0.346 /
+/// 0.232-0.247 at 1000 and 0.294-0.296 / 0.190-0.197 at 4000; with `Kernel::Avx2`
+/// 0.959-0.977 / 1.013-1.053 at 65, 0.797-0.844 / 0.789-0.848 at 100, 0.741-0.757 /
+/// 0.677-0.682 at 128 and 0.712-0.736 / 0.583-0.591 at 200. Rows of at most
+/// [`SMALL_MAX_CLASSES`] stay in tiles in any case: there the f32 loss takes the
+/// row-group path, whose bits the 16-bit passes would not reproduce.
+pub(crate) const HALF_ROWS_MIN_CLASSES: usize = 128;
 
 /// Whether plain rows of `classes` 16-bit logits are read in 16-bit
 /// ([`HALF_ROWS_MIN_CLASSES`]).
 pub(crate) const fn reads_half(classes: usize) -> bool {
+    const { assert!(HALF_ROWS_MIN_CLASSES > SMALL_MAX_CLASSES) };
     HALF_ROWS_MIN_CLASSES <= classes && classes <= FUSED_MAX_CLASSES
 }
 

@@ -1,5 +1,5 @@
 //! bf16 and f16 logits: the half-precision path runs the f32 kernels on widened tiles
-//! whose boundaries are the f32 path's chunk boundaries, or (plain rows of 256 classes
+//! whose boundaries are the f32 path's chunk boundaries, or (plain rows of 128 classes
 //! and more) the f32 passes on the 16-bit logits widened in registers, so its loss must
 //! equal the f32 path's on the widened logits bit for bit, and its gradient must be
 //! exactly that f32 gradient rounded to nearest even, subnormals included, on every
@@ -25,11 +25,12 @@ proptest! {
 /// and f16 bits as the software conversion on every kernel: AVX-512 BF16's
 /// `vcvtneps2bf16` flushes them to zero unless the lanes are converted again. Logits of
 /// -87 beside a few zeros give exps of 1.6e-38 over a sum of about 3; with the sum
-/// reduction they stay subnormal once scaled. Tile rows (200 classes) and rows read in
-/// 16-bit (1000 and 20 001 classes, whose pass 3 scales as it narrows), bodies and tails.
+/// reduction they stay subnormal once scaled. Tile rows (100 classes) and rows read in
+/// 16-bit (200, 1000 and 20 001 classes, whose pass 3 scales as it narrows), bodies and
+/// tails.
 #[test]
 fn subnormal_gradients_round_like_the_software_conversion() {
-    for c in [200usize, 1000, 20_001] {
+    for c in [100usize, 200, 1000, 20_001] {
         let rows = 3;
         let z: Vec<f32> = (0..rows * c)
             .map(|i| if i % c < 3 { 0.0 } else { -87.0 })
@@ -50,10 +51,16 @@ fn subnormal_gradients_round_like_the_software_conversion() {
 #[test]
 fn many_tiles_and_long_rows_on_every_thread_count() {
     // Several tiles (parallel), and rows longer than the fused limit (blocked path); with
-    // label smoothing every row takes the tiles, without it rows of 1000 classes (in
-    // groups of four on a Zen 5's AVX-512 kernel) and 4099 are read in 16-bit, chunk by
-    // chunk.
-    let shapes = [(90_000usize, 3usize), (301, 1000), (70, 4099), (2, 140_001)];
+    // label smoothing every row takes the tiles, without it rows of 200 classes (in groups
+    // of four), 1000 (in groups on a Zen 5's AVX-512 kernel) and 4099 are read in 16-bit,
+    // chunk by chunk.
+    let shapes = [
+        (90_000usize, 3usize),
+        (1501, 200),
+        (301, 1000),
+        (70, 4099),
+        (2, 140_001),
+    ];
     for ((rows, c), smoothing) in shapes.iter().flat_map(|&s| [(s, 0.05), (s, 0.0)]) {
         let z: Vec<bf16> = seeded_row(11, rows * c)
             .iter()
@@ -95,10 +102,10 @@ fn many_tiles_and_long_rows_on_every_thread_count() {
 
 #[test]
 fn plain_rows_read_16_bit_logits_in_the_passes() {
-    // Rows of 256 classes up to the fused limit without smoothing or capping run passes
+    // Rows of 128 classes up to the fused limit without smoothing or capping run passes
     // 1 and 2 on 16-bit logits widened in registers and narrow in pass 3 (no f32 tile),
-    // rows of up to 1535 classes in groups of four on a Zen 5's AVX-512 kernel (5 rows:
-    // a group, with an ignored row, and a lone row): still the f32 path's loss, and its
+    // rows of up to 255 classes (1535 on a Zen 5's AVX-512 kernel) in groups of four (5
+    // rows: a group, with an ignored row, and a lone row); rows of 127 take the tiles: still the f32 path's loss, and its
     // gradient rounded. Ignored rows, class weights, z-loss, a mean over no counted row
     // (zero gradient), NaN, -inf and (in f16) overflowing logits. Rows below 16 384 classes take passes 1 and 2
     // apart (pass 1 in blocks of 512: 531 and 8211 classes end on a block of 19), longer
@@ -109,7 +116,10 @@ fn plain_rows_read_16_bit_logits_in_the_passes() {
     // row's gradient formed inside the next row's passes), here also across an ignored
     // row (row 1 of 5), and the last row with a gradient forms it on its own.
     for (rows, c) in [
-        (5usize, 256usize),
+        (5usize, 127usize),
+        (5, 128),
+        (5, 255),
+        (5, 256),
         (4, 300),
         (5, 531),
         (5, 1535),

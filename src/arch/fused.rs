@@ -663,11 +663,12 @@ unsafe fn half_row_groups<S: Simd, const BF16: bool>(
 }
 
 /// Whether [`half_row_groups`] groups its rows: where [`ce_rows`] groups f32 rows of the
-/// same length (up to [`GROUP_LONG_MAX_CLASSES`] with `job.group_long`; rows short
-/// enough to be grouped on every kernel take f32 tiles, `reads_half`).
+/// same length (up to [`GROUP_MAX_CLASSES`], or [`GROUP_LONG_MAX_CLASSES`] with
+/// `job.group_long`).
 #[cfg_attr(not(debug_assertions), inline(always))]
 fn groups_half(job: &RowsJob<'_>) -> bool {
-    job.group_long && job.classes <= GROUP_LONG_MAX_CLASSES
+    let c = job.classes;
+    c <= GROUP_MAX_CLASSES || (job.group_long && c <= GROUP_LONG_MAX_CLASSES)
 }
 
 /// Pass 1 of a row of [`half_row_groups`]: the max over the row's non-NaN entries and
