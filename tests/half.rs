@@ -102,19 +102,20 @@ fn many_tiles_and_long_rows_on_every_thread_count() {
 
 #[test]
 fn plain_rows_read_16_bit_logits_in_the_passes() {
-    // Rows of 128 classes up to the fused limit without smoothing or capping run passes
-    // 1 and 2 on 16-bit logits widened in registers and narrow in pass 3 (no f32 tile),
-    // rows of up to 255 classes (1535 on a Zen 5's AVX-512 kernel) in groups of four (5
-    // rows: a group, with an ignored row, and a lone row); rows of 127 take the tiles: still the f32 path's loss, and its
-    // gradient rounded. Ignored rows, class weights, z-loss, a mean over no counted row
-    // (zero gradient), NaN, -inf and (in f16) overflowing logits. Rows below 16 384 classes take passes 1 and 2
-    // apart (pass 1 in blocks of 512: 531 and 8211 classes end on a block of 19), longer
-    // ones in one sweep. The last blocks of 5 and 50 logits take the exp pass's tails: a
-    // lone tail; and with 16 lanes a pair, a full vector and a tail, with 8 lanes a quad,
-    // a pair and a tail. Row 0 holds moderate logits with its max in the last entry, so
-    // that every tail entry counts. Rows of 16 384 to 32 768 classes are linked (each
-    // row's gradient formed inside the next row's passes), here also across an ignored
-    // row (row 1 of 5), and the last row with a gradient forms it on its own.
+    // Rows of 128 classes up to the fused limit without smoothing or capping run passes 1
+    // and 2 on 16-bit logits widened in registers and narrow in pass 3 (no f32 tile), rows
+    // of up to 255 classes (1535 on a Zen 5's AVX-512 kernel) in groups of four (5 rows: a
+    // group, with an ignored row, and a lone row); rows of 127 classes take the tiles.
+    // Every shape gives the f32 path's loss, and its gradient rounded. Ignored rows, class
+    // weights, z-loss, a mean over no counted row (zero gradient), NaN, -inf and (in f16)
+    // overflowing logits. Rows below 16 384 classes take passes 1 and 2 apart (pass 1 in
+    // blocks of 512: 531 and 8211 classes end on a block of 19), longer ones in one sweep.
+    // The last blocks of 5 and 50 logits take the exp pass's tails: a lone tail; and with
+    // 16 lanes a pair, a full vector and a tail, with 8 lanes a quad, a pair and a tail.
+    // Row 0 holds moderate logits with its max in the last entry, so that every tail entry
+    // counts. Rows of 16 384 to 32 768 classes are linked (each row's gradient formed
+    // inside the next row's passes), here also across an ignored row (row 1 of 5), and the
+    // last row with a gradient forms it on its own.
     for (rows, c) in [
         (5usize, 127usize),
         (5, 128),

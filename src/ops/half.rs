@@ -6,17 +6,16 @@
 //! Rows without label smoothing or soft-capping, of `HALF_ROWS_MIN_CLASSES` (128) classes
 //! up to the fused limit (`paths::reads_half`), are read in 16-bit
 //! (`arch::fused::ce_rows_half`): per row, passes 1 and 2 widen each vector of logits in
-//! registers as they load it and store the exps into an f32 scratch row (L1 or L2); pass
-//! 3 reads that row block by block, scales each vector and narrows it in registers over
-//! the 16-bit logits, the target entry formed in f32. Rows of 16 384 classes and more run
-//! passes 1 and 2 as one sweep over blocks of 512 logits (online), shorter rows as two,
-//! in groups of four rows where the f32 path groups them (up to 255 classes, or 1535 on a
-//! Zen 5's AVX-512 kernel). No f32
-//! copy of the logits is made: against the tiles below, the f32 tile is neither written
-//! nor read back, and the scaled gradient is never stored in f32. Online rows of up to
-//! 32 768 classes are linked as on the f32 path: a row's pass 3 runs block by block
-//! inside the next row's passes 1 and 2, from a second scratch row of exps
-//! (`paths::links_half`).
+//! registers as they load it and store the exps into an f32 scratch row (L1 or L2); pass 3
+//! reads that row block by block, scales each vector and narrows it in registers over the
+//! 16-bit logits, the target entry formed in f32. Rows of 16 384 classes and more run
+//! passes 1 and 2 as one sweep over blocks of 512 logits (online), shorter rows as two, in
+//! groups of four rows where the f32 path groups them (up to 255 classes, or 1535 on a
+//! Zen 5's AVX-512 kernel). No f32 copy of the logits is made: against the tiles below, the
+//! f32 tile is neither written nor read back, and the scaled gradient is never stored in
+//! f32. Online rows of up to 32 768 classes are linked as on the f32 path: a row's pass 3
+//! runs block by block inside the next row's passes 1 and 2, from a second scratch row of
+//! exps (`paths::links_half`).
 //!
 //! Every other row goes through f32 tiles: the batch is cut into tiles of whole rows of
 //! about 64 K logits (the same shape-only boundaries as the f32 path's parallel chunks).
