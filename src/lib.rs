@@ -309,7 +309,8 @@ pub fn logsumexp(x: &[f32], classes: usize, out: &mut [f32]) -> Result<(), Error
     CrossEntropy::new(classes).logsumexp(x, out)
 }
 
-/// The README's code blocks, compiled and run as doctests so they stay true.
-#[cfg(doctest)]
+/// The README's code blocks, compiled and run as doctests so they stay true (with the
+/// default `linear` feature, which the fused head's example needs).
+#[cfg(all(doctest, feature = "linear"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -119,7 +119,9 @@ impl Run<'_> {
         }
     }
 
-    /// Runs `f`, which may use rayon's parallel iterators, on the call's threads.
+    /// Runs `f`, which may use rayon's parallel iterators, on the call's threads (the
+    /// fused linear head's GEMM; a build without it has no caller but the tests).
+    #[cfg(any(test, feature = "linear"))]
     pub(crate) fn install<R: Send>(self, f: impl FnOnce() -> R + Send) -> R {
         match self {
             Run::Pool(p) => p.install(f),

@@ -65,6 +65,7 @@ fn exp_regressions() {
     replay("exp", crate::check::exp);
 }
 
+#[cfg(feature = "linear")]
 #[test]
 fn linear_regressions() {
     replay("linear", crate::check::linear::linear);

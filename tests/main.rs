@@ -20,6 +20,7 @@ mod exp;
 mod golden;
 mod half;
 mod kernels;
+#[cfg(feature = "linear")]
 mod linear;
 mod oracle;
 mod shard;

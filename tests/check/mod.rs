@@ -49,6 +49,7 @@
 
 use xent::{CrossEntropy, Kernel, Reduction, Target};
 
+#[cfg(feature = "linear")]
 pub mod linear;
 
 pub const U: f64 = f32::EPSILON as f64;
