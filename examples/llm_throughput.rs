@@ -1,7 +1,7 @@
 //! What the language-model options cost: bf16/f16 logits against f32 and against a 16-bit
-//! memory pass; the gradient into a separate buffer, z-loss and soft-capping against the
-//! plain kernel; the backward pass from a saved log-sum-exp, and the vocabulary-sharded
-//! protocol, all measured in the same run.
+//! memory pass; the gradient into a separate buffer, z-loss and soft-capping (on f32 and
+//! on bf16 logits) against the plain kernel; the backward pass from a saved log-sum-exp,
+//! and the vocabulary-sharded protocol, all measured in the same run.
 //!
 //! ```text
 //! cargo run --release --example llm_throughput
@@ -211,6 +211,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &x,
             &|b| {
                 black_box(both.forward_backward(&mut b.x, &targets).unwrap());
+            },
+            &vs_plain,
+        );
+        line(
+            "bf16 + softcap (% plain)",
+            &xb,
+            &|b| {
+                black_box(cap.forward_backward_half(&mut b.xb, &targets).unwrap());
             },
             &vs_plain,
         );

@@ -54,11 +54,11 @@
 //! [`CrossEntropy::forward_half`],
 //! [`forward_backward_half`](CrossEntropy::forward_backward_half), their `_with` forms and
 //! [`backward_half`](CrossEntropy::backward_half) take [`half::bf16`] or [`half::f16`]
-//! logits and write the gradient back in the same type. Rows of 128 classes and more
-//! without label smoothing or soft-capping are read in 16-bit: the passes widen each vector
-//! of logits in registers as they load it, the row's exps go to an f32 scratch row in L1 or
-//! L2, and the gradient is narrowed block by block as it is formed, rounding to nearest
-//! even. Other rows are cut into tiles of whole rows of about 64 K logits; each tile is
+//! logits and write the gradient back in the same type. Rows of 128 to 131 072 classes
+//! without label smoothing (soft-capped or not) are read in 16-bit: the passes widen each
+//! vector of logits in registers as they load it, the row's exps go to an f32 scratch row
+//! in L1 or L2, and the gradient is narrowed block by block as it is formed, rounding to
+//! nearest even. Other rows are cut into tiles of whole rows of about 64 K logits; each tile is
 //! widened into an f32 scratch buffer (256 KiB) that stays in L2, the f32 kernels run on it
 //! in place, and the gradient is narrowed back over the 16-bit logits. The scratch is per
 //! thread and reused (no allocation after a thread's first call). Either way DRAM sees one

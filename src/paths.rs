@@ -28,8 +28,8 @@
 //! logits, as every call).
 //!
 //! Rows of bf16 or f16 logits take these passes on the 16-bit logits, widened in
-//! registers as they are loaded, when they are plain (no smoothing or capping) and
-//! [`reads_half`] accepts their length (from [`HALF_ROWS_MIN_CLASSES`], 128); other
+//! registers as they are loaded, when they have no label smoothing (soft-capped or not)
+//! and [`reads_half`] accepts their length (from [`HALF_ROWS_MIN_CLASSES`], 128); other
 //! 16-bit rows are widened into f32 tiles for the paths above (`ops/half.rs`).
 //!
 //! Work is split across threads only from [`PAR_MIN_LOGITS`] logits, in chunks of whole
@@ -261,13 +261,13 @@ pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 17;
 
 // Rows of 16-bit logits (`ops/half.rs`, `arch::fused::ce_rows_half`)
 
-/// Plain rows (no label smoothing, no soft-capping) of bf16 or f16 logits of at least
+/// Rows without label smoothing (soft-capped or not) of bf16 or f16 logits of at least
 /// this many classes, up to [`FUSED_MAX_CLASSES`], are read in 16-bit by the passes
 /// ([`reads_half`]): pass 1 and pass 2 widen each vector in registers as they load it,
 /// pass 2 stores the exps in an f32 scratch row (L1 or L2), and pass 3 narrows the
 /// gradient from there over the logits; rows run in groups of [`GROUP_ROWS`] where the
-/// f32 kernel groups rows of their length. Shorter rows, and rows with smoothing or
-/// capping, are widened into f32 tiles for the f32 kernels, which costs a store and a
+/// f32 kernel groups rows of their length. Shorter rows, and rows with label smoothing,
+/// are widened into f32 tiles for the f32 kernels, which costs a store and a
 /// load of each logit in f32 and a pass of its own to narrow the gradient back.
 ///
 /// Measured on the Zen 5 host (2026-12-07, bf16 `forward_backward`, logits in [-4, 4],
@@ -282,7 +282,7 @@ pub(crate) const FUSED_MAX_CLASSES: usize = 1 << 17;
 /// row-group path, whose bits the 16-bit passes would not reproduce.
 pub(crate) const HALF_ROWS_MIN_CLASSES: usize = 128;
 
-/// Whether plain rows of `classes` 16-bit logits are read in 16-bit
+/// Whether rows of `classes` 16-bit logits without smoothing are read in 16-bit
 /// ([`HALF_ROWS_MIN_CLASSES`]).
 pub(crate) const fn reads_half(classes: usize) -> bool {
     const { assert!(HALF_ROWS_MIN_CLASSES > SMALL_MAX_CLASSES) };

@@ -1,6 +1,6 @@
 //! bf16 and f16 logits: the half-precision path runs the f32 kernels on widened tiles
-//! whose boundaries are the f32 path's chunk boundaries, or (plain rows of 128 classes
-//! and more) the f32 passes on the 16-bit logits widened in registers, so its loss must
+//! whose boundaries are the f32 path's chunk boundaries, or (rows without label smoothing
+//! of 128 classes and more) the f32 passes on the 16-bit logits widened in registers, so its loss must
 //! equal the f32 path's on the widened logits bit for bit, and its gradient must be
 //! exactly that f32 gradient rounded to nearest even, subnormals included, on every
 //! kernel. (The f32 path itself is checked against the reference everywhere else.)
@@ -101,9 +101,9 @@ fn many_tiles_and_long_rows_on_every_thread_count() {
 }
 
 #[test]
-fn plain_rows_read_16_bit_logits_in_the_passes() {
-    // Rows of 128 classes up to the fused limit without smoothing or capping run passes 1
-    // and 2 on 16-bit logits widened in registers and narrow in pass 3 (no f32 tile), rows
+fn rows_without_smoothing_read_16_bit_logits_in_the_passes() {
+    // Rows of 128 classes up to the fused limit without label smoothing run passes 1 and
+    // 2 on 16-bit logits widened in registers and narrow in pass 3 (no f32 tile), rows
     // of up to 255 classes (1535 on a Zen 5's AVX-512 kernel) in groups of four (5 rows: a
     // group, with an ignored row, and a lone row); rows of 127 classes take the tiles.
     // Every shape gives the f32 path's loss, and its gradient rounded. Ignored rows, class
@@ -113,9 +113,12 @@ fn plain_rows_read_16_bit_logits_in_the_passes() {
     // The last blocks of 5 and 50 logits take the exp pass's tails: a lone tail; and with
     // 16 lanes a pair, a full vector and a tail, with 8 lanes a quad, a pair and a tail.
     // Row 0 holds moderate logits with its max in the last entry, so that every tail entry
-    // counts. Rows of 16 384 to 32 768 classes are linked (each row's gradient formed
+    // counts. Plain rows of 16 384 to 32 768 classes are linked (each row's gradient formed
     // inside the next row's passes), here also across an ignored row (row 1 of 5), and the
-    // last row with a gradient forms it on its own.
+    // last row with a gradient forms it on its own. Soft-capped rows run passes 1 and 2
+    // apart at every length, their pass 2 storing the exps times the chain factor and
+    // their target entry formed from the row statistics; a cap of 4 saturates many
+    // logits (chain factor 0).
     for (rows, c) in [
         (5usize, 127usize),
         (5, 128),
@@ -165,6 +168,15 @@ fn plain_rows_read_16_bit_logits_in_the_passes() {
                 &t,
             ),
             (CrossEntropy::new(c).ignore_index(-100), &ignored),
+            (CrossEntropy::new(c).softcap(30.0).ignore_index(-100), &t),
+            (
+                CrossEntropy::new(c)
+                    .softcap(4.0)
+                    .z_loss(1e-3)
+                    .reduction(xent::Reduction::None)
+                    .ignore_index(-100),
+                &t,
+            ),
         ] {
             check_half(&ce, &z, t).unwrap();
         }

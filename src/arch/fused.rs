@@ -11,13 +11,13 @@ use crate::arch::pass::exp::{Ahead, SMOOTH_OFF, TrailBlock, exp_pass, exp_pass_m
 use crate::arch::pass::map::{affine_pass, fill_zero, scale_pass, scale_stream, stream_copy};
 use crate::arch::pass::max::{first_equal, lane_max, max_argmax};
 use crate::arch::pass::online::{
-    F32Row, HalfGradient, HalfRow, NoTrail, ONLINE_MAX_SEGMENTS, RowBlocks, Segment, TrailRow,
-    online_pass, segment_factor,
+    F32Row, HalfGradient, HalfRow, NoTrail, ONLINE_MAX_SEGMENTS, RowBlocks, Segment, TargetEntry,
+    TrailRow, online_pass, segment_factor,
 };
 use crate::arch::{Beta, BlockStats, Simd, Smooth};
 use crate::paths::{
     GROUP_LONG_MAX_CLASSES, GROUP_MAX_CLASSES, GROUP_ROWS, MAX_BLOCK, ONLINE_MIN_CLASSES,
-    STAGE_MIN_CLASSES, TRAIL_MIN_CLASSES, links_half, reads_half, trails,
+    PREFETCH_MIN_CLASSES, STAGE_MIN_CLASSES, TRAIL_MIN_CLASSES, links_half, reads_half, trails,
 };
 
 /// Per-call constants of the fused cross-entropy rows.
@@ -326,12 +326,20 @@ unsafe fn ce_row_groups<S: Simd, const G: usize>(
     }
 }
 
-/// Whether rows of 16-bit logits take [`ce_rows_half`]: plain rows (no label smoothing
-/// or capping) of `HALF_ROWS_MIN_CLASSES` to `FUSED_MAX_CLASSES` classes
+/// Whether rows of 16-bit logits take [`ce_rows_half`]: rows without label smoothing
+/// (soft-capped or not) of `HALF_ROWS_MIN_CLASSES` to `FUSED_MAX_CLASSES` classes
 /// ([`reads_half`]).
 #[cfg_attr(not(debug_assertions), inline(always))]
 pub(crate) fn reads_half_rows(job: &RowsJob<'_>) -> bool {
-    job.plain() && reads_half(job.classes)
+    job.unsmoothed() && reads_half(job.classes)
+}
+
+/// Whether [`ce_rows_half`] runs its rows online and may link them ([`links_half`]):
+/// plain rows (without capping) of the linked range. The driver cuts such rows into
+/// linked chunks, and the scratch holds two rows.
+#[cfg_attr(not(debug_assertions), inline(always))]
+pub(crate) fn links_half_job(job: &RowsJob<'_>) -> bool {
+    job.plain() && links_half(job.classes)
 }
 
 /// [`ce_rows`] on `len / job.classes` whole rows of 16-bit logits (format `format`), for
@@ -340,9 +348,9 @@ pub(crate) fn reads_half_rows(job: &RowsJob<'_>) -> bool {
 /// that stays in L1 or L2; pass 3 ([`HalfGradient`]) scales it block by block, forms the
 /// target entry in f32, and narrows each block into the row of `dst`. DRAM sees 2 bytes
 /// read and 2 written per logit, and no f32 copy of the logits is made. Rows that
-/// [`ce_rows`] runs online (from `ONLINE_MIN_CLASSES`) take the one-sweep passes 1 and 2
-/// ([`online_pass`]); shorter rows take them apart, grouped where [`ce_rows`] groups
-/// them ([`half_row_groups`]).
+/// [`ce_rows`] runs online (plain, from `ONLINE_MIN_CLASSES`) take the one-sweep passes 1
+/// and 2 ([`online_pass`]); shorter rows and soft-capped ones take them apart, grouped
+/// where [`ce_rows`] groups them ([`half_row_groups`]).
 ///
 /// Online rows of the f32 path's linked range ([`links_half`]) are linked too, block by
 /// block:
@@ -381,7 +389,7 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
 ) {
     let c = job.classes;
     debug_assert!(reads_half_rows(job));
-    if c < ONLINE_MIN_CLASSES {
+    if c < ONLINE_MIN_CLASSES || !job.plain() {
         // SAFETY: the caller's obligations, forwarded.
         unsafe {
             match format {
@@ -395,7 +403,7 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
         }
         return;
     }
-    let linked = links_half_rows::<S>(c) && !dst.is_null();
+    let linked = links_half_rows::<S>(job) && !dst.is_null();
     // Two sets of segments and, linked, two rows of exps: the pending row's, whose
     // gradient is formed inside this row's passes, and this row's (`cur`).
     let mut segs = [[Segment::EMPTY; ONLINE_MAX_SEGMENTS]; 2];
@@ -429,7 +437,7 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
             pending = None;
             // SAFETY: bounds: the pending row's exps with its segments, and its row of
             // `dst`, disjoint.
-            unsafe { half_gradient(format, &row, d, theirs).all(s, c) };
+            unsafe { half_gradient(format, &row, d, theirs, None).all(s, c) };
         }
         let row_exps = exps.wrapping_add(cur * c);
         // SAFETY: bounds: the row of `src` holds `c` readable logits (the next row's
@@ -441,7 +449,7 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
         let (m, argmax, sum, nseg) = unsafe {
             let trail = pending
                 .take()
-                .map(|(row, d)| half_gradient(format, &row, d, theirs));
+                .map(|(row, d)| half_gradient(format, &row, d, theirs, None));
             match format {
                 HalfFormat::Bf16 => {
                     half_passes::<S, true>(s, row_src, c, row_exps, mine, store, trail)
@@ -468,38 +476,40 @@ pub(crate) unsafe fn ce_rows_half<S: Simd>(
             pending = Some((row, row_dst));
             cur = 1 - cur;
         } else if store {
+            let segs = &segs[cur][..nseg];
             // SAFETY: bounds: `row_exps` holds the row's exps with its segments; the row
             // of `dst`, `c` elements, disjoint from `row_exps`.
-            unsafe { half_gradient(format, &row, row_dst, &segs[cur][..nseg]).all(s, c) };
+            unsafe { half_gradient(format, &row, row_dst, segs, None).all(s, c) };
         } else if !dst.is_null() {
             // SAFETY: bounds: the row of `dst`, `c` elements.
             unsafe { row_dst.write_bytes(0, c) };
         }
     }
     if let Some((row, d)) = pending {
+        let segs = &segs[1 - cur][..nsegs[1 - cur]];
         // SAFETY: bounds: the last stored row's exps with its segments (flipped since),
         // and its row of `dst`.
-        unsafe { half_gradient(format, &row, d, &segs[1 - cur][..nsegs[1 - cur]]).all(s, c) };
+        unsafe { half_gradient(format, &row, d, segs, None).all(s, c) };
     }
 }
 
 /// Whether [`ce_rows_half`] links its rows (with a gradient to form): each row's pass 3
 /// inside the next row's passes 1 and 2, block by block, from a second scratch row of
-/// exps. The online rows of the f32 rows' range ([`links_half`]), and not on the
+/// exps. The online rows of the f32 rows' range ([`links_half_job`]), and not on the
 /// portable kernel (as `ce_row_groups`). Up to 65536 classes (two scratch rows of 256
 /// KiB) it gained nothing there (Zen 5, bf16 at 2048x65536, alternating builds, three
 /// rounds, ns per logit: 0.174-0.185 linked against 0.170-0.181 on one thread,
 /// 0.098-0.106 against 0.091-0.109 on two).
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn links_half_rows<S: Simd>(classes: usize) -> bool {
-    links_half(classes) && !S::EMULATED
+fn links_half_rows<S: Simd>(job: &RowsJob<'_>) -> bool {
+    links_half_job(job) && !S::EMULATED
 }
 
 /// The scratch that [`ce_rows_half`] asks for, in f32: one row of exps, two for rows it
 /// may link, or one per row of a group ([`groups_half`]).
 pub(crate) fn half_scratch(job: &RowsJob<'_>) -> usize {
     let c = job.classes;
-    if links_half(c) {
+    if links_half_job(job) {
         2 * c
     } else if groups_half(job) {
         GROUP_ROWS * c
@@ -539,20 +549,22 @@ unsafe fn half_passes<S: Simd, const BF16: bool>(
     }
 }
 
-/// [`ce_rows_half`] on rows shorter than `ONLINE_MIN_CLASSES`, whose passes run apart as
-/// [`ce_rows`] runs such rows, in groups of [`GROUP_ROWS`] rows where [`groups_half`]
-/// says (else one row at a time), as [`ce_row_groups`] groups them: pass 1 of every row
-/// of the group ([`half_max_argmax`]), then pass 2 of every row (the exp loop on the
-/// 16-bit logits widened in registers, [`exp_pass_mode`] on [`Half16`], into the row's
-/// scratch row of exps), then the statistics to `out`, then each row's pass 3
-/// ([`HalfGradient`], one segment). Each row's values are what they are alone, the bits
-/// that [`ce_rows`] computes on the widened rows: the same max and first argmax, the same
-/// exp loop and sum, and the gradient coefficient `alpha` itself (a segment whose
-/// reference is the max has the factor `exp(0) = 1`; a max that is not finite makes the
-/// sum NaN, so `alpha` and the coefficient are NaN alike).
+/// [`ce_rows_half`] on the rows whose passes run apart, as [`ce_rows`] runs them: rows
+/// shorter than `ONLINE_MIN_CLASSES`, and soft-capped rows of any length. In groups of
+/// [`GROUP_ROWS`] rows where [`groups_half`] says (else one row at a time), as
+/// [`ce_row_groups`] groups them: pass 1 of every row of the group ([`half_max_argmax`]),
+/// then pass 2 of every row (the exp loop on the 16-bit logits widened in registers,
+/// [`exp_pass_mode`] on [`Half16`], into the row's scratch row of exps; capped, the exps
+/// of the capped logits times the chain factor), then the statistics to `out`, then each
+/// row's pass 3 ([`HalfGradient`], one segment; capped, the target entry from the
+/// statistics). Each row's values are what they are alone, the bits that [`ce_rows`]
+/// computes on the widened rows: the same max and first argmax (capped: the cap of the
+/// max), the same exp loop and sum, and the gradient coefficient `alpha` itself (a
+/// segment whose reference is the max has the factor `exp(0) = 1`; a max that is not
+/// finite makes the sum NaN, so `alpha` and the coefficient are NaN alike).
 ///
 /// # Safety
-/// As [`ce_rows_half`], with `c < ONLINE_MIN_CLASSES`: `exps` holds
+/// As [`ce_rows_half`], with `c < ONLINE_MIN_CLASSES` or the rows capped: `exps` holds
 /// `half_scratch(job)` f32, one row per row of a group.
 #[cfg_attr(not(debug_assertions), inline(always))]
 unsafe fn half_row_groups<S: Simd, const BF16: bool>(
@@ -585,16 +597,28 @@ unsafe fn half_row_groups<S: Simd, const BF16: bool>(
                 continue;
             };
             debug_assert!(t < c);
+            // Rows that pass 2 prefetches for (as `ce_rows` does) have the same row of the
+            // next group prefetched there, spread through the exp loop. From pass 1 the
+            // prefetches went out in a burst, which likely stalled its loads once they
+            // filled the fill buffers (Zen 5, bf16, one thread, ns per logit: 0.171-0.175
+            // against 0.212-0.215 at 4096x10000, 0.174-0.181 against 0.193-0.197 at
+            // 8192x4000; no change at 1000 classes and below).
+            let ahead = if c >= PREFETCH_MIN_CLASSES {
+                core::ptr::null()
+            } else {
+                src.wrapping_add((r0 + k + g) * c)
+            };
             // SAFETY: bounds: row `r0 + k < rows` lies inside `src`, `t < c` (plan
             // contract, checked by the driver's validation); the same row of the next
             // group is only prefetched.
             unsafe {
                 let row_src = src.add((r0 + k) * c);
-                row.zt = widen_one(format, *row_src.add(t));
-                let blocks = HalfRow::<S, BF16>::new(s, row_src, row_src.wrapping_add(g * c));
-                (row.m, row.argmax) = half_max_argmax(s, blocks, c);
+                row.zt = softcap_opt(s, widen_one(format, *row_src.add(t)), job.cap);
+                let blocks = HalfRow::<S, BF16>::new(s, row_src, ahead);
+                (row.top, row.argmax) = half_max_argmax(s, blocks, c);
             }
-            row.top = row.m;
+            // Capping is monotone: the capped max is the cap of the max (`first_pass`).
+            row.m = softcap_opt(s, row.top, job.cap);
         }
         for (k, row) in group[..g].iter_mut().enumerate() {
             if row.plan.target.is_none() {
@@ -602,36 +626,26 @@ unsafe fn half_row_groups<S: Simd, const BF16: bool>(
             }
             let store = !dst.is_null() && !row.plan.zero_grad;
             let z = Half16::<BF16>(src.wrapping_add((r0 + k) * c));
-            let null = core::ptr::null();
+            let (row_exps, m) = (row.dst, row.m);
+            let ahead = Ahead::half_source(src.wrapping_add((r0 + k + g) * c));
+            let (null, trail) = (core::ptr::null(), TrailBlock::NONE);
+            macro_rules! pass {
+                ($store:literal, $cap:literal, $c:expr) => {
+                    exp_pass_mode::<S, _, $store, SMOOTH_OFF, $cap, false>(
+                        s, z, row_exps, c, m, null, $c, ahead, trail,
+                    )
+                };
+            }
             // SAFETY: bounds: the row of `src`, `c` readable logits, and its scratch row
             // `row.dst..row.dst + c` inside `exps` (`k < GROUP_ROWS`, caller's
-            // obligation), disjoint; no smoothing weights are read, and nothing is
-            // prefetched (pass 1 did).
+            // obligation), disjoint; no smoothing weights are read; the same row of the
+            // next group is only prefetched.
             (row.sum, _) = unsafe {
-                if store {
-                    exp_pass_mode::<S, _, true, SMOOTH_OFF, false, false>(
-                        s,
-                        z,
-                        row.dst,
-                        c,
-                        row.m,
-                        null,
-                        Cap::NONE,
-                        Ahead::NONE,
-                        TrailBlock::NONE,
-                    )
-                } else {
-                    exp_pass_mode::<S, _, false, SMOOTH_OFF, false, false>(
-                        s,
-                        z,
-                        row.dst,
-                        c,
-                        row.m,
-                        null,
-                        Cap::NONE,
-                        Ahead::NONE,
-                        TrailBlock::NONE,
-                    )
+                match (store, job.cap) {
+                    (true, None) => pass!(true, false, Cap::NONE),
+                    (false, None) => pass!(false, false, Cap::NONE),
+                    (true, Some(cp)) => pass!(true, true, cp),
+                    (false, Some(cp)) => pass!(false, true, cp),
                 }
             };
         }
@@ -655,7 +669,7 @@ unsafe fn half_row_groups<S: Simd, const BF16: bool>(
                 }];
                 // SAFETY: bounds: the row's exps with its one segment, and its row of
                 // `dst`, disjoint (caller's obligation).
-                unsafe { half_gradient(format, row, row_dst, &seg).all(s, c) };
+                unsafe { half_gradient(format, row, row_dst, &seg, job.cap).all(s, c) };
             }
         }
         r0 += g;
@@ -706,7 +720,9 @@ unsafe fn half_max_argmax<S: Simd, const BF16: bool>(
     (best, argmax)
 }
 
-/// The pass 3 of a counted row of [`ce_rows_half`] whose exps are at `row.dst`.
+/// The pass 3 of a counted row of [`ce_rows_half`] whose exps (capped: times the chain
+/// factor) are at `row.dst`; the target entry as [`row_gradient`] forms it: the
+/// correction `g_t -= tfix`, or with `cap` the entry in f64 from the statistics.
 ///
 /// # Safety
 /// As [`HalfGradient::new`], with `row.dst` the exps and `row.plan.target` set.
@@ -716,19 +732,24 @@ unsafe fn half_gradient<'a>(
     row: &GroupRow,
     dst: *mut u16,
     segs: &'a [Segment],
+    cap: Option<Cap>,
 ) -> HalfGradient<'a> {
     let t = row.plan.target.unwrap_or(0);
+    let alpha = grad_alpha(row);
+    let tfix = row.plan.tfix;
+    let entry = match cap {
+        None => TargetEntry::Subtract(tfix),
+        Some(cp) => TargetEntry::Value(capped_target_grad(
+            alpha,
+            row.zt,
+            f64::from(row.m),
+            0.0,
+            f64::from(tfix),
+            cp.cap,
+        )),
+    };
     // SAFETY: forwarded.
-    unsafe {
-        HalfGradient::new(
-            format,
-            row.dst,
-            dst,
-            segs,
-            (row.m, grad_alpha(row)),
-            (t, row.plan.tfix),
-        )
-    }
+    unsafe { HalfGradient::new(format, row.dst, dst, segs, (row.m, alpha), (t, entry)) }
 }
 
 /// What consecutive rows of [`ce_row_groups`] hand on to each other: the row whose

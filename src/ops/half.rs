@@ -3,19 +3,20 @@
 //!
 //! # Memory passes
 //!
-//! Rows without label smoothing or soft-capping, of `HALF_ROWS_MIN_CLASSES` (128) classes
-//! up to the fused limit (`paths::reads_half`), are read in 16-bit
+//! Rows without label smoothing (soft-capped or not), of `HALF_ROWS_MIN_CLASSES` (128)
+//! classes up to the fused limit (`paths::reads_half`), are read in 16-bit
 //! (`arch::fused::ce_rows_half`): per row, passes 1 and 2 widen each vector of logits in
-//! registers as they load it and store the exps into an f32 scratch row (L1 or L2); pass 3
-//! reads that row block by block, scales each vector and narrows it in registers over the
-//! 16-bit logits, the target entry formed in f32. Rows of 16 384 classes and more run
-//! passes 1 and 2 as one sweep over blocks of 512 logits (online), shorter rows as two, in
-//! groups of four rows where the f32 path groups them (up to 255 classes, or 1535 on a
-//! Zen 5's AVX-512 kernel). No f32 copy of the logits is made: against the tiles below, the
-//! f32 tile is neither written nor read back, and the scaled gradient is never stored in
-//! f32. Online rows of up to 32 768 classes are linked as on the f32 path: a row's pass 3
-//! runs block by block inside the next row's passes 1 and 2, from a second scratch row of
-//! exps (`paths::links_half`).
+//! registers as they load it and store the exps (capped: times the chain factor) into an
+//! f32 scratch row (L1 or L2); pass 3 reads that row block by block, scales each vector
+//! and narrows it in registers over the 16-bit logits, the target entry formed in f32.
+//! Plain rows of 16 384 classes and more run passes 1 and 2 as one sweep over blocks of
+//! 512 logits (online); shorter rows and capped ones run them as two, in groups of four
+//! rows where the f32 path groups them (up to 255 classes, or 1535 on a Zen 5's AVX-512
+//! kernel). No f32 copy of the logits is made: against the tiles below, the f32 tile is
+//! neither written nor read back, and the scaled gradient is never stored in f32. Online
+//! rows of up to 32 768 classes are linked as on the f32 path: a row's pass 3 runs block
+//! by block inside the next row's passes 1 and 2, from a second scratch row of exps
+//! (`paths::links_half`).
 //!
 //! Every other row goes through f32 tiles: the batch is cut into tiles of whole rows of
 //! about 64 K logits (the same shape-only boundaries as the f32 path's parallel chunks).
@@ -37,7 +38,7 @@
 //! call on a thread no memory is allocated.
 
 use crate::arch::convert::{HalfFormat, bits, bits_mut};
-use crate::arch::fused::{half_scratch, reads_half_rows};
+use crate::arch::fused::{half_scratch, links_half_job, reads_half_rows};
 use crate::arch::{Io, Io16, RowsJob};
 use crate::kernel::with_backend;
 use crate::ops::backward::backward_rows;
@@ -45,7 +46,6 @@ use crate::ops::forward::{row_outs, row_plans};
 use crate::ops::scratch::with_scratch;
 use crate::outputs::{RowOutputs, Sinks};
 use crate::parallel::{SplitLogits, for_chunks_of_rows, rows_per_chunk, rows_per_linked_chunk};
-use crate::paths::links_half;
 use crate::plan::{Checked, RowSums};
 use crate::{CrossEntropy, Error, Loss, Target};
 
@@ -262,7 +262,7 @@ impl CrossEntropy {
         if reads_half_rows(&job) {
             let format: HalfFormat = <H as sealed::Sealed>::FORMAT;
             // Linked rows (`ce_rows_half`) in longer chunks, as on the f32 path.
-            let per = if links_half(c) {
+            let per = if links_half_job(&job) {
                 rows_per_linked_chunk(c, io.len() / c)
             } else {
                 rows_per_chunk(c)

@@ -8,8 +8,8 @@ use crate::arch::{Beta, Simd, Smooth};
 use crate::paths::PREFETCH_MIN_CLASSES;
 
 /// Where the next row's lines are, for pass 2 to prefetch while it computes this row: its
-/// source, and its destination when that is a separate buffer. Addresses only (a prefetch
-/// never faults), so any values will do.
+/// source (f32, or 16-bit logits, [`Ahead::half_source`]), and its destination when that
+/// is a separate buffer. Addresses only (a prefetch never faults), so any values will do.
 ///
 /// A separate destination (`forward_backward_into`) matters on linked rows
 /// ([`TRAIL_MIN_CLASSES`](crate::paths::TRAIL_MIN_CLASSES)..=[`TRAIL_MAX_CLASSES`](crate::paths::TRAIL_MAX_CLASSES)): a store to a line that is not in cache
@@ -31,6 +31,8 @@ pub(crate) struct Ahead {
     src: *const f32,
     /// Null when the destination is the source (in place) or absent.
     dst: *const f32,
+    /// The source holds 16-bit logits: class `i` lies `2 i` bytes on, not `4 i`.
+    half: bool,
 }
 
 impl Ahead {
@@ -38,6 +40,7 @@ impl Ahead {
     pub(crate) const NONE: Ahead = Ahead {
         src: core::ptr::null(),
         dst: core::ptr::null(),
+        half: false,
     };
 
     /// Only the source, at `src`.
@@ -45,6 +48,16 @@ impl Ahead {
         Ahead {
             src,
             dst: core::ptr::null(),
+            half: false,
+        }
+    }
+
+    /// Only a source of 16-bit logits, at `src`.
+    pub(crate) fn half_source(src: *const u16) -> Ahead {
+        Ahead {
+            src: src.cast(),
+            dst: core::ptr::null(),
+            half: true,
         }
     }
 
@@ -58,21 +71,28 @@ impl Ahead {
             } else {
                 core::ptr::null()
             },
+            half: false,
         }
     }
 
     /// The same, `k` floats on (null stays null).
     pub(crate) fn add(self, k: usize) -> Ahead {
         let on = |p: *const f32| if p.is_null() { p } else { p.wrapping_add(k) };
+        debug_assert!(!self.half);
         Ahead {
             src: on(self.src),
             dst: on(self.dst),
+            half: false,
         }
     }
 
     /// Prefetches the lines `i` floats on in the source and, if any, the destination.
     #[cfg_attr(not(debug_assertions), inline(always))]
     fn prefetch<S: Simd>(self, s: S, i: usize) {
+        if self.half {
+            s.prefetch(self.src.cast::<u16>().wrapping_add(i).cast());
+            return;
+        }
         s.prefetch(self.src.wrapping_add(i));
         if !self.dst.is_null() {
             s.prefetch(self.dst.wrapping_add(i));

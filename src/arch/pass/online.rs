@@ -170,7 +170,7 @@ impl<S: Simd> RowBlocks<S> for F32Row {
 
 /// A row of 16-bit logits (bf16 when `BF16`, else f16), which the passes widen in
 /// registers as they load it ([`Half16`]), the next row's 16-bit lines of each block
-/// prefetched as the block is handed out. The widening is exact, so the passes see the
+/// prefetched as the block is handed out (unless that row is null). The widening is exact, so the passes see the
 /// same f32 values as on a widened copy of the row, in the same blocks.
 ///
 /// Against widening each block into an f32 buffer in L1 first, this saves a store and a
@@ -182,7 +182,8 @@ impl<S: Simd> RowBlocks<S> for F32Row {
 pub(crate) struct HalfRow<S, const BF16: bool> {
     s: S,
     src: *const u16,
-    /// The next row's first 16-bit logit (for prefetching only; may be past the end).
+    /// The next row's first 16-bit logit (for prefetching only; may be past the end), or
+    /// null to prefetch nothing (the exp pass prefetches instead).
     next: *const u16,
 }
 
@@ -201,9 +202,11 @@ impl<S: Simd, const BF16: bool> RowBlocks<S> for HalfRow<S, BF16> {
     #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn block(&mut self, b: usize, len: usize) -> (Half16<BF16>, Ahead) {
         // One prefetch per 64-byte line (32 logits); addresses only, never dereferenced.
-        let ahead = self.next.wrapping_add(b);
-        for k in (0..len).step_by(32) {
-            self.s.prefetch(ahead.wrapping_add(k).cast());
+        if !self.next.is_null() {
+            let ahead = self.next.wrapping_add(b);
+            for k in (0..len).step_by(32) {
+                self.s.prefetch(ahead.wrapping_add(k).cast());
+            }
         }
         // `b + len` is at most the row's length (the trait's contract), and `src` holds
         // the row (`new`'s contract), so the block's entries `0..len` are readable.
@@ -215,8 +218,8 @@ impl<S: Simd, const BF16: bool> RowBlocks<S> for HalfRow<S, BF16> {
 /// block of `MAX_BLOCK` classes at a time: `g_j = a_k e_j` with segment `k`'s coefficient
 /// `a_k = alpha exp(reference_k - max)` rounded to f32 (as the f32 rows form it), narrowed
 /// into the 16-bit gradient as it is formed, in registers (`Simd::narrow`'s scale). The
-/// target's block alone is scaled in place first, so that the correction `g_t -= tfix`
-/// falls on the f32 value before it is narrowed. Against scaling every block in place and
+/// target's block alone is scaled in place first, so that the target entry
+/// ([`TargetEntry`]) is finished on the f32 value before it is narrowed. Against scaling every block in place and
 /// narrowing it after, this saves a store and a load per vector: bf16 `forward_backward`
 /// took 7-15% less time (Zen 4, BENCHMARKS.md). Narrowing each block inside the next
 /// row's exp loop instead, as the f32 trailing row is scaled there, gained 3-5% on rows
@@ -228,7 +231,18 @@ pub(crate) struct HalfGradient<'a> {
     dst: *mut u16,
     coef: Coefficients<'a>,
     target: usize,
-    tfix: f32,
+    entry: TargetEntry,
+}
+
+/// How [`HalfGradient`] finishes the target entry `g_t`, onto the f32 value that the scale
+/// of its block left there (the f32 rows' pass 3 finishes it the same way, stored last).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TargetEntry {
+    /// `g_t = a e_t - tfix`: the correction onto the stored probability term.
+    Subtract(f32),
+    /// `g_t` formed apart from the row's statistics, written over the scaled value (a
+    /// soft-capped row's, `capped_target_grad`).
+    Value(f32),
 }
 
 impl<'a> HalfGradient<'a> {
@@ -243,7 +257,7 @@ impl<'a> HalfGradient<'a> {
         dst: *mut u16,
         segs: &'a [Segment],
         (max, alpha): (f32, f64),
-        (target, tfix): (usize, f32),
+        (target, entry): (usize, TargetEntry),
     ) -> Self {
         HalfGradient {
             format,
@@ -251,7 +265,7 @@ impl<'a> HalfGradient<'a> {
             dst,
             coef: Coefficients::new(segs, max, alpha),
             target,
-            tfix,
+            entry,
         }
     }
 
@@ -268,10 +282,14 @@ impl<'a> HalfGradient<'a> {
             let e = self.exps.add(b);
             let dst = core::slice::from_raw_parts_mut(self.dst.add(b), len);
             if (b..b + len).contains(&self.target) {
-                // The target's block is scaled in place so that its correction goes
-                // last, onto the stored probability term, in f32.
+                // The target's block is scaled in place so that its entry is finished
+                // last, in f32.
                 scale_pass(s, e, len, a, Beta::Zero);
-                *self.exps.add(self.target) -= self.tfix;
+                let et = self.exps.add(self.target);
+                *et = match self.entry {
+                    TargetEntry::Subtract(tfix) => *et - tfix,
+                    TargetEntry::Value(g) => g,
+                };
                 s.narrow(format, core::slice::from_raw_parts(e, len), 1.0, dst);
             } else {
                 // Every other block is scaled as it is narrowed, in registers: the same
