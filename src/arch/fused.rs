@@ -603,19 +603,18 @@ unsafe fn half_row_groups<S: Simd, const BF16: bool>(
             // filled the fill buffers (Zen 5, bf16, one thread, ns per logit: 0.171-0.175
             // against 0.212-0.215 at 4096x10000, 0.174-0.181 against 0.193-0.197 at
             // 8192x4000; no change at 1000 classes and below).
-            let ahead = if c >= PREFETCH_MIN_CLASSES {
-                core::ptr::null()
-            } else {
-                src.wrapping_add((r0 + k + g) * c)
-            };
             // SAFETY: bounds: row `r0 + k < rows` lies inside `src`, `t < c` (plan
             // contract, checked by the driver's validation); the same row of the next
             // group is only prefetched.
             unsafe {
                 let row_src = src.add((r0 + k) * c);
                 row.zt = softcap_opt(s, widen_one(format, *row_src.add(t)), job.cap);
-                let blocks = HalfRow::<S, BF16>::new(s, row_src, ahead);
-                (row.top, row.argmax) = half_max_argmax(s, blocks, c);
+                let rows = (row_src, row_src.wrapping_add(g * c));
+                (row.top, row.argmax) = if c >= PREFETCH_MIN_CLASSES {
+                    half_max_argmax::<S, BF16, false>(s, rows, c)
+                } else {
+                    half_max_argmax::<S, BF16, true>(s, rows, c)
+                };
             }
             // Capping is monotone: the capped max is the cap of the max (`first_pass`).
             row.m = softcap_opt(s, row.top, job.cap);
@@ -687,26 +686,38 @@ fn groups_half(job: &RowsJob<'_>) -> bool {
 
 /// Pass 1 of a row of [`half_row_groups`]: the max over the row's non-NaN entries and
 /// its first index (0 if every entry is -inf or NaN), the bits [`max_argmax`] gives on
-/// the widened row. Blocks of `MAX_BLOCK`, handed out by `blocks` (which prefetches the
-/// matching lines of the row it was given as the next); a block that beats the best so
-/// far (the same strict test) is rescanned for the first entry equal to its max.
+/// the widened row. Blocks of `MAX_BLOCK`; with `AHEAD`, handed out by a [`HalfRow`],
+/// which prefetches the matching lines of `next`; a block that beats the best so far (the
+/// same strict test) is rescanned for the first entry equal to its max.
+///
+/// `AHEAD` is a const parameter rather than a null `next` tested in [`HalfRow`]: with
+/// that test in `HalfRow::block`, the online rows, whose pass reads its blocks too, ran
+/// twice as slow at 16384 and 32768 classes (0.36-0.39 against 0.18 ns per logit, bf16 at
+/// 8192x16384, Zen 5), their block loads waiting on memory as if nothing had been
+/// prefetched.
 ///
 /// # Safety
-/// `blocks` holds a row of `c` readable 16-bit logits.
+/// `src` holds a row of `c` readable 16-bit logits.
 #[cfg_attr(not(debug_assertions), inline(always))]
-unsafe fn half_max_argmax<S: Simd, const BF16: bool>(
+unsafe fn half_max_argmax<S: Simd, const BF16: bool, const AHEAD: bool>(
     s: S,
-    mut blocks: HalfRow<S, BF16>,
+    (src, next): (*const u16, *const u16),
     c: usize,
 ) -> (f32, usize) {
+    // SAFETY: `src` holds the row (caller's obligation); `next` is only prefetched.
+    let mut blocks = unsafe { HalfRow::<S, BF16>::new(s, src, next) };
     let (mut best, mut argmax) = (f32::NEG_INFINITY, 0);
     let mut b = 0;
     while b < c {
         let len = (c - b).min(MAX_BLOCK);
-        // SAFETY: bounds: `b + len <= c`, the row's length, `len <= MAX_BLOCK`, blocks in
-        // order (`RowBlocks`' contract); the block's entries `0..len` are readable.
-        let (blk, _) = unsafe { blocks.block(b, len) };
-        // SAFETY: as above.
+        let blk = if AHEAD {
+            // SAFETY: bounds: `b + len <= c`, the row's length, `len <= MAX_BLOCK`, blocks
+            // in order (`RowBlocks`' contract).
+            unsafe { blocks.block(b, len).0 }
+        } else {
+            Half16(src.wrapping_add(b))
+        };
+        // SAFETY: bounds: `b + len <= c`, so the block's entries `0..len` are readable.
         let m = s.reduce_max(unsafe { lane_max(s, blk, len) });
         if m > best {
             best = m;

@@ -170,7 +170,7 @@ impl<S: Simd> RowBlocks<S> for F32Row {
 
 /// A row of 16-bit logits (bf16 when `BF16`, else f16), which the passes widen in
 /// registers as they load it ([`Half16`]), the next row's 16-bit lines of each block
-/// prefetched as the block is handed out (unless that row is null). The widening is exact, so the passes see the
+/// prefetched as the block is handed out. The widening is exact, so the passes see the
 /// same f32 values as on a widened copy of the row, in the same blocks.
 ///
 /// Against widening each block into an f32 buffer in L1 first, this saves a store and a
@@ -182,8 +182,7 @@ impl<S: Simd> RowBlocks<S> for F32Row {
 pub(crate) struct HalfRow<S, const BF16: bool> {
     s: S,
     src: *const u16,
-    /// The next row's first 16-bit logit (for prefetching only; may be past the end), or
-    /// null to prefetch nothing (the exp pass prefetches instead).
+    /// The next row's first 16-bit logit (for prefetching only; may be past the end).
     next: *const u16,
 }
 
@@ -202,11 +201,9 @@ impl<S: Simd, const BF16: bool> RowBlocks<S> for HalfRow<S, BF16> {
     #[cfg_attr(not(debug_assertions), inline(always))]
     unsafe fn block(&mut self, b: usize, len: usize) -> (Half16<BF16>, Ahead) {
         // One prefetch per 64-byte line (32 logits); addresses only, never dereferenced.
-        if !self.next.is_null() {
-            let ahead = self.next.wrapping_add(b);
-            for k in (0..len).step_by(32) {
-                self.s.prefetch(ahead.wrapping_add(k).cast());
-            }
+        let ahead = self.next.wrapping_add(b);
+        for k in (0..len).step_by(32) {
+            self.s.prefetch(ahead.wrapping_add(k).cast());
         }
         // `b + len` is at most the row's length (the trait's contract), and `src` holds
         // the row (`new`'s contract), so the block's entries `0..len` are readable.
@@ -219,8 +216,8 @@ impl<S: Simd, const BF16: bool> RowBlocks<S> for HalfRow<S, BF16> {
 /// `a_k = alpha exp(reference_k - max)` rounded to f32 (as the f32 rows form it), narrowed
 /// into the 16-bit gradient as it is formed, in registers (`Simd::narrow`'s scale). The
 /// target's block alone is scaled in place first, so that the target entry
-/// ([`TargetEntry`]) is finished on the f32 value before it is narrowed. Against scaling every block in place and
-/// narrowing it after, this saves a store and a load per vector: bf16 `forward_backward`
+/// ([`TargetEntry`]) is finished on the f32 value before it is narrowed. Against scaling
+/// every block in place and narrowing it after, this saves a store and a load per vector: bf16 `forward_backward`
 /// took 7-15% less time (Zen 4, BENCHMARKS.md). Narrowing each block inside the next
 /// row's exp loop instead, as the f32 trailing row is scaled there, gained 3-5% on rows
 /// in L2 and nothing clear from DRAM on the Zen 5 host (BENCHMARKS.md, eighteenth
