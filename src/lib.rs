@@ -58,14 +58,15 @@
 //! without label smoothing (soft-capped or not) are read in 16-bit: the passes widen each
 //! vector of logits in registers as they load it, the row's exps go to an f32 scratch row
 //! in L1 or L2, and the gradient is narrowed block by block as it is formed, rounding to
-//! nearest even. Other rows are cut into tiles of whole rows of about 64 K logits; each tile is
-//! widened into an f32 scratch buffer (256 KiB) that stays in L2, the f32 kernels run on it
-//! in place, and the gradient is narrowed back over the 16-bit logits. The scratch is per
-//! thread and reused (no allocation after a thread's first call). Either way DRAM sees one
-//! 2-byte read and one 2-byte write per logit. Every value is computed in f32: the target
-//! entry `(p_t - 1) / N` is formed from the row statistics and rounded to 16 bits once,
-//! instead of losing its bits to the cancellation `p_t - 1` would suffer in bf16. Loss,
-//! per-row outputs and gradient are those of the f32 call on the widened logits, rounded.
+//! nearest even. Other rows are cut into tiles of whole rows of about 64 K logits; each
+//! tile is widened into an f32 scratch buffer (256 KiB) that stays in L2, the f32 kernels
+//! run on it in place, and the gradient is narrowed back over the 16-bit logits. The
+//! scratch is per thread and reused (no allocation after a thread's first call). Either
+//! way DRAM sees one 2-byte read and one 2-byte write per logit. Every value is computed
+//! in f32: the target entry `(p_t - 1) / N` is formed from the row statistics and rounded
+//! to 16 bits once, instead of losing its bits to the cancellation `p_t - 1` would suffer
+//! in bf16. Loss, per-row outputs and gradient are those of the f32 call on the widened
+//! logits, rounded.
 //!
 //! ```
 //! use xent::half::bf16;

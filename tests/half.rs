@@ -1,9 +1,9 @@
 //! bf16 and f16 logits: the half-precision path runs the f32 kernels on widened tiles
 //! whose boundaries are the f32 path's chunk boundaries, or (rows without label smoothing
-//! of 128 classes and more) the f32 passes on the 16-bit logits widened in registers, so its loss must
-//! equal the f32 path's on the widened logits bit for bit, and its gradient must be
-//! exactly that f32 gradient rounded to nearest even, subnormals included, on every
-//! kernel. (The f32 path itself is checked against the reference everywhere else.)
+//! of 128 classes and more) the f32 passes on the 16-bit logits widened in registers, so
+//! its loss must equal the f32 path's on the widened logits bit for bit, and its gradient
+//! must be exactly that f32 gradient rounded to nearest even, subnormals included, on
+//! every kernel. (The f32 path itself is checked against the reference everywhere else.)
 
 use crate::check::check_half;
 use crate::common::*;

@@ -217,11 +217,12 @@ impl<S: Simd, const BF16: bool> RowBlocks<S> for HalfRow<S, BF16> {
 /// into the 16-bit gradient as it is formed, in registers (`Simd::narrow`'s scale). The
 /// target's block alone is scaled in place first, so that the target entry
 /// ([`TargetEntry`]) is finished on the f32 value before it is narrowed. Against scaling
-/// every block in place and narrowing it after, this saves a store and a load per vector: bf16 `forward_backward`
-/// took 7-15% less time (Zen 4, BENCHMARKS.md). Narrowing each block inside the next
-/// row's exp loop instead, as the f32 trailing row is scaled there, gained 3-5% on rows
-/// in L2 and nothing clear from DRAM on the Zen 5 host (BENCHMARKS.md, eighteenth
-/// session); bf16 needs `vcvtneps2bf16` for it, outside the kernel's `avx512f` boundary.
+/// every block in place and narrowing it after, this saves a store and a load per vector:
+/// bf16 `forward_backward` took 7-15% less time (Zen 4, BENCHMARKS.md). Narrowing each
+/// block inside the next row's exp loop instead, as the f32 trailing row is scaled there,
+/// gained 3-5% on rows in L2 and nothing clear from DRAM on the Zen 5 host (BENCHMARKS.md,
+/// eighteenth session); bf16 needs `vcvtneps2bf16` for it, outside the kernel's `avx512f`
+/// boundary.
 pub(crate) struct HalfGradient<'a> {
     format: HalfFormat,
     exps: *mut f32,
