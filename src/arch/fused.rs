@@ -1,7 +1,7 @@
 //! The fused row driver: a chunk of whole rows of at most `FUSED_MAX_CLASSES` classes
 //! through passes 1 to 3, short rows in groups side by side, long rows online, and rows of
 //! `TRAIL_MIN_CLASSES..=TRAIL_MAX_CLASSES` linked (each row's pass 3 inside the next row's
-//! pass 2); and long plain rows of 16-bit logits read block by block in 16-bit
+//! pass 2); and rows of 16-bit logits without label smoothing read in 16-bit
 //! ([`ce_rows_half`]). Every function is `#[inline(always)]` (see [`crate::arch`]).
 
 use crate::arch::convert::{HalfFormat, widen_one};
@@ -692,9 +692,9 @@ fn groups_half(job: &RowsJob<'_>) -> bool {
 ///
 /// `AHEAD` is a const parameter rather than a null `next` tested in [`HalfRow`]: with
 /// that test in `HalfRow::block`, the online rows, whose pass reads its blocks too, ran
-/// twice as slow at 16384 and 32768 classes (0.36-0.39 against 0.18 ns per logit, bf16 at
-/// 8192x16384, Zen 5), their block loads waiting on memory as if nothing had been
-/// prefetched.
+/// twice as slow at 16384, 24576 and 32768 classes (0.33-0.39 against 0.18-0.19 ns per
+/// logit, bf16 at 8192x16384, Zen 5), `perf` putting the samples on their block loads, as
+/// if nothing had been prefetched.
 ///
 /// # Safety
 /// `src` holds a row of `c` readable 16-bit logits.
